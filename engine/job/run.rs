@@ -1,0 +1,350 @@
+//! Executing a job: list its input files, expose them as one table, run its SQL on DataFusion.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::execution::context::SessionContext;
+use datafusion::prelude::SessionConfig;
+use serde::Serialize;
+
+use super::definition::{DefinitionError, JobDefinition};
+use crate::layout::format_date;
+use crate::progress::Progress;
+use crate::sources::{input_table, list_inputs, BadRow, InputFile, ListingError, SourceStats};
+use crate::storage::{Location, StorageError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Definition(#[from] DefinitionError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Listing(#[from] ListingError),
+    #[error("no input files for {what} in {input} (looked for {patterns})")]
+    NoInputFiles {
+        what: String,
+        input: String,
+        patterns: String,
+    },
+    #[error("job `{job}` failed: {message}")]
+    Query { job: String, message: String },
+    #[error("job `{job}` output has no column `{column}` declared as its {role} (columns: {columns})")]
+    MissingOutputColumn {
+        job: String,
+        column: String,
+        role: &'static str,
+        columns: String,
+    },
+    #[error("job `{job}` produced {count} rows with an already-seen record key, e.g. {example}; its SQL must make exactly one row per key")]
+    DuplicateKeys {
+        job: String,
+        count: usize,
+        example: String,
+    },
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub job: JobDefinition,
+    pub params: BTreeMap<String, String>,
+    /// Folder of validated input files (local path, `file://` or `s3://`).
+    pub input: String,
+    /// Bad input rows tolerated (skipped and reported) before the run fails.
+    pub max_bad_rows: u64,
+}
+
+/// The rows a run made, and what it read.
+#[derive(Debug)]
+pub struct RunResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub summary: RunSummary,
+}
+
+/// Figures for the end-of-run summary and the state store.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub job: String,
+    pub params: BTreeMap<String, String>,
+    pub input: String,
+    pub files: Vec<String>,
+    pub bytes_in: u64,
+    pub rows_in: u64,
+    pub bad_rows: u64,
+    pub bad_row_samples: Vec<BadRow>,
+    pub rows_out: u64,
+    pub seconds: f64,
+}
+
+impl RunSummary {
+    pub fn line(&self) -> String {
+        format!(
+            "{} files, {} bytes, {} rows in, {} bad rows, {} rows out, {:.2}s",
+            self.files.len(),
+            self.bytes_in,
+            self.rows_in,
+            self.bad_rows,
+            self.rows_out,
+            self.seconds
+        )
+    }
+}
+
+/// A DataFusion session sized for this machine.
+pub fn session() -> SessionContext {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    SessionContext::new_with_config(
+        SessionConfig::new()
+            .with_target_partitions(cores)
+            .with_information_schema(false),
+    )
+}
+
+/// The job's parameters as SQL values (`$province` → `'IL'`), bound by DataFusion rather than
+/// pasted into the SQL text.
+fn param_values(params: &BTreeMap<String, String>) -> Vec<(String, ScalarValue)> {
+    params
+        .iter()
+        .map(|(k, v)| (k.clone(), ScalarValue::Utf8(Some(v.clone()))))
+        .collect()
+}
+
+/// Lists a job's input files for the given parameters.
+pub async fn find_inputs(
+    job: &JobDefinition,
+    params: &BTreeMap<String, String>,
+    input: &str,
+) -> Result<(Location, Vec<InputFile>), RunError> {
+    job.check_params(params)?;
+    let borrowed: BTreeMap<&str, &str> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let patterns = job.input_patterns(&borrowed)?;
+    let location = Location::open(input).await?;
+    let files = list_inputs(&location, &patterns).await?;
+    if files.is_empty() {
+        let what = if params.is_empty() {
+            format!("job `{}`", job.name)
+        } else {
+            params
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(RunError::NoInputFiles {
+            what,
+            input: location.url,
+            patterns: patterns.join(", "),
+        });
+    }
+    Ok((location, files))
+}
+
+/// Runs a job over its input files and returns its rows.
+pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunResult, RunError> {
+    let started = Instant::now();
+    let job = &request.job;
+    let query_err = |e: &dyn std::fmt::Display| RunError::Query {
+        job: job.name.clone(),
+        message: e.to_string(),
+    };
+    let (location, files) = find_inputs(job, &request.params, &request.input).await?;
+    tracing::info!(job = %job.name, files = files.len(), input = %location.url, "running job");
+
+    let stats = Arc::new(SourceStats::new(request.max_bad_rows));
+    let ctx = session();
+    let table = input_table(&files, &job.input.layout, stats.clone()).map_err(|e| query_err(&e))?;
+    ctx.register_table(job.input.table.as_str(), Arc::new(table))
+        .map_err(|e| query_err(&e))?;
+
+    let bar = progress.bytes("reading", files.iter().map(|f| f.size).sum());
+    let frame = ctx
+        .sql(&job.sql)
+        .await
+        .and_then(|df| df.with_param_values(param_values(&request.params)))
+        .map_err(|e| query_err(&e))?;
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    check_output_columns(job, &schema)?;
+    let ticker = {
+        let (bar, stats) = (bar.clone(), stats.clone());
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(stats.bytes_in.load(std::sync::atomic::Ordering::Relaxed));
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let batches = frame.collect().await;
+    ticker.abort();
+    bar.finish_and_clear();
+    let batches = batches.map_err(|e| query_err(&e))?;
+    check_unique_keys(job, &schema, &batches)?;
+
+    let summary = RunSummary {
+        job: job.name.clone(),
+        params: request.params.clone(),
+        input: location.url.clone(),
+        files: files.iter().map(|f| f.url.clone()).collect(),
+        bytes_in: stats.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+        rows_in: stats.rows_in(),
+        bad_rows: stats.bad_rows(),
+        bad_row_samples: stats
+            .bad_samples
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default(),
+        rows_out: batches.iter().map(|b| b.num_rows() as u64).sum(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok(RunResult {
+        schema,
+        batches,
+        summary,
+    })
+}
+
+/// The job's logical and physical plans, as `EXPLAIN` prints them, over an empty input.
+pub async fn explain_job(job: &JobDefinition) -> Result<String, RunError> {
+    let query_err = |e: &dyn std::fmt::Display| RunError::Query {
+        job: job.name.clone(),
+        message: e.to_string(),
+    };
+    let ctx = session();
+    let stats = Arc::new(SourceStats::new(0));
+    let table = input_table(&[], &job.input.layout, stats).map_err(|e| query_err(&e))?;
+    ctx.register_table(job.input.table.as_str(), Arc::new(table))
+        .map_err(|e| query_err(&e))?;
+    let sample_params: BTreeMap<String, String> = job
+        .params
+        .iter()
+        .map(|p| (p.clone(), format!("<{p}>")))
+        .collect();
+    let frame = ctx
+        .sql(&job.sql)
+        .await
+        .and_then(|df| df.with_param_values(param_values(&sample_params)))
+        .map_err(|e| query_err(&e))?;
+    check_output_columns(job, &Arc::new(frame.schema().as_arrow().clone()))?;
+    let plans = frame
+        .explain(false, false)
+        .map_err(|e| query_err(&e))?
+        .collect()
+        .await
+        .map_err(|e| query_err(&e))?;
+    let mut out = String::new();
+    for batch in &plans {
+        let kinds = batch.column(0).as_any().downcast_ref::<datafusion::arrow::array::StringArray>();
+        let texts = batch.column(1).as_any().downcast_ref::<datafusion::arrow::array::StringArray>();
+        if let (Some(kinds), Some(texts)) = (kinds, texts) {
+            for (kind, text) in kinds.iter().zip(texts.iter()) {
+                out.push_str(&format!("== {} ==\n{}\n\n", kind.unwrap_or(""), text.unwrap_or("")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn check_output_columns(job: &JobDefinition, schema: &SchemaRef) -> Result<(), RunError> {
+    let declared = job
+        .output
+        .record_key
+        .iter()
+        .map(|c| (c, "record key"))
+        .chain([
+            (&job.output.partition_field, "partition field"),
+            (&job.output.precombine_field, "precombine field"),
+        ]);
+    for (column, role) in declared {
+        if schema.index_of(column).is_err() {
+            return Err(RunError::MissingOutputColumn {
+                job: job.name.clone(),
+                column: column.clone(),
+                role,
+                columns: schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Sinks rely on one row per record key; a job whose SQL breaks that is stopped here, before
+/// anything is written.
+fn check_unique_keys(
+    job: &JobDefinition,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<(), RunError> {
+    let query_err = |e: &dyn std::fmt::Display| RunError::Query {
+        job: job.name.clone(),
+        message: e.to_string(),
+    };
+    let indices: Vec<usize> = job
+        .output
+        .record_key
+        .iter()
+        .filter_map(|c| schema.index_of(c).ok())
+        .collect();
+    let converter = RowConverter::new(
+        indices
+            .iter()
+            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .collect(),
+    )
+    .map_err(|e| query_err(&e))?;
+    let mut seen: HashSet<Box<[u8]>> = HashSet::new();
+    let mut duplicates = 0usize;
+    let mut example = None;
+    for batch in batches {
+        let columns: Vec<_> = indices.iter().map(|&i| batch.column(i).clone()).collect();
+        let rows = converter.convert_columns(&columns).map_err(|e| query_err(&e))?;
+        for (row_idx, row) in rows.iter().enumerate() {
+            if !seen.insert(row.as_ref().into()) {
+                duplicates += 1;
+                if example.is_none() {
+                    example = Some(describe_key(job, schema, batch, row_idx));
+                }
+            }
+        }
+    }
+    match example {
+        None => Ok(()),
+        Some(example) => Err(RunError::DuplicateKeys {
+            job: job.name.clone(),
+            count: duplicates,
+            example,
+        }),
+    }
+}
+
+fn describe_key(job: &JobDefinition, schema: &SchemaRef, batch: &RecordBatch, row: usize) -> String {
+    job.output
+        .record_key
+        .iter()
+        .filter_map(|c| {
+            let idx = schema.index_of(c).ok()?;
+            let value = ScalarValue::try_from_array(batch.column(idx), row).ok()?;
+            let text = match value {
+                ScalarValue::Date32(Some(d)) => format_date(d),
+                other => other.to_string(),
+            };
+            Some(format!("{c}={text}"))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,0 +1,45 @@
+//! # tally
+//!
+//! A batch aggregation engine for event-driven retail analytics, built to replace a Spark step on
+//! EMR. Franchise stores send cumulative point-of-sale files through the day; once a province has
+//! reported, tally reads its validated files, runs a SQL-defined job on Apache DataFusion, and
+//! writes exactly one row per record key to its sinks.
+//!
+//! The modules follow the pipeline:
+//!
+//! | stage | module |
+//! |---|---|
+//! | raw files → validated CSV | [`validate`], using the declared [`layout`]s |
+//! | where files live (local, S3) | [`storage`] |
+//! | validated files → one table | [`sources`] |
+//! | SQL job definitions and execution | [`job`] |
+//! | printing rows | [`output`] |
+//! | the bundled end-to-end demo | [`demo`] |
+//!
+//! Running the province job over a folder of validated files:
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use tally::job::{run_job, JobCatalog, RunRequest};
+//! use tally::layout::LayoutSet;
+//!
+//! let job = JobCatalog::new("jobs", LayoutSet::embedded()).find("province_sales")?;
+//! let request = RunRequest {
+//!     job,
+//!     params: [("province".to_string(), "IL".to_string())].into(),
+//!     input: "validated/".to_string(),
+//!     max_bad_rows: 0,
+//! };
+//! let result = run_job(&request, &tally::progress::Progress::hidden()).await?;
+//! println!("{}", result.summary.line());
+//! # Ok(()) }
+//! ```
+
+pub mod demo;
+pub mod job;
+pub mod layout;
+pub mod output;
+pub mod progress;
+pub mod sources;
+pub mod storage;
+pub mod validate;

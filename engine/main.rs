@@ -1,0 +1,347 @@
+//! The `tally` command line. Each subcommand is a thin edge over the library: parse arguments,
+//! call into `tally::*`, print results to stdout and summaries to stderr.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use tally::job::{explain_job, run_job, JobCatalog, RunRequest};
+use tally::layout::LayoutSet;
+use tally::output::{write_rows, OutputFormat};
+use tally::progress::Progress;
+use tally::validate::{summary_line, validate, ValidateOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "tally",
+    version,
+    about = "Batch aggregation for retail point-of-sale files: validate, run SQL jobs, load sinks",
+    long_about = "tally turns stores' cumulative point-of-sale files into exactly one row per \
+store, item and day.\n\nThe flow: `tally validate` converts raw .tdf files into clean CSV, \
+`tally run` executes a SQL job (jobs/*.sql) over a province's validated files on Apache \
+DataFusion, and `tally demo` does both over bundled sample files.",
+    after_help = "Examples:\n  tally demo\n  tally validate --input raw/ --output validated/\n  \
+tally run --job jobs/province_sales.sql --province IL --input validated/ --dry-run --format table\n  \
+tally jobs list"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
+#[derive(Args)]
+struct GlobalArgs {
+    /// Folder of job definitions (*.sql); jobs built into tally are used when absent.
+    #[arg(long, global = true, env = "TALLY_JOBS_DIR", default_value = "jobs")]
+    jobs_dir: PathBuf,
+    /// File layouts to use instead of the built-in jobs/layouts.toml.
+    #[arg(long, global = true, env = "TALLY_LAYOUTS")]
+    layouts: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// More logging (-v info, -vv debug); TALLY_LOG=<filter> sets it precisely.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// No progress bars.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert raw tab-delimited store files (.tdf) into validated CSV.
+    #[command(after_help = "Example:\n  tally validate --input s3://pos-raw/incoming --output s3://pos-raw/validated --max-bad-rows 100\n\n\
+Every `NAME.tdf` directly under the input becomes `NAME.csv` under the output: comma-separated, no header,\n\
+original columns in order. Lines starting with `-` are dropped as junk; a first line that is not data is\n\
+dropped as a header. Rows that do not fit the file's layout (jobs/layouts.toml; files named Item* are the\n\
+item master) go to OUTPUT/_quarantine/NAME.csv with file, line, reason and raw text. The raw file's time\n\
+is carried to the output (jobs use it to find the newest cumulative file).")]
+    Validate(ValidateArgs),
+    /// Run a SQL job over a province's validated files.
+    #[command(after_help = "Examples:\n  tally run --job jobs/province_sales.sql --province IL --input validated/ --dry-run --format csv\n  \
+tally run --job province_sales --province CA --input s3://pos-raw/validated --dry-run --format table\n\n\
+Input files are those directly under --input matching the job's patterns (province_sales: CODE-*.csv and\n\
+CODE-*.parquet). S3 access uses the standard AWS configuration: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,\n\
+AWS_PROFILE, AWS_REGION, the instance profile on EMR, and AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL for\n\
+S3-compatible servers. The rows go to stdout; the summary goes to stderr.")]
+    Run(RunArgs),
+    /// List, show and explain the SQL-defined jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Validate and run the province job over bundled sample files, showing every output.
+    #[command(after_help = "Example:\n  tally demo --workdir /tmp/tally-demo\n\n\
+Writes the bundled raw files (province WI: four stores, a later cumulative file, junk and header lines,\n\
+a CRLF file, a bad row, a file of another province and an item master) under the work folder, validates\n\
+them, runs jobs/province_sales.sql and prints the result.")]
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    /// Folder of raw .tdf files: a path, file:// or s3:// URL.
+    #[arg(long)]
+    input: String,
+    /// Folder for the validated .csv files (created if missing).
+    #[arg(long)]
+    output: String,
+    /// A file with more bad rows than this is not published and the command fails.
+    #[arg(long)]
+    max_bad_rows: Option<u64>,
+    /// Files validated at once (default: the number of cores).
+    #[arg(long)]
+    parallel: Option<usize>,
+    /// Print the report as JSON on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The job: a path to a .sql file or the name of a job in the jobs folder.
+    #[arg(long)]
+    job: String,
+    /// Province code; sets the job's `province` parameter.
+    #[arg(long)]
+    province: Option<String>,
+    /// Other job parameters, NAME=VALUE (repeatable).
+    #[arg(long = "param", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+    /// Folder of validated input files: a path, file:// or s3:// URL.
+    #[arg(long)]
+    input: String,
+    /// Compute and print the rows; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also write the rows to this local file (in --format).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// How rows are printed.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Csv)]
+    format: OutputFormat,
+    /// Bad input rows to skip (and report) before the run fails.
+    #[arg(long, default_value_t = 0)]
+    max_bad_rows: u64,
+    /// Write the run summary as JSON to this file.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// List the jobs (folder and built-in).
+    #[command(after_help = "Example:\n  tally jobs list --jobs-dir jobs/")]
+    List,
+    /// Show a job's metadata and SQL.
+    #[command(after_help = "Example:\n  tally jobs show province_sales")]
+    Show {
+        /// Job name or path to a .sql file.
+        name: String,
+    },
+    /// Print the DataFusion logical and physical plans of a job.
+    #[command(after_help = "Example:\n  tally jobs explain province_sales")]
+    Explain {
+        /// Job name or path to a .sql file.
+        name: String,
+    },
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Folder for the demo's raw, validated and result files.
+    #[arg(long, default_value = "tally-demo")]
+    workdir: PathBuf,
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))
+}
+
+fn init_logging(global: &GlobalArgs) {
+    use tracing_subscriber::EnvFilter;
+    let default = match global.verbose {
+        0 => "warn",
+        1 => "info,tally=info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match global.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    let layouts = match &cli.global.layouts {
+        Some(path) => LayoutSet::load(path)?,
+        None => LayoutSet::embedded(),
+    };
+    let progress = Progress::for_terminal(cli.global.quiet);
+    let catalog = JobCatalog::new(&cli.global.jobs_dir, layouts.clone());
+    match cli.command {
+        Command::Validate(args) => cmd_validate(args, layouts, &progress).await,
+        Command::Run(args) => cmd_run(args, &catalog, &progress).await,
+        Command::Jobs(cmd) => cmd_jobs(cmd, &catalog).await,
+        Command::Demo(args) => {
+            tally::demo::run_demo(&args.workdir, &catalog, &progress).await?;
+            Ok(())
+        }
+    }
+}
+
+async fn cmd_validate(args: ValidateArgs, layouts: LayoutSet, progress: &Progress) -> Result<()> {
+    let options = ValidateOptions {
+        input: args.input,
+        output: args.output,
+        max_bad_rows: args.max_bad_rows,
+        parallelism: args.parallel.unwrap_or_else(default_parallelism),
+        layouts,
+    };
+    let report = validate(&options, progress).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        tally::demo::print_validate_report(&report, &mut std::io::stdout())?;
+    }
+    eprintln!("tally validate: {}", summary_line(&report));
+    if report.failed_files() > 0 {
+        bail!(
+            "{} file(s) not published: more bad rows than --max-bad-rows (see {}/_quarantine)",
+            report.failed_files(),
+            report.output
+        );
+    }
+    Ok(())
+}
+
+fn default_parallelism() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+async fn cmd_run(args: RunArgs, catalog: &JobCatalog, progress: &Progress) -> Result<()> {
+    let job = catalog.find(&args.job)?;
+    let mut params: BTreeMap<String, String> = args.params.into_iter().collect();
+    if let Some(p) = args.province {
+        params.insert("province".into(), p);
+    }
+    if !args.dry_run && args.output.is_none() {
+        bail!("nothing to write to: pass --dry-run to print the rows, or --output FILE");
+    }
+    let request = RunRequest {
+        job,
+        params,
+        input: args.input,
+        max_bad_rows: args.max_bad_rows,
+    };
+    let result = run_job(&request, progress).await?;
+    if let Some(path) = &args.output {
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        );
+        write_rows(args.format, &result.schema, &result.batches, &mut file)?;
+        file.flush()?;
+    }
+    if args.dry_run {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        write_rows(args.format, &result.schema, &result.batches, &mut out)?;
+        out.flush()?;
+    }
+    let s = &result.summary;
+    eprintln!("tally run: job {} {}: {}", s.job, describe_params(&s.params), s.line());
+    for bad in &s.bad_row_samples {
+        eprintln!("  skipped bad row: {bad}");
+    }
+    if let Some(path) = &args.summary_json {
+        std::fs::write(path, serde_json::to_string_pretty(s)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn describe_params(params: &BTreeMap<String, String>) -> String {
+    params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn cmd_jobs(cmd: JobsCommand, catalog: &JobCatalog) -> Result<()> {
+    match cmd {
+        JobsCommand::List => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{:<24} {:<34} DESCRIPTION", "NAME", "SOURCE")?;
+            for job in catalog.list() {
+                match job {
+                    Ok(job) => writeln!(out, "{:<24} {:<34} {}", job.name, job.origin, job.description)?,
+                    Err(e) => writeln!(out, "{:<24} {:<34} {e}", "(invalid)", "")?,
+                }
+            }
+        }
+        JobsCommand::Show { name } => {
+            let job = catalog.find(&name)?;
+            println!("name:        {}", job.name);
+            println!("source:      {}", job.origin);
+            println!("description: {}", job.description);
+            println!("params:      {}", job.params.join(", "));
+            println!("input:       table `{}` from files {}", job.input.table, job.input.files.join(", "));
+            println!("layout:      {}", job.input.layout.name);
+            for c in &job.input.layout.columns {
+                println!("               {:<14} {}", c.name, c.ty);
+            }
+            println!("               {:<14} string (lineage)", tally::sources::SOURCE_FILE);
+            println!("               {:<14} timestamp (lineage)", tally::sources::SOURCE_TIME);
+            println!("record key:  {}", job.output.record_key.join(", "));
+            println!("partition:   {}", job.output.partition_field);
+            println!("precombine:  {}", job.output.precombine_field);
+            println!("hudi table:  {} (hive-style partitions: {})", job.sinks.hudi_table, job.sinks.hive_style_partitioning);
+            println!("warehouse:   {}", job.sinks.warehouse_table);
+            println!("\n{}", job.sql);
+        }
+        JobsCommand::Explain { name } => {
+            let job = catalog.find(&name)?;
+            print!("{}", explain_job(&job).await?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! Printing result rows: CSV with a header, JSON (one array of objects), or an aligned table.
+
+use std::io::Write;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+
+/// How rows are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum OutputFormat {
+    /// Comma-separated with a header line.
+    #[default]
+    Csv,
+    /// A JSON array of objects; decimals keep their exact digits.
+    Json,
+    /// An aligned text table for reading on a terminal.
+    Table,
+}
+
+/// Writes `batches` to `out` in `format`.
+pub fn write_rows(
+    format: OutputFormat,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    out: &mut dyn Write,
+) -> Result<(), ArrowError> {
+    match format {
+        OutputFormat::Csv => {
+            let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .with_timestamp_tz_format("%Y-%m-%dT%H:%M:%S%.6fZ".to_string())
+                .build(out);
+            if batches.is_empty() {
+                writer.write(&RecordBatch::new_empty(schema.clone()))?;
+            }
+            for batch in batches {
+                writer.write(batch)?;
+            }
+        }
+        OutputFormat::Json => {
+            let mut writer = datafusion::arrow::json::ArrayWriter::new(out);
+            for batch in batches {
+                writer.write(batch)?;
+            }
+            writer.finish()?;
+            writer.into_inner().write_all(b"\n")?;
+        }
+        OutputFormat::Table => {
+            let table = datafusion::arrow::util::pretty::pretty_format_batches(batches)?;
+            writeln!(out, "{table}")?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! Reading one validated CSV file (no header, the layout's columns first) as a partition.
+
+use std::io::Read;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayBuilder, ArrayRef, Date32Builder, Decimal128Builder, Int64Builder, StringBuilder,
+};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use tokio::sync::mpsc;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use super::{lineage_columns, BadRow, InputFile, SourceStats, BATCH_ROWS};
+use crate::layout::{ColumnType, Layout, Parsed};
+
+#[derive(Debug)]
+pub(crate) struct CsvPartition {
+    pub file: InputFile,
+    pub layout: Layout,
+    pub schema: SchemaRef,
+    pub stats: Arc<SourceStats>,
+}
+
+impl PartitionStream for CsvPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        // Parsing is CPU work on a blocking thread; batches flow back through a small channel,
+        // which also bounds how far the parser runs ahead of the query.
+        let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(2);
+        let (file, layout, schema, stats) = (
+            self.file.clone(),
+            self.layout.clone(),
+            self.schema.clone(),
+            self.stats.clone(),
+        );
+        tokio::spawn(async move {
+            let body = match file.store.get(&file.path).await {
+                Ok(body) => body.into_stream().map_err(std::io::Error::other),
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(DataFusionError::Execution(format!(
+                            "cannot read {}: {e}",
+                            file.url
+                        ))))
+                        .await;
+                    return;
+                }
+            };
+            let reader = SyncIoBridge::new(StreamReader::new(body));
+            let error_tx = tx.clone();
+            let url = file.url.clone();
+            let joined = tokio::task::spawn_blocking(move || {
+                read_csv(reader, &file, &layout, &schema, &stats, &tx)
+            })
+            .await;
+            if let Err(e) = joined {
+                let _ = error_tx
+                    .send(Err(DataFusionError::Execution(format!(
+                        "reading {url} failed: {e}"
+                    ))))
+                    .await;
+            }
+        });
+        let batches = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|batch| (batch, rx))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
+    }
+}
+
+/// Column builders for the layout's declared columns.
+enum ColumnBuilder {
+    String(StringBuilder),
+    Decimal(Decimal128Builder, u8, i8),
+    Integer(Int64Builder),
+    Date(Date32Builder),
+}
+
+impl ColumnBuilder {
+    fn new(ty: ColumnType) -> ColumnBuilder {
+        match ty {
+            ColumnType::String => ColumnBuilder::String(StringBuilder::with_capacity(
+                BATCH_ROWS,
+                BATCH_ROWS * 8,
+            )),
+            ColumnType::Decimal { precision, scale } => ColumnBuilder::Decimal(
+                Decimal128Builder::with_capacity(BATCH_ROWS),
+                precision,
+                scale,
+            ),
+            ColumnType::Integer => ColumnBuilder::Integer(Int64Builder::with_capacity(BATCH_ROWS)),
+            ColumnType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(BATCH_ROWS)),
+        }
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef> {
+        Ok(match self {
+            ColumnBuilder::String(b) => Arc::new(b.finish()),
+            ColumnBuilder::Decimal(b, p, s) => {
+                Arc::new(b.finish().with_precision_and_scale(*p, *s)?)
+            }
+            ColumnBuilder::Integer(b) => Arc::new(b.finish()),
+            ColumnBuilder::Date(b) => Arc::new(b.finish()),
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            ColumnBuilder::String(b) => b.len(),
+            ColumnBuilder::Decimal(b, ..) => b.len(),
+            ColumnBuilder::Integer(b) => b.len(),
+            ColumnBuilder::Date(b) => b.len(),
+        }
+    }
+}
+
+fn read_csv<R: Read>(
+    reader: R,
+    file: &InputFile,
+    layout: &Layout,
+    schema: &SchemaRef,
+    stats: &SourceStats,
+    tx: &mpsc::Sender<Result<RecordBatch>>,
+) {
+    let fail = |message: String| {
+        let _ = tx.blocking_send(Err(DataFusionError::Execution(message)));
+    };
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(1 << 20)
+        .from_reader(reader);
+    let mut record = csv::ByteRecord::new();
+    let mut builders: Vec<ColumnBuilder> =
+        layout.columns.iter().map(|c| ColumnBuilder::new(c.ty)).collect();
+    let mut parsed: Vec<Parsed> = Vec::with_capacity(layout.columns.len());
+    let mut bytes_reported = 0u64;
+    loop {
+        match csv.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                return fail(format!("{} line {line}: not valid CSV: {e}", file.url));
+            }
+        }
+        match layout.parse_row(record.len(), |i| &record[i], &mut parsed) {
+            Ok(()) => {
+                for (builder, value) in builders.iter_mut().zip(&parsed) {
+                    match (builder, *value) {
+                        (ColumnBuilder::String(b), Parsed::String(i)) => {
+                            // Checked as UTF-8 by parse_row.
+                            let text = std::str::from_utf8(&record[i]).unwrap_or_default();
+                            b.append_value(text.trim());
+                        }
+                        (ColumnBuilder::Decimal(b, ..), Parsed::Decimal(v)) => b.append_value(v),
+                        (ColumnBuilder::Integer(b), Parsed::Integer(v)) => b.append_value(v),
+                        (ColumnBuilder::Date(b), Parsed::Date(v)) => b.append_value(v),
+                        _ => unreachable!("builders are made from the same layout"),
+                    }
+                }
+            }
+            Err(reason) => {
+                let line = record.position().map(|p| p.line()).unwrap_or(0);
+                if let Err(row) = stats.refuse(BadRow {
+                    file: file.url.clone(),
+                    line,
+                    reason,
+                }) {
+                    return fail(format!(
+                        "{row} (a job's input must be validated rows; raise --max-bad-rows to skip such rows)"
+                    ));
+                }
+            }
+        }
+        if builders[0].len() >= BATCH_ROWS {
+            let pos = csv.position().byte();
+            stats.bytes_in.fetch_add(pos - bytes_reported, Ordering::Relaxed);
+            bytes_reported = pos;
+            if !send_batch(&mut builders, file, schema, stats, tx) {
+                return;
+            }
+        }
+    }
+    stats
+        .bytes_in
+        .fetch_add(csv.position().byte() - bytes_reported, Ordering::Relaxed);
+    if builders[0].len() > 0 {
+        send_batch(&mut builders, file, schema, stats, tx);
+    }
+}
+
+/// Finishes the builders into a batch and sends it; false when the reader should stop.
+fn send_batch(
+    builders: &mut [ColumnBuilder],
+    file: &InputFile,
+    schema: &SchemaRef,
+    stats: &SourceStats,
+    tx: &mpsc::Sender<Result<RecordBatch>>,
+) -> bool {
+    let rows = builders[0].len();
+    let batch = builders
+        .iter_mut()
+        .map(ColumnBuilder::finish)
+        .collect::<Result<Vec<_>>>()
+        .and_then(|mut columns| {
+            columns.extend(lineage_columns(file, rows));
+            Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        });
+    let ok = batch.is_ok();
+    stats.rows_in.fetch_add(rows as u64, Ordering::Relaxed);
+    tx.blocking_send(batch).is_ok() && ok
+}

@@ -1,0 +1,150 @@
+//! Sources: the files a job reads, and how they become one DataFusion table.
+//!
+//! A job's input is the set of files in one folder whose names match the job's patterns (for the
+//! province job, `{province}-*.csv` and `{province}-*.parquet`). Each file is one partition of a
+//! [`StreamingTable`]: it is read as a stream (bounded memory), parsed strictly against the job's
+//! input layout, and every row is tagged with its `source_file` and `source_time`, so the job's SQL
+//! can tell which cumulative file is newest.
+
+mod csv_file;
+mod listing;
+mod parquet_file;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::physical_plan::streaming::PartitionStream;
+
+use crate::layout::Layout;
+
+pub use listing::{list_inputs, InputFile, InputFormat, ListingError};
+
+/// Name of the lineage column holding the file a row came from.
+pub const SOURCE_FILE: &str = "source_file";
+/// Name of the lineage column holding that file's time.
+pub const SOURCE_TIME: &str = "source_time";
+
+/// One refused input row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BadRow {
+    pub file: String,
+    pub line: u64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} line {}: {}", self.file, self.line, self.reason)
+    }
+}
+
+/// Counters shared by all partitions of one read.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    pub rows_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bad_rows: AtomicU64,
+    /// The first refused rows, for the summary.
+    pub bad_samples: Mutex<Vec<BadRow>>,
+    /// How many bad rows are tolerated before the read fails.
+    pub max_bad_rows: u64,
+}
+
+impl SourceStats {
+    pub fn new(max_bad_rows: u64) -> SourceStats {
+        SourceStats {
+            max_bad_rows,
+            ..Default::default()
+        }
+    }
+
+    /// Records a refused row; returns it as an error when the tolerance is exceeded.
+    pub(crate) fn refuse(&self, row: BadRow) -> Result<(), BadRow> {
+        let count = self.bad_rows.fetch_add(1, Ordering::Relaxed) + 1;
+        if count > self.max_bad_rows {
+            return Err(row);
+        }
+        tracing::warn!(file = %row.file, line = row.line, reason = %row.reason, "bad input row skipped");
+        let mut samples = self.bad_samples.lock().unwrap_or_else(|p| p.into_inner());
+        if samples.len() < 20 {
+            samples.push(row);
+        }
+        Ok(())
+    }
+
+    pub fn rows_in(&self) -> u64 {
+        self.rows_in.load(Ordering::Relaxed)
+    }
+    pub fn bad_rows(&self) -> u64 {
+        self.bad_rows.load(Ordering::Relaxed)
+    }
+}
+
+/// The schema of the table a job's SQL sees: the layout's columns, then the lineage columns.
+pub fn input_schema(layout: &Layout) -> SchemaRef {
+    let mut fields: Vec<Field> = layout
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(SOURCE_FILE, DataType::Utf8, false));
+    fields.push(Field::new(
+        SOURCE_TIME,
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        false,
+    ));
+    Arc::new(Schema::new(fields))
+}
+
+/// The lineage columns for a batch of `rows` rows from `file`.
+pub(crate) fn lineage_columns(file: &InputFile, rows: usize) -> [ArrayRef; 2] {
+    [
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            file.url.as_str(),
+            rows,
+        ))),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(std::iter::repeat_n(
+                file.source_time.timestamp_micros(),
+                rows,
+            ))
+            .with_timezone("UTC"),
+        ),
+    ]
+}
+
+/// Rows per record batch produced by the readers.
+pub const BATCH_ROWS: usize = 8192;
+
+/// The table over a job's input files: one streaming partition per file.
+pub fn input_table(
+    files: &[InputFile],
+    layout: &Layout,
+    stats: Arc<SourceStats>,
+) -> datafusion::error::Result<StreamingTable> {
+    let schema = input_schema(layout);
+    let partitions: Vec<Arc<dyn PartitionStream>> = files
+        .iter()
+        .map(|file| -> Arc<dyn PartitionStream> {
+            match file.format {
+                InputFormat::Csv => Arc::new(csv_file::CsvPartition {
+                    file: file.clone(),
+                    layout: layout.clone(),
+                    schema: schema.clone(),
+                    stats: stats.clone(),
+                }),
+                InputFormat::Parquet => Arc::new(parquet_file::ParquetPartition {
+                    file: file.clone(),
+                    layout: layout.clone(),
+                    schema: schema.clone(),
+                    stats: stats.clone(),
+                }),
+            }
+        })
+        .collect();
+    StreamingTable::try_new(schema, partitions)
+}

@@ -1,0 +1,303 @@
+//! Where data lives: one [`Location`] for a local folder, a `file://` URL or an `s3://bucket/prefix`.
+//!
+//! S3 is configured the way every AWS tool is: credentials from the standard chain (environment,
+//! shared profiles and SSO, web identity, the EC2 instance profile on EMR), region from
+//! `AWS_REGION`/profile, and an S3-compatible endpoint from `AWS_ENDPOINT_URL_S3` or
+//! `AWS_ENDPOINT_URL` (plain `http://` endpoints are allowed because the URL says so).
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use object_store::aws::{AmazonS3Builder, AwsCredential};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{CredentialProvider, ObjectMeta, ObjectStore, ObjectStoreExt};
+use url::Url;
+
+/// Object metadata key under which `validate` records the raw file's time on S3, where an
+/// object's own time cannot be set (locally the file's modification time is set instead).
+pub const SOURCE_TIME_METADATA: &str = "tally-source-time";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("`{0}` is not a local path, file:// or s3:// URL")]
+    Unsupported(String),
+    #[error("local folder {path} is not usable: {source}")]
+    Local { path: String, source: std::io::Error },
+    #[error("cannot set up S3 access for {url}: {source}")]
+    S3Setup {
+        url: String,
+        source: object_store::Error,
+    },
+    #[error("{operation} {url}: {source}")]
+    Io {
+        operation: &'static str,
+        url: String,
+        source: object_store::Error,
+    },
+}
+
+/// A folder in some object store: the store, the prefix inside it, and how to name things in it.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    /// Prefix of this folder inside `store` (empty for local folders: the store is rooted there).
+    pub prefix: Path,
+    /// Display form used in messages and lineage columns (`file:///abs/dir` or `s3://b/p`).
+    pub url: String,
+    /// The folder on disk, for local locations.
+    pub local_root: Option<PathBuf>,
+}
+
+/// One file found in a [`Location`].
+#[derive(Debug, Clone)]
+pub struct FileEntry {
+    pub name: String,
+    pub path: Path,
+    pub size: u64,
+    pub last_modified: DateTime<Utc>,
+}
+
+impl Location {
+    /// Opens a location for reading: it must exist.
+    pub async fn open(spec: &str) -> Result<Location, StorageError> {
+        Self::resolve(spec, false).await
+    }
+
+    /// Opens a location for writing, creating a local folder when missing.
+    pub async fn create(spec: &str) -> Result<Location, StorageError> {
+        Self::resolve(spec, true).await
+    }
+
+    async fn resolve(spec: &str, create: bool) -> Result<Location, StorageError> {
+        if let Some(rest) = spec.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(StorageError::Unsupported(spec.to_string()));
+            }
+            let store = s3_store(bucket, spec).await?;
+            let prefix = Path::from(prefix.trim_end_matches('/'));
+            let url = format!("s3://{bucket}/{prefix}");
+            return Ok(Location {
+                store,
+                prefix,
+                url: url.trim_end_matches('/').to_string(),
+                local_root: None,
+            });
+        }
+        let local: PathBuf = if spec.starts_with("file://") {
+            Url::parse(spec)
+                .ok()
+                .and_then(|u| u.to_file_path().ok())
+                .ok_or_else(|| StorageError::Unsupported(spec.to_string()))?
+        } else if spec.contains("://") {
+            return Err(StorageError::Unsupported(spec.to_string()));
+        } else {
+            PathBuf::from(spec)
+        };
+        let local_err = |source| StorageError::Local {
+            path: local.display().to_string(),
+            source,
+        };
+        if create {
+            std::fs::create_dir_all(&local).map_err(local_err)?;
+        }
+        let root = std::fs::canonicalize(&local).map_err(local_err)?;
+        if !root.is_dir() {
+            return Err(local_err(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "not a folder",
+            )));
+        }
+        let store = LocalFileSystem::new_with_prefix(&root).map_err(|e| StorageError::Local {
+            path: root.display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
+        Ok(Location {
+            store: Arc::new(store),
+            prefix: Path::default(),
+            url: Url::from_directory_path(&root)
+                .map(|u| u.to_string().trim_end_matches('/').to_string())
+                .unwrap_or_else(|_| root.display().to_string()),
+            local_root: Some(root),
+        })
+    }
+
+    /// The path of a file name inside this folder.
+    pub fn child(&self, name: &str) -> Path {
+        if self.prefix.as_ref().is_empty() {
+            Path::from(name)
+        } else {
+            self.prefix.clone().join(name)
+        }
+    }
+
+    /// Display URL of a file name inside this folder.
+    pub fn child_url(&self, name: &str) -> String {
+        format!("{}/{}", self.url, name)
+    }
+
+    /// The on-disk path of a file, for local locations.
+    pub fn local_path(&self, name: &str) -> Option<PathBuf> {
+        self.local_root.as_ref().map(|r| r.join(name))
+    }
+
+    /// Lists the files directly in this folder (not in sub-folders), sorted by name.
+    pub async fn list_files(&self) -> Result<Vec<FileEntry>, StorageError> {
+        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        let listing = self
+            .store
+            .list_with_delimiter(prefix)
+            .await
+            .map_err(|source| StorageError::Io {
+                operation: "cannot list",
+                url: self.url.clone(),
+                source,
+            })?;
+        let mut files: Vec<FileEntry> = listing
+            .objects
+            .into_iter()
+            .filter_map(|meta: ObjectMeta| {
+                let name = meta.location.filename()?.to_string();
+                Some(FileEntry {
+                    name,
+                    size: meta.size,
+                    last_modified: meta.last_modified,
+                    path: meta.location,
+                })
+            })
+            .collect();
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(files)
+    }
+
+    /// The time the data of `file` was produced: the `tally-source-time` metadata `validate` put on
+    /// S3 objects, or else the object's own time (which `validate` sets on local files).
+    pub async fn source_time(&self, file: &FileEntry) -> Result<DateTime<Utc>, StorageError> {
+        if self.local_root.is_some() {
+            return Ok(file.last_modified);
+        }
+        let head = self
+            .store
+            .get_opts(
+                &file.path,
+                object_store::GetOptions {
+                    head: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|source| StorageError::Io {
+                operation: "cannot read metadata of",
+                url: self.child_url(&file.name),
+                source,
+            })?;
+        let recorded = head
+            .attributes
+            .get(&object_store::Attribute::Metadata(SOURCE_TIME_METADATA.into()))
+            .and_then(|v| DateTime::parse_from_rfc3339(v.as_ref()).ok())
+            .map(|t| t.with_timezone(&Utc));
+        Ok(recorded.unwrap_or(file.last_modified))
+    }
+
+    /// Deletes a file if it exists.
+    pub async fn delete_if_exists(&self, name: &str) -> Result<(), StorageError> {
+        match self.store.delete(&self.child(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(StorageError::Io {
+                operation: "cannot delete",
+                url: self.child_url(name),
+                source,
+            }),
+        }
+    }
+}
+
+/// Sets a local file's modification time (how `validate` carries a raw file's time forward).
+pub fn set_local_mtime(path: &FsPath, time: DateTime<Utc>) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.set_modified(SystemTime::from(time))
+}
+
+/// The S3 endpoint to use, if not AWS's own: `AWS_ENDPOINT_URL_S3`, then `AWS_ENDPOINT_URL`.
+pub fn s3_endpoint_from_env() -> Option<String> {
+    ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .find(|v| !v.trim().is_empty())
+}
+
+async fn s3_store(bucket: &str, url: &str) -> Result<Arc<dyn ObjectStore>, StorageError> {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let region = sdk
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "us-east-1".to_string());
+    builder = builder.with_region(region);
+    if let Some(endpoint) = s3_endpoint_from_env() {
+        builder = builder
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_endpoint(endpoint);
+    }
+    if let Some(provider) = sdk.credentials_provider() {
+        builder = builder.with_credentials(Arc::new(SdkCredentials(provider)));
+    }
+    let store = builder.build().map_err(|source| StorageError::S3Setup {
+        url: url.to_string(),
+        source,
+    })?;
+    Ok(Arc::new(store))
+}
+
+/// Bridges the AWS SDK's credential chain (profiles, SSO, instance profile, ...) to object_store.
+#[derive(Debug)]
+struct SdkCredentials(aws_credential_types::provider::SharedCredentialsProvider);
+
+#[async_trait::async_trait]
+impl CredentialProvider for SdkCredentials {
+    type Credential = AwsCredential;
+
+    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+        use aws_credential_types::provider::ProvideCredentials;
+        let creds = self
+            .0
+            .provide_credentials()
+            .await
+            .map_err(|e| object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(e),
+            })?;
+        Ok(Arc::new(AwsCredential {
+            key_id: creds.access_key_id().to_string(),
+            secret_key: creds.secret_access_key().to_string(),
+            token: creds.session_token().map(str::to_string),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_paths_and_file_urls_resolve_to_the_same_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Location::open(dir.path().to_str().unwrap()).await.unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap().to_string();
+        let b = Location::open(&url).await.unwrap();
+        assert_eq!(a.local_root, b.local_root);
+        assert!(a.url.starts_with("file:///"));
+    }
+
+    #[tokio::test]
+    async fn missing_folders_and_odd_schemes_are_refused() {
+        assert!(Location::open("/definitely/not/here").await.is_err());
+        let err = Location::open("gs://bucket/x").await.unwrap_err().to_string();
+        assert!(err.contains("not a local path"), "{err}");
+    }
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: starts the servers the tests talk to (installing them when missing), then
+# runs every test. Used by .ci/run; a server that cannot start fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  cargo install cargo-nextest --locked
+fi
+
+# shellcheck source=tests/servers/garage.sh
+source tests/servers/garage.sh || { echo "the S3 test server (garage) did not start" >&2; exit 1; }
+trap garage_stop EXIT
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo nextest run --locked --no-fail-fast "$@"
+cargo test --locked --doc

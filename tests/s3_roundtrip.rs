@@ -1,0 +1,92 @@
+//! The province job over `s3://` against a real S3-compatible server (Garage) on loopback, started
+//! by `tests/run.sh` (tests/servers/garage.sh). Without the server these tests fail: they are
+//! never skipped silently.
+
+mod common;
+
+use common::*;
+use object_store::ObjectStoreExt;
+
+/// The test bucket; the server must be running.
+fn bucket() -> String {
+    std::env::var("TALLY_TEST_S3_BUCKET").unwrap_or_else(|_| {
+        panic!("TALLY_TEST_S3_BUCKET is not set: run the suite with tests/run.sh, which starts the S3 test server")
+    })
+}
+
+/// A fresh prefix per test so runs never see each other's files.
+fn prefix(name: &str) -> String {
+    format!(
+        "s3://{}/{name}-{}-{}",
+        bucket(),
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    )
+}
+
+#[test]
+fn local_raw_files_validated_to_s3_then_run_from_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw");
+    tally::demo::write_sample_files(&raw).unwrap();
+    let val = format!("{}/validated", prefix("local-to-s3"));
+    ok(&["validate", "--input", raw.to_str().unwrap(), "--output", &val]);
+    let out = ok(&["run", "--job", "jobs/province_sales.sql", "--province", "WI", "--input", &val, "--dry-run", "--format", "csv"]);
+    let rows = csv_rows(&out);
+    assert_eq!(project(&rows, RESULT_COLUMNS), expected_sample());
+    // The source time travelled as object metadata: store s201's later file won.
+    assert!(rows
+        .iter()
+        .filter(|r| r["store_id"] == "s201")
+        .all(|r| r["source_file"] == format!("{val}/WI-201-1500.csv")
+            && r["source_time"] == "2026-03-01T15:00:00.000000Z"));
+    // The quarantine sits beside the output on S3 too.
+    let stderr = String::from_utf8(run(&["run", "--job", "province_sales", "--province", "IL", "--input", &val, "--dry-run"]).stderr).unwrap();
+    assert!(stderr.contains("1 files"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_files_on_s3_validated_and_run_on_s3() {
+    let base = prefix("s3-to-s3");
+    let raw = tally::storage::Location::create(&format!("{base}/raw")).await.unwrap();
+    // Upload the older cumulative file first; S3 object times have one-second resolution.
+    let mut files: Vec<_> = tally::demo::SAMPLE_FILES.iter().collect();
+    files.sort_by_key(|(name, _, _)| *name != "WI-201.tdf");
+    for (i, (name, bytes, _)) in files.iter().enumerate() {
+        raw.store
+            .put(&raw.child(name), bytes.to_vec().into())
+            .await
+            .unwrap();
+        if i == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        }
+    }
+    let val = format!("{base}/validated");
+    let raw_url = format!("{base}/raw");
+    let (raw_url2, val2) = (raw_url.clone(), val.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        ok(&["validate", "--input", &raw_url2, "--output", &val2]);
+        ok(&["run", "--job", "province_sales", "--province", "WI", "--input", &val2, "--dry-run"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(project(&csv_rows(&out), RESULT_COLUMNS), expected_sample());
+    let validated = tally::storage::Location::open(&val).await.unwrap();
+    let names: Vec<String> = validated.list_files().await.unwrap().into_iter().map(|f| f.name).collect();
+    assert!(names.contains(&"WI-202.csv".to_string()), "{names:?}");
+    let quarantine = validated
+        .store
+        .get(&validated.child("_quarantine/WI-203.csv"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&quarantine).contains("12.3x"));
+}
+
+#[test]
+fn a_missing_s3_prefix_is_a_clear_error() {
+    let err = fails(&["run", "--job", "province_sales", "--province", "WI", "--input", &prefix("empty"), "--dry-run"]);
+    assert!(err.contains("no input files for province WI"), "{err}");
+}
