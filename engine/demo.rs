@@ -17,13 +17,41 @@ use crate::validate::{summary_line, validate, ValidateOptions, ValidateReport};
 
 /// The bundled raw files and the times their stores sent them.
 pub const SAMPLE_FILES: &[(&str, &[u8], &str)] = &[
-    ("WI-201.tdf", include_bytes!("../samples/raw/WI-201.tdf"), "2026-03-01T09:00:00Z"),
-    ("WI-201-1500.tdf", include_bytes!("../samples/raw/WI-201-1500.tdf"), "2026-03-01T15:00:00Z"),
-    ("WI-202.tdf", include_bytes!("../samples/raw/WI-202.tdf"), "2026-03-01T12:00:00Z"),
-    ("WI-203.tdf", include_bytes!("../samples/raw/WI-203.tdf"), "2026-03-01T12:05:00Z"),
-    ("WI-204.tdf", include_bytes!("../samples/raw/WI-204.tdf"), "2026-03-01T12:10:00Z"),
-    ("IL-999.tdf", include_bytes!("../samples/raw/IL-999.tdf"), "2026-03-01T12:00:00Z"),
-    ("Item-Master-Data.tdf", include_bytes!("../samples/raw/Item-Master-Data.tdf"), "2026-03-01T06:00:00Z"),
+    (
+        "WI-201.tdf",
+        include_bytes!("../samples/raw/WI-201.tdf"),
+        "2026-03-01T09:00:00Z",
+    ),
+    (
+        "WI-201-1500.tdf",
+        include_bytes!("../samples/raw/WI-201-1500.tdf"),
+        "2026-03-01T15:00:00Z",
+    ),
+    (
+        "WI-202.tdf",
+        include_bytes!("../samples/raw/WI-202.tdf"),
+        "2026-03-01T12:00:00Z",
+    ),
+    (
+        "WI-203.tdf",
+        include_bytes!("../samples/raw/WI-203.tdf"),
+        "2026-03-01T12:05:00Z",
+    ),
+    (
+        "WI-204.tdf",
+        include_bytes!("../samples/raw/WI-204.tdf"),
+        "2026-03-01T12:10:00Z",
+    ),
+    (
+        "IL-999.tdf",
+        include_bytes!("../samples/raw/IL-999.tdf"),
+        "2026-03-01T12:00:00Z",
+    ),
+    (
+        "Item-Master-Data.tdf",
+        include_bytes!("../samples/raw/Item-Master-Data.tdf"),
+        "2026-03-01T06:00:00Z",
+    ),
 ];
 
 /// The sample's province code.
@@ -48,7 +76,10 @@ pub async fn run_demo(workdir: &Path, catalog: &JobCatalog, progress: &Progress)
     let validated = workdir.join("validated");
     let result_csv = workdir.join("result.csv");
     write_sample_files(&raw)?;
-    println!("tally demo: province {SAMPLE_PROVINCE}, work folder {}\n", workdir.display());
+    println!(
+        "tally demo: province {SAMPLE_PROVINCE}, work folder {}\n",
+        workdir.display()
+    );
 
     println!("1. validate {} -> {}", raw.display(), validated.display());
     let report = validate(
@@ -66,7 +97,10 @@ pub async fn run_demo(workdir: &Path, catalog: &JobCatalog, progress: &Progress)
     println!("   {}\n", summary_line(&report));
 
     let job = catalog.find("province_sales")?;
-    println!("2. run job {} ({}) for province {SAMPLE_PROVINCE}", job.name, job.origin);
+    println!(
+        "2. run job {} ({}) for province {SAMPLE_PROVINCE}",
+        job.name, job.origin
+    );
     let result = run_job(
         &RunRequest {
             job,
@@ -77,16 +111,30 @@ pub async fn run_demo(workdir: &Path, catalog: &JobCatalog, progress: &Progress)
         progress,
     )
     .await?;
-    write_rows(OutputFormat::Table, &result.schema, &result.batches, &mut std::io::stdout())?;
+    write_rows(
+        OutputFormat::Table,
+        &result.schema,
+        &result.batches,
+        &mut std::io::stdout(),
+    )?;
     println!("   {}\n", result.summary.line());
     let mut file = std::io::BufWriter::new(std::fs::File::create(&result_csv)?);
-    write_rows(OutputFormat::Csv, &result.schema, &result.batches, &mut file)?;
+    write_rows(
+        OutputFormat::Csv,
+        &result.schema,
+        &result.batches,
+        &mut file,
+    )?;
     file.flush()?;
 
     println!("Where everything went:");
     println!("  raw files        {}", raw.display());
     println!("  validated CSV    {}", validated.display());
-    let quarantined: Vec<_> = report.files.iter().filter_map(|f| f.quarantine.as_ref()).collect();
+    let quarantined: Vec<_> = report
+        .files
+        .iter()
+        .filter_map(|f| f.quarantine.as_ref())
+        .collect();
     for q in quarantined {
         println!("  quarantined rows {q}");
     }

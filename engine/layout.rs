@@ -29,7 +29,10 @@ pub const EMBEDDED_LAYOUTS: &str = include_str!("../jobs/layouts.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
     #[error("cannot read layouts file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("layouts file {path} is not valid: {message}")]
     Invalid { path: String, message: String },
     #[error("unknown layout `{0}` (known: {1})")]
@@ -197,7 +200,8 @@ pub fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128, Strin
     if int_part.is_empty() && frac_part.is_empty() {
         return Err(not_decimal());
     }
-    if !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    if !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
     {
         return Err(not_decimal());
     }
@@ -208,7 +212,9 @@ pub fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128, Strin
     }
     let int_digits = int_part.trim_start_matches('0');
     if int_digits.len() > precision as usize - scale {
-        return Err(format!("`{text}` does not fit decimal({precision},{scale})"));
+        return Err(format!(
+            "`{text}` does not fit decimal({precision},{scale})"
+        ));
     }
     let mut value: i128 = 0;
     for b in int_digits.bytes().chain(kept.bytes()) {
@@ -362,7 +368,10 @@ impl LayoutToml {
             message,
         };
         if self.columns.is_empty() {
-            return Err(invalid(format!("layout `{}` declares no columns", self.name)));
+            return Err(invalid(format!(
+                "layout `{}` declares no columns",
+                self.name
+            )));
         }
         let mut columns = Vec::with_capacity(self.columns.len());
         for c in self.columns {
@@ -382,9 +391,7 @@ impl LayoutToml {
         }
         let mut builder = GlobSetBuilder::new();
         for g in &self.files {
-            builder.add(
-                Glob::new(g).map_err(|e| invalid(format!("bad file glob `{g}`: {e}")))?,
-            );
+            builder.add(Glob::new(g).map_err(|e| invalid(format!("bad file glob `{g}`: {e}")))?);
         }
         let matcher = builder
             .build()
@@ -464,15 +471,22 @@ mod tests {
         assert_eq!(parse_decimal("-12.34", 18, 2), Ok(-1234));
         assert_eq!(parse_decimal("+1.230", 18, 2), Ok(123));
         assert_eq!(parse_decimal("0001.10", 18, 2), Ok(110));
-        assert!(parse_decimal("1.234", 18, 2).unwrap_err().contains("decimal places"));
+        assert!(parse_decimal("1.234", 18, 2)
+            .unwrap_err()
+            .contains("decimal places"));
         assert!(parse_decimal("1e3", 18, 2).is_err());
         assert!(parse_decimal("", 18, 2).is_err());
         assert!(parse_decimal(".", 18, 2).is_err());
         assert!(parse_decimal("-", 18, 2).is_err());
         assert!(parse_decimal("1,000.00", 18, 2).is_err());
         assert!(parse_decimal("12.3.4", 18, 2).is_err());
-        assert_eq!(parse_decimal("9999999999999999.99", 18, 2), Ok(999_999_999_999_999_999));
-        assert!(parse_decimal("10000000000000000.00", 18, 2).unwrap_err().contains("fit"));
+        assert_eq!(
+            parse_decimal("9999999999999999.99", 18, 2),
+            Ok(999_999_999_999_999_999)
+        );
+        assert!(parse_decimal("10000000000000000.00", 18, 2)
+            .unwrap_err()
+            .contains("fit"));
     }
 
     #[test]
@@ -499,7 +513,13 @@ mod tests {
 
     #[test]
     fn type_names_round_trip() {
-        for name in ["string", "integer", "date", "decimal(18,2)", "decimal(38,0)"] {
+        for name in [
+            "string",
+            "integer",
+            "date",
+            "decimal(18,2)",
+            "decimal(38,0)",
+        ] {
             assert_eq!(ColumnType::from_name(name).unwrap().to_string(), name);
         }
         assert_eq!(ColumnType::from_name("decimal(2,3)"), None);
@@ -510,7 +530,10 @@ mod tests {
     fn embedded_layouts_parse_and_match_by_name() {
         let set = LayoutSet::embedded();
         assert_eq!(set.for_file("IL-101.tdf").unwrap().name, "pos_transactions");
-        assert_eq!(set.for_file("Item-Master-Data.tdf").unwrap().name, "item_master");
+        assert_eq!(
+            set.for_file("Item-Master-Data.tdf").unwrap().name,
+            "item_master"
+        );
         assert_eq!(set.for_file("Item2.csv").unwrap().name, "item_master");
         let pos = set.by_name("pos_transactions").unwrap();
         let fields = ["store", "amount", "code", "item", "date"];

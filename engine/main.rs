@@ -63,20 +63,24 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Convert raw tab-delimited store files (.tdf) into validated CSV.
-    #[command(after_help = "Example:\n  tally validate --input s3://pos-raw/incoming --output s3://pos-raw/validated --max-bad-rows 100\n\n\
+    #[command(
+        after_help = "Example:\n  tally validate --input s3://pos-raw/incoming --output s3://pos-raw/validated --max-bad-rows 100\n\n\
 Every `NAME.tdf` directly under the input becomes `NAME.csv` under the output: comma-separated, no header,\n\
 original columns in order. Lines starting with `-` are dropped as junk; a first line that is not data is\n\
 dropped as a header. Rows that do not fit the file's layout (jobs/layouts.toml; files named Item* are the\n\
 item master) go to OUTPUT/_quarantine/NAME.csv with file, line, reason and raw text. The raw file's time\n\
-is carried to the output (jobs use it to find the newest cumulative file).")]
+is carried to the output (jobs use it to find the newest cumulative file)."
+    )]
     Validate(ValidateArgs),
     /// Run a SQL job over a province's validated files.
-    #[command(after_help = "Examples:\n  tally run --job jobs/province_sales.sql --province IL --input validated/ --dry-run --format csv\n  \
+    #[command(
+        after_help = "Examples:\n  tally run --job jobs/province_sales.sql --province IL --input validated/ --dry-run --format csv\n  \
 tally run --job province_sales --province CA --input s3://pos-raw/validated --dry-run --format table\n\n\
 Input files are those directly under --input matching the job's patterns (province_sales: CODE-*.csv and\n\
 CODE-*.parquet). S3 access uses the standard AWS configuration: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,\n\
 AWS_PROFILE, AWS_REGION, the instance profile on EMR, and AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL for\n\
-S3-compatible servers. The rows go to stdout; the summary goes to stderr.")]
+S3-compatible servers. The rows go to stdout; the summary goes to stderr."
+    )]
     Run(RunArgs),
     /// List, show and explain the SQL-defined jobs.
     #[command(subcommand)]
@@ -192,7 +196,10 @@ fn init_logging(global: &GlobalArgs) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -275,7 +282,8 @@ async fn cmd_run(args: RunArgs, catalog: &JobCatalog, progress: &Progress) -> Re
     let result = run_job(&request, progress).await?;
     if let Some(path) = &args.output {
         let mut file = std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
         );
         write_rows(args.format, &result.schema, &result.batches, &mut file)?;
         file.flush()?;
@@ -287,7 +295,12 @@ async fn cmd_run(args: RunArgs, catalog: &JobCatalog, progress: &Progress) -> Re
         out.flush()?;
     }
     let s = &result.summary;
-    eprintln!("tally run: job {} {}: {}", s.job, describe_params(&s.params), s.line());
+    eprintln!(
+        "tally run: job {} {}: {}",
+        s.job,
+        describe_params(&s.params),
+        s.line()
+    );
     for bad in &s.bad_row_samples {
         eprintln!("  skipped bad row: {bad}");
     }
@@ -313,7 +326,11 @@ async fn cmd_jobs(cmd: JobsCommand, catalog: &JobCatalog) -> Result<()> {
             writeln!(out, "{:<24} {:<34} DESCRIPTION", "NAME", "SOURCE")?;
             for job in catalog.list() {
                 match job {
-                    Ok(job) => writeln!(out, "{:<24} {:<34} {}", job.name, job.origin, job.description)?,
+                    Ok(job) => writeln!(
+                        out,
+                        "{:<24} {:<34} {}",
+                        job.name, job.origin, job.description
+                    )?,
                     Err(e) => writeln!(out, "{:<24} {:<34} {e}", "(invalid)", "")?,
                 }
             }
@@ -324,17 +341,30 @@ async fn cmd_jobs(cmd: JobsCommand, catalog: &JobCatalog) -> Result<()> {
             println!("source:      {}", job.origin);
             println!("description: {}", job.description);
             println!("params:      {}", job.params.join(", "));
-            println!("input:       table `{}` from files {}", job.input.table, job.input.files.join(", "));
+            println!(
+                "input:       table `{}` from files {}",
+                job.input.table,
+                job.input.files.join(", ")
+            );
             println!("layout:      {}", job.input.layout.name);
             for c in &job.input.layout.columns {
                 println!("               {:<14} {}", c.name, c.ty);
             }
-            println!("               {:<14} string (lineage)", tally::sources::SOURCE_FILE);
-            println!("               {:<14} timestamp (lineage)", tally::sources::SOURCE_TIME);
+            println!(
+                "               {:<14} string (lineage)",
+                tally::sources::SOURCE_FILE
+            );
+            println!(
+                "               {:<14} timestamp (lineage)",
+                tally::sources::SOURCE_TIME
+            );
             println!("record key:  {}", job.output.record_key.join(", "));
             println!("partition:   {}", job.output.partition_field);
             println!("precombine:  {}", job.output.precombine_field);
-            println!("hudi table:  {} (hive-style partitions: {})", job.sinks.hudi_table, job.sinks.hive_style_partitioning);
+            println!(
+                "hudi table:  {} (hive-style partitions: {})",
+                job.sinks.hudi_table, job.sinks.hive_style_partitioning
+            );
             println!("warehouse:   {}", job.sinks.warehouse_table);
             println!("\n{}", job.sql);
         }

@@ -18,6 +18,28 @@ pub enum OutputFormat {
     Table,
 }
 
+/// JSON numbers are floating point to most readers: decimals are written as strings that keep
+/// every digit (`"1234567.90"`).
+fn decimals_as_text(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if matches!(field.data_type(), DataType::Decimal128(..)) {
+            columns.push(datafusion::arrow::compute::cast(column, &DataType::Utf8)?);
+            fields.push(Field::new(
+                field.name(),
+                DataType::Utf8,
+                field.is_nullable(),
+            ));
+        } else {
+            columns.push(column.clone());
+            fields.push(field.as_ref().clone());
+        }
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
+}
+
 /// Writes `batches` to `out` in `format`.
 pub fn write_rows(
     format: OutputFormat,
@@ -41,7 +63,7 @@ pub fn write_rows(
         OutputFormat::Json => {
             let mut writer = datafusion::arrow::json::ArrayWriter::new(out);
             for batch in batches {
-                writer.write(batch)?;
+                writer.write(&decimals_as_text(batch)?)?;
             }
             writer.finish()?;
             writer.into_inner().write_all(b"\n")?;

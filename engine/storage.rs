@@ -25,7 +25,10 @@ pub enum StorageError {
     #[error("`{0}` is not a local path, file:// or s3:// URL")]
     Unsupported(String),
     #[error("local folder {path} is not usable: {source}")]
-    Local { path: String, source: std::io::Error },
+    Local {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot set up S3 access for {url}: {source}")]
     S3Setup {
         url: String,
@@ -196,7 +199,9 @@ impl Location {
             })?;
         let recorded = head
             .attributes
-            .get(&object_store::Attribute::Metadata(SOURCE_TIME_METADATA.into()))
+            .get(&object_store::Attribute::Metadata(
+                SOURCE_TIME_METADATA.into(),
+            ))
             .and_then(|v| DateTime::parse_from_rfc3339(v.as_ref()).ok())
             .map(|t| t.with_timezone(&Utc));
         Ok(recorded.unwrap_or(file.last_modified))
@@ -264,14 +269,14 @@ impl CredentialProvider for SdkCredentials {
 
     async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
         use aws_credential_types::provider::ProvideCredentials;
-        let creds = self
-            .0
-            .provide_credentials()
-            .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "S3",
-                source: Box::new(e),
-            })?;
+        let creds =
+            self.0
+                .provide_credentials()
+                .await
+                .map_err(|e| object_store::Error::Generic {
+                    store: "S3",
+                    source: Box::new(e),
+                })?;
         Ok(Arc::new(AwsCredential {
             key_id: creds.access_key_id().to_string(),
             secret_key: creds.secret_access_key().to_string(),
@@ -297,7 +302,10 @@ mod tests {
     #[tokio::test]
     async fn missing_folders_and_odd_schemes_are_refused() {
         assert!(Location::open("/definitely/not/here").await.is_err());
-        let err = Location::open("gs://bucket/x").await.unwrap_err().to_string();
+        let err = Location::open("gs://bucket/x")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a local path"), "{err}");
     }
 }

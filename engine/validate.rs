@@ -205,7 +205,14 @@ async fn validate_file(
     let task_layout = layout.clone();
     let (file_name, bar) = (input_url.clone(), bar.clone());
     let mut pass = tokio::task::spawn_blocking(move || {
-        convert_lines(reader, out, quarantine_target, &task_layout, &file_name, &bar)
+        convert_lines(
+            reader,
+            out,
+            quarantine_target,
+            &task_layout,
+            &file_name,
+            &bar,
+        )
     })
     .await
     .map_err(|e| file_err(format!("validation task failed: {e}")))?;
@@ -361,87 +368,93 @@ fn convert_lines<R: std::io::Read>(
     let mut unreported_bytes = 0u64;
     let n_cols = layout.columns.len();
 
-    let result: Result<(), String> = (|| {
-        loop {
-            buf.clear();
-            let n = lines
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| format!("read failed after line {}: {e}", pass.counts.lines))?;
-            if n == 0 {
-                break;
-            }
-            pass.counts.lines += 1;
-            unreported_bytes += n as u64;
-            if unreported_bytes >= 1 << 20 {
-                bar.inc(unreported_bytes);
-                unreported_bytes = 0;
-            }
-            let mut line: &[u8] = &buf;
-            if pass.counts.lines == 1 {
-                line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
-            }
-            while let Some((b'\n' | b'\r', rest)) = line.split_last() {
-                line = rest;
-            }
-            if line.iter().all(|b| b.is_ascii_whitespace()) {
-                pass.counts.blank += 1;
-                continue;
-            }
-            if line[0] == b'-' {
-                pass.counts.junk += 1;
-                continue;
-            }
-            let mut fields = recycle(std::mem::take(&mut spare_fields));
-            fields.extend(line.split(|&b| b == b'\t'));
-            if !seen_content {
-                seen_content = true;
-                let text = |i: usize| fields.get(i).and_then(|f| std::str::from_utf8(f).ok());
-                if layout.looks_like_header(text) {
-                    pass.counts.headers += 1;
+    let result: Result<(), String> =
+        (|| {
+            loop {
+                buf.clear();
+                let n = lines
+                    .read_until(b'\n', &mut buf)
+                    .map_err(|e| format!("read failed after line {}: {e}", pass.counts.lines))?;
+                if n == 0 {
+                    break;
+                }
+                pass.counts.lines += 1;
+                unreported_bytes += n as u64;
+                if unreported_bytes >= 1 << 20 {
+                    bar.inc(unreported_bytes);
+                    unreported_bytes = 0;
+                }
+                let mut line: &[u8] = &buf;
+                if pass.counts.lines == 1 {
+                    line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+                }
+                while let Some((b'\n' | b'\r', rest)) = line.split_last() {
+                    line = rest;
+                }
+                if line.iter().all(|b| b.is_ascii_whitespace()) {
+                    pass.counts.blank += 1;
                     continue;
                 }
-            }
-            match layout.parse_row(fields.len(), |i| fields[i], &mut parsed) {
-                Ok(()) => {
-                    // Declared columns are written trimmed; extras exactly as they came.
-                    let record = fields.iter().enumerate().map(|(i, f)| {
-                        if i < n_cols {
-                            f.trim_ascii()
-                        } else {
-                            *f
-                        }
-                    });
-                    pass.out
-                        .write(record)
-                        .map_err(|e| format!("cannot write output: {e}"))?;
-                    pass.counts.rows += 1;
+                if line[0] == b'-' {
+                    pass.counts.junk += 1;
+                    continue;
                 }
-                Err(reason) => {
-                    pass.counts.bad += 1;
-                    let q = pass.quarantine.get_or_insert_with(|| {
-                        let (location, path, handle) = quarantine_target.clone();
-                        CsvSink::new(ObjectWriter::new(location.store, path), handle)
-                    });
-                    if pass.counts.bad == 1 {
-                        q.write(["file", "line", "reason", "raw"])
-                            .map_err(|e| format!("cannot write quarantine: {e}"))?;
+                let mut fields = recycle(std::mem::take(&mut spare_fields));
+                fields.extend(line.split(|&b| b == b'\t'));
+                if !seen_content {
+                    seen_content = true;
+                    let text = |i: usize| fields.get(i).and_then(|f| std::str::from_utf8(f).ok());
+                    if layout.looks_like_header(text) {
+                        pass.counts.headers += 1;
+                        continue;
                     }
-                    let line_no = pass.counts.lines.to_string();
-                    q.write([file_name.as_bytes(), line_no.as_bytes(), reason.as_bytes(), line])
-                        .map_err(|e| format!("cannot write quarantine: {e}"))?;
                 }
+                match layout.parse_row(fields.len(), |i| fields[i], &mut parsed) {
+                    Ok(()) => {
+                        // Declared columns are written trimmed; extras exactly as they came.
+                        let record = fields.iter().enumerate().map(|(i, f)| {
+                            if i < n_cols {
+                                f.trim_ascii()
+                            } else {
+                                *f
+                            }
+                        });
+                        pass.out
+                            .write(record)
+                            .map_err(|e| format!("cannot write output: {e}"))?;
+                        pass.counts.rows += 1;
+                    }
+                    Err(reason) => {
+                        pass.counts.bad += 1;
+                        let q = pass.quarantine.get_or_insert_with(|| {
+                            let (location, path, handle) = quarantine_target.clone();
+                            CsvSink::new(ObjectWriter::new(location.store, path), handle)
+                        });
+                        if pass.counts.bad == 1 {
+                            q.write(["file", "line", "reason", "raw"])
+                                .map_err(|e| format!("cannot write quarantine: {e}"))?;
+                        }
+                        let line_no = pass.counts.lines.to_string();
+                        q.write([
+                            file_name.as_bytes(),
+                            line_no.as_bytes(),
+                            reason.as_bytes(),
+                            line,
+                        ])
+                        .map_err(|e| format!("cannot write quarantine: {e}"))?;
+                    }
+                }
+                spare_fields = recycle(fields);
             }
-            spare_fields = recycle(fields);
-        }
-        pass.out
-            .drain()
-            .map_err(|e| format!("cannot write output: {e}"))?;
-        if let Some(q) = pass.quarantine.as_mut() {
-            q.drain()
-                .map_err(|e| format!("cannot write quarantine: {e}"))?;
-        }
-        Ok(())
-    })();
+            pass.out
+                .drain()
+                .map_err(|e| format!("cannot write output: {e}"))?;
+            if let Some(q) = pass.quarantine.as_mut() {
+                q.drain()
+                    .map_err(|e| format!("cannot write quarantine: {e}"))?;
+            }
+            Ok(())
+        })();
     bar.inc(unreported_bytes);
     pass.error = result.err();
     pass

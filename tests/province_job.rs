@@ -28,7 +28,13 @@ fn dry_run(province: &str, input: &Path, format: &str) -> String {
 }
 
 fn validate(raw: &Path, out: &Path) {
-    ok(&["validate", "--input", raw.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    ok(&[
+        "validate",
+        "--input",
+        raw.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
 }
 
 #[test]
@@ -41,15 +47,22 @@ fn the_bundled_sample_gives_the_hand_computed_sums() {
     assert_eq!(project(&rows, RESULT_COLUMNS), expected_sample());
     // Lineage: the later cumulative file of store s201 won.
     let s201: Vec<_> = rows.iter().filter(|r| r["store_id"] == "s201").collect();
-    assert!(s201.iter().all(|r| r["source_file"].ends_with("/WI-201-1500.csv")));
-    assert!(s201.iter().all(|r| r["source_time"] == "2026-03-01T15:00:00.000000Z"));
+    assert!(s201
+        .iter()
+        .all(|r| r["source_file"].ends_with("/WI-201-1500.csv")));
+    assert!(s201
+        .iter()
+        .all(|r| r["source_time"] == "2026-03-01T15:00:00.000000Z"));
 }
 
 /// A deterministic generator (64-bit LCG), so a failure reproduces.
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
@@ -59,7 +72,12 @@ type Key = (String, String, String);
 /// Writes a province of `stores` stores, each with 1–3 cumulative versions (some named against
 /// their time order, some sharing a time), junk and header lines, CRLF files, and a second province
 /// in the same folder. Returns the expected sums in cents per key.
-fn generate_province(raw: &Path, province: &str, stores: u64, seed: u64) -> BTreeMap<Key, [i64; 3]> {
+fn generate_province(
+    raw: &Path,
+    province: &str,
+    stores: u64,
+    seed: u64,
+) -> BTreeMap<Key, [i64; 3]> {
     let mut rng = Lcg(seed);
     let mut expected = BTreeMap::new();
     for store in 0..stores {
@@ -84,7 +102,10 @@ fn generate_province(raw: &Path, province: &str, stores: u64, seed: u64) -> BTre
                 text.push_str(&format!("store\tamount\tcode\titem\tdate\tx{eol}"));
             }
             for (i, (s, c, code, item, date)) in rows.iter().enumerate() {
-                text.push_str(&format!("{s}\t{}\t{code}\t{item}\t{date}\tsome-data\tsome-data{eol}", cents(*c)));
+                text.push_str(&format!(
+                    "{s}\t{}\t{code}\t{item}\t{date}\tsome-data\tsome-data{eol}",
+                    cents(*c)
+                ));
                 if i % 17 == 16 {
                     text.push_str(&format!("------ additional invalid data{eol}"));
                 }
@@ -92,7 +113,11 @@ fn generate_province(raw: &Path, province: &str, stores: u64, seed: u64) -> BTre
             // Version names: usually in time order; every 7th store names them against it; every
             // 11th store gives all versions the same time (then the name decides).
             let same_time = store % 11 == 0;
-            let label = if store % 7 == 0 && !same_time { versions - v } else { v };
+            let label = if store % 7 == 0 && !same_time {
+                versions - v
+            } else {
+                v
+            };
             let hour = if same_time { 12 } else { 8 + v };
             write_file(
                 raw,
@@ -109,7 +134,9 @@ fn generate_province(raw: &Path, province: &str, stores: u64, seed: u64) -> BTre
                 6 => 2,
                 _ => continue,
             };
-            expected.entry((s.clone(), item.clone(), date.clone())).or_insert([0i64; 3])[slot] += c;
+            expected
+                .entry((s.clone(), item.clone(), date.clone()))
+                .or_insert([0i64; 3])[slot] += c;
         }
     }
     expected
@@ -128,7 +155,12 @@ fn a_generated_province_gives_exactly_the_expected_sums() {
     let want: Vec<String> = expected
         .iter()
         .map(|((s, i, d), [sale, tax, disc])| {
-            format!("ZZ,{s},{i},{d},{},{},{}", cents(*sale), cents(*tax), cents(*disc))
+            format!(
+                "ZZ,{s},{i},{d},{},{},{}",
+                cents(*sale),
+                cents(*tax),
+                cents(*disc)
+            )
         })
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
@@ -142,15 +174,38 @@ fn newest_file_wins_by_time_then_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let val = dir.path().join("val");
     // By time: `a` is newer although its name sorts first.
-    write_file(&val, "QC-1-a.csv", "s1,5.00,4,i1,2026-01-01\n", "2026-01-01T15:00:00Z");
-    write_file(&val, "QC-1-b.csv", "s1,1.00,4,i1,2026-01-01\ns1,9.00,5,i1,2026-01-01\n", "2026-01-01T09:00:00Z");
+    write_file(
+        &val,
+        "QC-1-a.csv",
+        "s1,5.00,4,i1,2026-01-01\n",
+        "2026-01-01T15:00:00Z",
+    );
+    write_file(
+        &val,
+        "QC-1-b.csv",
+        "s1,1.00,4,i1,2026-01-01\ns1,9.00,5,i1,2026-01-01\n",
+        "2026-01-01T09:00:00Z",
+    );
     // Same time: the larger name wins.
-    write_file(&val, "QC-2-1.csv", "s2,1.00,4,i1,2026-01-01\n", "2026-01-01T09:00:00Z");
-    write_file(&val, "QC-2-2.csv", "s2,2.00,4,i1,2026-01-01\n", "2026-01-01T09:00:00Z");
+    write_file(
+        &val,
+        "QC-2-1.csv",
+        "s2,1.00,4,i1,2026-01-01\n",
+        "2026-01-01T09:00:00Z",
+    );
+    write_file(
+        &val,
+        "QC-2-2.csv",
+        "s2,2.00,4,i1,2026-01-01\n",
+        "2026-01-01T09:00:00Z",
+    );
     let rows = csv_rows(&dry_run("QC", &val, "csv"));
     assert_eq!(
         project(&rows, RESULT_COLUMNS),
-        ["QC,s1,i1,2026-01-01,5.00,0.00,0.00", "QC,s2,i1,2026-01-01,2.00,0.00,0.00"]
+        [
+            "QC,s1,i1,2026-01-01,5.00,0.00,0.00",
+            "QC,s2,i1,2026-01-01,2.00,0.00,0.00"
+        ]
     );
 }
 
@@ -161,7 +216,12 @@ fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
             .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
             .collect::<Vec<_>>(),
     ));
-    let batch = RecordBatch::try_new(schema.clone(), columns.into_iter().map(|(_, a)| a).collect()).unwrap();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let file = std::fs::File::create(path).unwrap();
     let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
     writer.write(&batch).unwrap();
@@ -172,11 +232,19 @@ fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
 fn parquet_and_csv_inputs_mix() {
     let dir = tempfile::tempdir().unwrap();
     let val = dir.path().join("val");
-    write_file(&val, "ON-1.csv", "s1,1.10,4,i1,2026-01-01\n", "2026-01-01T09:00:00Z");
+    write_file(
+        &val,
+        "ON-1.csv",
+        "s1,1.10,4,i1,2026-01-01\n",
+        "2026-01-01T09:00:00Z",
+    );
     write_parquet(
         &val.join("ON-2.parquet"),
         vec![
-            ("store_id", Arc::new(StringArray::from(vec!["s2", "s2", "s2"])) as ArrayRef),
+            (
+                "store_id",
+                Arc::new(StringArray::from(vec!["s2", "s2", "s2"])) as ArrayRef,
+            ),
             (
                 "amount",
                 Arc::new(
@@ -186,15 +254,24 @@ fn parquet_and_csv_inputs_mix() {
                 ),
             ),
             ("code", Arc::new(Int64Array::from(vec![4, 5, 6]))),
-            ("item_id", Arc::new(StringArray::from(vec!["i1", "i1", "i1"]))),
-            ("trans_date", Arc::new(Date32Array::from(vec![20454, 20454, 20454]))),
+            (
+                "item_id",
+                Arc::new(StringArray::from(vec!["i1", "i1", "i1"])),
+            ),
+            (
+                "trans_date",
+                Arc::new(Date32Array::from(vec![20454, 20454, 20454])),
+            ),
             ("ignored", Arc::new(StringArray::from(vec!["x", "y", "z"]))),
         ],
     );
     let rows = csv_rows(&dry_run("ON", &val, "csv"));
     assert_eq!(
         project(&rows, RESULT_COLUMNS),
-        ["ON,s1,i1,2026-01-01,1.10,0.00,0.00", "ON,s2,i1,2026-01-01,2.50,0.75,19.99"]
+        [
+            "ON,s1,i1,2026-01-01,1.10,0.00,0.00",
+            "ON,s2,i1,2026-01-01,2.50,0.75,19.99"
+        ]
     );
 }
 
@@ -205,46 +282,127 @@ fn a_parquet_file_with_float_amounts_is_a_schema_error() {
     write_parquet(
         &val.join("ON-3.parquet"),
         vec![
-            ("store_id", Arc::new(StringArray::from(vec!["s3"])) as ArrayRef),
-            ("amount", Arc::new(datafusion::arrow::array::Float64Array::from(vec![1.1]))),
+            (
+                "store_id",
+                Arc::new(StringArray::from(vec!["s3"])) as ArrayRef,
+            ),
+            (
+                "amount",
+                Arc::new(datafusion::arrow::array::Float64Array::from(vec![1.1])),
+            ),
             ("code", Arc::new(Int64Array::from(vec![4]))),
             ("item_id", Arc::new(StringArray::from(vec!["i1"]))),
             ("trans_date", Arc::new(Date32Array::from(vec![20454]))),
         ],
     );
-    let err = fails(&["run", "--job", "province_sales", "--province", "ON", "--input", val.to_str().unwrap(), "--dry-run"]);
-    assert!(err.contains("ON-3.parquet") && err.contains("schema mismatch") && err.contains("amount"), "{err}");
+    let err = fails(&[
+        "run",
+        "--job",
+        "province_sales",
+        "--province",
+        "ON",
+        "--input",
+        val.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert!(
+        err.contains("ON-3.parquet") && err.contains("schema mismatch") && err.contains("amount"),
+        "{err}"
+    );
     assert_eq!(DataType::Float64.to_string(), "Float64");
 }
 
 #[test]
 fn a_province_without_files_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    write_file(dir.path(), "IL-1.csv", "s1,1.00,4,i1,2026-01-01\n", "2026-01-01T09:00:00Z");
-    let err = fails(&["run", "--job", "jobs/province_sales.sql", "--province", "CA", "--input", dir.path().to_str().unwrap(), "--dry-run"]);
+    write_file(
+        dir.path(),
+        "IL-1.csv",
+        "s1,1.00,4,i1,2026-01-01\n",
+        "2026-01-01T09:00:00Z",
+    );
+    let err = fails(&[
+        "run",
+        "--job",
+        "jobs/province_sales.sql",
+        "--province",
+        "CA",
+        "--input",
+        dir.path().to_str().unwrap(),
+        "--dry-run",
+    ]);
     assert!(err.contains("no input files for province CA"), "{err}");
-    let err = fails(&["run", "--job", "jobs/province_sales.sql", "--province", "CA", "--input", "/no/such/folder", "--dry-run"]);
+    let err = fails(&[
+        "run",
+        "--job",
+        "jobs/province_sales.sql",
+        "--province",
+        "CA",
+        "--input",
+        "/no/such/folder",
+        "--dry-run",
+    ]);
     assert!(err.contains("/no/such/folder"), "{err}");
 }
 
 #[test]
 fn an_unvalidated_row_names_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    write_file(dir.path(), "IL-1.csv", "s1,1.00,4,i1,2026-01-01\ns1,oops,4,i1,2026-01-01\n", "2026-01-01T09:00:00Z");
+    write_file(
+        dir.path(),
+        "IL-1.csv",
+        "s1,1.00,4,i1,2026-01-01\ns1,oops,4,i1,2026-01-01\n",
+        "2026-01-01T09:00:00Z",
+    );
     let input = dir.path().to_str().unwrap();
-    let err = fails(&["run", "--job", "province_sales", "--province", "IL", "--input", input, "--dry-run"]);
-    assert!(err.contains("IL-1.csv line 2") && err.contains("`amount`"), "{err}");
+    let err = fails(&[
+        "run",
+        "--job",
+        "province_sales",
+        "--province",
+        "IL",
+        "--input",
+        input,
+        "--dry-run",
+    ]);
+    assert!(
+        err.contains("IL-1.csv line 2") && err.contains("`amount`"),
+        "{err}"
+    );
     // Tolerated when asked: skipped, counted and reported.
-    let out = run(&["run", "--job", "province_sales", "--province", "IL", "--input", input, "--dry-run", "--max-bad-rows", "1"]);
+    let out = run(&[
+        "run",
+        "--job",
+        "province_sales",
+        "--province",
+        "IL",
+        "--input",
+        input,
+        "--dry-run",
+        "--max-bad-rows",
+        "1",
+    ]);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("1 bad rows") && stderr.contains("IL-1.csv line 2"), "{stderr}");
+    assert!(
+        stderr.contains("1 bad rows") && stderr.contains("IL-1.csv line 2"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn unsafe_province_codes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let err = fails(&["run", "--job", "province_sales", "--province", "*", "--input", dir.path().to_str().unwrap(), "--dry-run"]);
+    let err = fails(&[
+        "run",
+        "--job",
+        "province_sales",
+        "--province",
+        "*",
+        "--input",
+        dir.path().to_str().unwrap(),
+        "--dry-run",
+    ]);
     assert!(err.contains("not allowed"), "{err}");
 }
 
@@ -257,8 +415,12 @@ fn json_and_table_formats_carry_the_same_rows() {
     let json: serde_json::Value = serde_json::from_str(&dry_run("WI", &val, "json")).unwrap();
     let rows = json.as_array().unwrap();
     assert_eq!(rows.len(), expected_sample().len());
-    let big = rows.iter().find(|r| r["store_id"] == "s204" && r["trans_date"] == "2026-03-01").unwrap();
-    assert_eq!(big["sale_amount"].to_string().trim_matches('"'), "1234567.90");
+    let big = rows
+        .iter()
+        .find(|r| r["store_id"] == "s204" && r["trans_date"] == "2026-03-01")
+        .unwrap();
+    // Decimals travel as strings with every digit, so no JSON reader turns them into floats.
+    assert_eq!(big["sale_amount"], "1234567.90");
     let table = dry_run("WI", &val, "table");
     assert!(table.contains("| 1234567.90 "), "{table}");
 }
@@ -268,10 +430,16 @@ fn jobs_are_listed_shown_and_explained() {
     let list = ok(&["jobs", "list"]);
     assert!(list.contains("province_sales"), "{list}");
     let show = ok(&["jobs", "show", "province_sales"]);
-    assert!(show.contains("record key:  store_id, item_id, trans_date"), "{show}");
+    assert!(
+        show.contains("record key:  store_id, item_id, trans_date"),
+        "{show}"
+    );
     assert!(show.contains("ROW_NUMBER()"));
     let plan = ok(&["jobs", "explain", "province_sales"]);
-    assert!(plan.contains("logical_plan") && plan.contains("physical_plan"), "{plan}");
+    assert!(
+        plan.contains("logical_plan") && plan.contains("physical_plan"),
+        "{plan}"
+    );
     let err = fails(&["jobs", "show", "nope"]);
     assert!(err.contains("no job named `nope`"), "{err}");
 }
@@ -287,8 +455,24 @@ fn a_new_job_is_a_new_file() {
     )
     .unwrap();
     let val = dir.path().join("val");
-    write_file(&val, "IL-1.csv", "s1,1.00,4,i1,2026-01-01\ns1,2.50,4,i2,2026-01-02\ns2,1.00,5,i1,2026-01-01\n", "2026-01-01T09:00:00Z");
-    let out = ok(&["--jobs-dir", jobs.to_str().unwrap(), "run", "--job", "store_totals", "--province", "IL", "--input", val.to_str().unwrap(), "--dry-run"]);
+    write_file(
+        &val,
+        "IL-1.csv",
+        "s1,1.00,4,i1,2026-01-01\ns1,2.50,4,i2,2026-01-02\ns2,1.00,5,i1,2026-01-01\n",
+        "2026-01-01T09:00:00Z",
+    );
+    let out = ok(&[
+        "--jobs-dir",
+        jobs.to_str().unwrap(),
+        "run",
+        "--job",
+        "store_totals",
+        "--province",
+        "IL",
+        "--input",
+        val.to_str().unwrap(),
+        "--dry-run",
+    ]);
     let rows = csv_rows(&out);
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["total"], "3.50");
@@ -301,6 +485,9 @@ fn the_demo_runs_and_says_where_outputs_went() {
     assert!(out.contains("1234567.90"), "{out}");
     assert!(out.contains("result rows"), "{out}");
     let result = std::fs::read_to_string(dir.path().join("result.csv")).unwrap();
-    assert_eq!(project(&csv_rows(&result), RESULT_COLUMNS), expected_sample());
+    assert_eq!(
+        project(&csv_rows(&result), RESULT_COLUMNS),
+        expected_sample()
+    );
     assert!(dir.path().join("validated/_quarantine/WI-203.csv").exists());
 }

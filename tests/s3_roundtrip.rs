@@ -30,8 +30,25 @@ fn local_raw_files_validated_to_s3_then_run_from_s3() {
     let raw = dir.path().join("raw");
     tally::demo::write_sample_files(&raw).unwrap();
     let val = format!("{}/validated", prefix("local-to-s3"));
-    ok(&["validate", "--input", raw.to_str().unwrap(), "--output", &val]);
-    let out = ok(&["run", "--job", "jobs/province_sales.sql", "--province", "WI", "--input", &val, "--dry-run", "--format", "csv"]);
+    ok(&[
+        "validate",
+        "--input",
+        raw.to_str().unwrap(),
+        "--output",
+        &val,
+    ]);
+    let out = ok(&[
+        "run",
+        "--job",
+        "jobs/province_sales.sql",
+        "--province",
+        "WI",
+        "--input",
+        &val,
+        "--dry-run",
+        "--format",
+        "csv",
+    ]);
     let rows = csv_rows(&out);
     assert_eq!(project(&rows, RESULT_COLUMNS), expected_sample());
     // The source time travelled as object metadata: store s201's later file won.
@@ -41,14 +58,29 @@ fn local_raw_files_validated_to_s3_then_run_from_s3() {
         .all(|r| r["source_file"] == format!("{val}/WI-201-1500.csv")
             && r["source_time"] == "2026-03-01T15:00:00.000000Z"));
     // The quarantine sits beside the output on S3 too.
-    let stderr = String::from_utf8(run(&["run", "--job", "province_sales", "--province", "IL", "--input", &val, "--dry-run"]).stderr).unwrap();
+    let stderr = String::from_utf8(
+        run(&[
+            "run",
+            "--job",
+            "province_sales",
+            "--province",
+            "IL",
+            "--input",
+            &val,
+            "--dry-run",
+        ])
+        .stderr,
+    )
+    .unwrap();
     assert!(stderr.contains("1 files"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn raw_files_on_s3_validated_and_run_on_s3() {
     let base = prefix("s3-to-s3");
-    let raw = tally::storage::Location::create(&format!("{base}/raw")).await.unwrap();
+    let raw = tally::storage::Location::create(&format!("{base}/raw"))
+        .await
+        .unwrap();
     // Upload the older cumulative file first; S3 object times have one-second resolution.
     let mut files: Vec<_> = tally::demo::SAMPLE_FILES.iter().collect();
     files.sort_by_key(|(name, _, _)| *name != "WI-201.tdf");
@@ -66,13 +98,28 @@ async fn raw_files_on_s3_validated_and_run_on_s3() {
     let (raw_url2, val2) = (raw_url.clone(), val.clone());
     let out = tokio::task::spawn_blocking(move || {
         ok(&["validate", "--input", &raw_url2, "--output", &val2]);
-        ok(&["run", "--job", "province_sales", "--province", "WI", "--input", &val2, "--dry-run"])
+        ok(&[
+            "run",
+            "--job",
+            "province_sales",
+            "--province",
+            "WI",
+            "--input",
+            &val2,
+            "--dry-run",
+        ])
     })
     .await
     .unwrap();
     assert_eq!(project(&csv_rows(&out), RESULT_COLUMNS), expected_sample());
     let validated = tally::storage::Location::open(&val).await.unwrap();
-    let names: Vec<String> = validated.list_files().await.unwrap().into_iter().map(|f| f.name).collect();
+    let names: Vec<String> = validated
+        .list_files()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
     assert!(names.contains(&"WI-202.csv".to_string()), "{names:?}");
     let quarantine = validated
         .store
@@ -87,6 +134,15 @@ async fn raw_files_on_s3_validated_and_run_on_s3() {
 
 #[test]
 fn a_missing_s3_prefix_is_a_clear_error() {
-    let err = fails(&["run", "--job", "province_sales", "--province", "WI", "--input", &prefix("empty"), "--dry-run"]);
+    let err = fails(&[
+        "run",
+        "--job",
+        "province_sales",
+        "--province",
+        "WI",
+        "--input",
+        &prefix("empty"),
+        "--dry-run",
+    ]);
     assert!(err.contains("no input files for province WI"), "{err}");
 }

@@ -21,9 +21,19 @@ fn the_first_data_row_is_kept_and_a_header_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let (raw, out) = (dir.path().join("raw"), dir.path().join("val"));
     // No header: the first line is data and must survive (the reference implementation lost it).
-    write_file(&raw, "IL-1.tdf", "v1\t1.00\t4\ti1\t2026-01-01\nv1\t2.00\t4\ti2\t2026-01-01\n", "2026-01-01T10:00:00Z");
+    write_file(
+        &raw,
+        "IL-1.tdf",
+        "v1\t1.00\t4\ti1\t2026-01-01\nv1\t2.00\t4\ti2\t2026-01-01\n",
+        "2026-01-01T10:00:00Z",
+    );
     // A header line after junk.
-    write_file(&raw, "IL-2.tdf", "---- junk\nstore\tamount\tcode\titem\tdate\nv2\t3.00\t4\ti1\t2026-01-01\n", "2026-01-01T10:00:00Z");
+    write_file(
+        &raw,
+        "IL-2.tdf",
+        "---- junk\nstore\tamount\tcode\titem\tdate\nv2\t3.00\t4\ti1\t2026-01-01\n",
+        "2026-01-01T10:00:00Z",
+    );
     validate(&raw, &out, &[]);
     assert_eq!(
         std::fs::read_to_string(out.join("IL-1.csv")).unwrap(),
@@ -79,7 +89,11 @@ fn bad_rows_are_quarantined_with_file_line_and_reason() {
     let rows = csv_rows(&quarantine);
     let lines: Vec<&str> = rows.iter().map(|r| r["line"].as_str()).collect();
     assert_eq!(lines, ["2", "3", "4", "5", "6"]);
-    assert!(rows[0]["reason"].contains("`amount`"), "{}", rows[0]["reason"]);
+    assert!(
+        rows[0]["reason"].contains("`amount`"),
+        "{}",
+        rows[0]["reason"]
+    );
     assert!(rows[1]["reason"].contains("not an integer"));
     assert!(rows[2]["reason"].contains("not a date"));
     assert!(rows[3]["reason"].contains("expected at least 5 fields, found 3"));
@@ -92,10 +106,26 @@ fn bad_rows_are_quarantined_with_file_line_and_reason() {
 fn too_many_bad_rows_fail_the_file_and_publish_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (raw, out) = (dir.path().join("raw"), dir.path().join("val"));
-    write_file(&raw, "IL-4.tdf", "v4\tx\t4\ti1\t2026-01-01\nv4\ty\t4\ti1\t2026-01-01\nv4\t1.00\t4\ti1\t2026-01-01\n", "2026-01-01T10:00:00Z");
-    write_file(&raw, "IL-5.tdf", "v5\t1.00\t4\ti1\t2026-01-01\n", "2026-01-01T10:00:00Z");
+    write_file(
+        &raw,
+        "IL-4.tdf",
+        "v4\tx\t4\ti1\t2026-01-01\nv4\ty\t4\ti1\t2026-01-01\nv4\t1.00\t4\ti1\t2026-01-01\n",
+        "2026-01-01T10:00:00Z",
+    );
+    write_file(
+        &raw,
+        "IL-5.tdf",
+        "v5\t1.00\t4\ti1\t2026-01-01\n",
+        "2026-01-01T10:00:00Z",
+    );
     let err = fails(&[
-        "validate", "--input", raw.to_str().unwrap(), "--output", out.to_str().unwrap(), "--max-bad-rows", "1",
+        "validate",
+        "--input",
+        raw.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--max-bad-rows",
+        "1",
     ]);
     assert!(err.contains("not published"), "{err}");
     assert!(!out.join("IL-4.csv").exists());
@@ -138,10 +168,18 @@ fn empty_files_and_the_item_master_use_their_own_rules() {
 fn the_raw_file_time_is_carried_to_the_output() {
     let dir = tempfile::tempdir().unwrap();
     let (raw, out) = (dir.path().join("raw"), dir.path().join("val"));
-    write_file(&raw, "IL-7.tdf", "v7\t1.00\t4\ti1\t2026-01-01\n", "2026-02-03T04:05:06Z");
+    write_file(
+        &raw,
+        "IL-7.tdf",
+        "v7\t1.00\t4\ti1\t2026-01-01\n",
+        "2026-02-03T04:05:06Z",
+    );
     validate(&raw, &out, &[]);
-    let modified: chrono::DateTime<chrono::Utc> =
-        std::fs::metadata(out.join("IL-7.csv")).unwrap().modified().unwrap().into();
+    let modified: chrono::DateTime<chrono::Utc> = std::fs::metadata(out.join("IL-7.csv"))
+        .unwrap()
+        .modified()
+        .unwrap()
+        .into();
     assert_eq!(modified.to_rfc3339(), "2026-02-03T04:05:06+00:00");
 }
 
@@ -149,10 +187,20 @@ fn the_raw_file_time_is_carried_to_the_output() {
 fn a_quarantine_left_by_an_earlier_run_is_removed_once_the_file_is_clean() {
     let dir = tempfile::tempdir().unwrap();
     let (raw, out) = (dir.path().join("raw"), dir.path().join("val"));
-    write_file(&raw, "IL-8.tdf", "v8\tx\t4\ti1\t2026-01-01\n", "2026-01-01T10:00:00Z");
+    write_file(
+        &raw,
+        "IL-8.tdf",
+        "v8\tx\t4\ti1\t2026-01-01\n",
+        "2026-01-01T10:00:00Z",
+    );
     validate(&raw, &out, &[]);
     assert!(out.join("_quarantine/IL-8.csv").exists());
-    write_file(&raw, "IL-8.tdf", "v8\t1.00\t4\ti1\t2026-01-01\n", "2026-01-01T11:00:00Z");
+    write_file(
+        &raw,
+        "IL-8.tdf",
+        "v8\t1.00\t4\ti1\t2026-01-01\n",
+        "2026-01-01T11:00:00Z",
+    );
     validate(&raw, &out, &[]);
     assert!(!out.join("_quarantine/IL-8.csv").exists());
 }
@@ -163,7 +211,15 @@ fn a_large_file_streams_through_with_every_row_counted() {
     let (raw, out) = (dir.path().join("raw"), dir.path().join("val"));
     let mut text = String::new();
     for i in 0..200_000u32 {
-        text.push_str(&format!("s{}\t{}.{:02}\t{}\ti{}\t2026-01-{:02}\textra\n", i % 7, i % 1000, i % 100, 4 + i % 3, i % 50, 1 + i % 28));
+        text.push_str(&format!(
+            "s{}\t{}.{:02}\t{}\ti{}\t2026-01-{:02}\textra\n",
+            i % 7,
+            i % 1000,
+            i % 100,
+            4 + i % 3,
+            i % 50,
+            1 + i % 28
+        ));
         if i % 10_000 == 0 {
             text.push_str("------ additional invalid data\n");
         }
@@ -181,7 +237,11 @@ fn a_large_file_streams_through_with_every_row_counted() {
 fn no_input_files_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = fails(&[
-        "validate", "--input", dir.path().to_str().unwrap(), "--output", dir.path().join("v").to_str().unwrap(),
+        "validate",
+        "--input",
+        dir.path().to_str().unwrap(),
+        "--output",
+        dir.path().join("v").to_str().unwrap(),
     ]);
     assert!(err.contains("no .tdf files"), "{err}");
 }

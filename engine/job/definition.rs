@@ -44,16 +44,23 @@ pub const EMBEDDED_JOBS: &[(&str, &str)] = &[(
 #[derive(Debug, thiserror::Error)]
 pub enum DefinitionError {
     #[error("cannot read job file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
     #[error(transparent)]
     Layout(#[from] LayoutError),
     #[error("no job named `{name}` (known: {known}); pass a path to a .sql file or add one to the jobs folder")]
     NotFound { name: String, known: String },
-    #[error("parameter `{name}` is required by job `{job}` (pass --{name} or --param {name}=VALUE)")]
+    #[error(
+        "parameter `{name}` is required by job `{job}` (pass --{name} or --param {name}=VALUE)"
+    )]
     MissingParam { job: String, name: String },
-    #[error("parameter `{name}` value `{value}` is not allowed: use letters, digits, `_` and `-` only")]
+    #[error(
+        "parameter `{name}` value `{value}` is not allowed: use letters, digits, `_` and `-` only"
+    )]
     BadParam { name: String, value: String },
 }
 
@@ -215,7 +222,10 @@ impl JobDefinition {
         let sinks = SinkSpec {
             hudi_table: meta.sinks.hudi_table.unwrap_or_else(|| meta.name.clone()),
             hive_style_partitioning: meta.sinks.hive_style_partitioning,
-            warehouse_table: meta.sinks.warehouse_table.unwrap_or_else(|| meta.name.clone()),
+            warehouse_table: meta
+                .sinks
+                .warehouse_table
+                .unwrap_or_else(|| meta.name.clone()),
         };
         Ok(JobDefinition {
             name: meta.name,
@@ -240,10 +250,12 @@ impl JobDefinition {
     /// Checks that every declared parameter has a safe value.
     pub fn check_params(&self, values: &BTreeMap<String, String>) -> Result<(), DefinitionError> {
         for name in &self.params {
-            let value = values.get(name).ok_or_else(|| DefinitionError::MissingParam {
-                job: self.name.clone(),
-                name: name.clone(),
-            })?;
+            let value = values
+                .get(name)
+                .ok_or_else(|| DefinitionError::MissingParam {
+                    job: self.name.clone(),
+                    name: name.clone(),
+                })?;
             let safe = !value.is_empty()
                 && value
                     .chars()
@@ -285,7 +297,9 @@ fn placeholders(pattern: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = pattern;
     while let Some(open) = rest.find('{') {
-        let Some(close) = rest[open..].find('}') else { break };
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
         let name = &rest[open + 1..open + close];
         if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             out.push(name);
@@ -387,16 +401,11 @@ mod tests {
         let job = JobDefinition::parse(EMBEDDED_JOBS[0].1, "embedded", &layouts()).unwrap();
         assert_eq!(job.name, "province_sales");
         assert_eq!(job.params, ["province"]);
-        assert_eq!(
-            job.output.record_key,
-            ["store_id", "item_id", "trans_date"]
-        );
+        assert_eq!(job.output.record_key, ["store_id", "item_id", "trans_date"]);
         assert_eq!(job.input.layout.name, "pos_transactions");
         assert!(job.sql.starts_with("-- Per file"));
         assert!(!job.sql.contains("tally:job"));
-        let patterns = job
-            .input_patterns(&[("province", "IL")].into())
-            .unwrap();
+        let patterns = job.input_patterns(&[("province", "IL")].into()).unwrap();
         assert_eq!(patterns, ["IL-*.csv", "IL-*.parquet"]);
     }
 

@@ -34,7 +34,9 @@ pub enum RunError {
     },
     #[error("job `{job}` failed: {message}")]
     Query { job: String, message: String },
-    #[error("job `{job}` output has no column `{column}` declared as its {role} (columns: {columns})")]
+    #[error(
+        "job `{job}` output has no column `{column}` declared as its {role} (columns: {columns})"
+    )]
     MissingOutputColumn {
         job: String,
         column: String,
@@ -244,11 +246,21 @@ pub async fn explain_job(job: &JobDefinition) -> Result<String, RunError> {
         .map_err(|e| query_err(&e))?;
     let mut out = String::new();
     for batch in &plans {
-        let kinds = batch.column(0).as_any().downcast_ref::<datafusion::arrow::array::StringArray>();
-        let texts = batch.column(1).as_any().downcast_ref::<datafusion::arrow::array::StringArray>();
+        let kinds = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>();
+        let texts = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>();
         if let (Some(kinds), Some(texts)) = (kinds, texts) {
             for (kind, text) in kinds.iter().zip(texts.iter()) {
-                out.push_str(&format!("== {} ==\n{}\n\n", kind.unwrap_or(""), text.unwrap_or("")));
+                out.push_str(&format!(
+                    "== {} ==\n{}\n\n",
+                    kind.unwrap_or(""),
+                    text.unwrap_or("")
+                ));
             }
         }
     }
@@ -312,7 +324,9 @@ fn check_unique_keys(
     let mut example = None;
     for batch in batches {
         let columns: Vec<_> = indices.iter().map(|&i| batch.column(i).clone()).collect();
-        let rows = converter.convert_columns(&columns).map_err(|e| query_err(&e))?;
+        let rows = converter
+            .convert_columns(&columns)
+            .map_err(|e| query_err(&e))?;
         for (row_idx, row) in rows.iter().enumerate() {
             if !seen.insert(row.as_ref().into()) {
                 duplicates += 1;
@@ -332,7 +346,12 @@ fn check_unique_keys(
     }
 }
 
-fn describe_key(job: &JobDefinition, schema: &SchemaRef, batch: &RecordBatch, row: usize) -> String {
+fn describe_key(
+    job: &JobDefinition,
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+    row: usize,
+) -> String {
     job.output
         .record_key
         .iter()

@@ -90,10 +90,9 @@ enum ColumnBuilder {
 impl ColumnBuilder {
     fn new(ty: ColumnType) -> ColumnBuilder {
         match ty {
-            ColumnType::String => ColumnBuilder::String(StringBuilder::with_capacity(
-                BATCH_ROWS,
-                BATCH_ROWS * 8,
-            )),
+            ColumnType::String => {
+                ColumnBuilder::String(StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 8))
+            }
             ColumnType::Decimal { precision, scale } => ColumnBuilder::Decimal(
                 Decimal128Builder::with_capacity(BATCH_ROWS),
                 precision,
@@ -142,8 +141,11 @@ fn read_csv<R: Read>(
         .buffer_capacity(1 << 20)
         .from_reader(reader);
     let mut record = csv::ByteRecord::new();
-    let mut builders: Vec<ColumnBuilder> =
-        layout.columns.iter().map(|c| ColumnBuilder::new(c.ty)).collect();
+    let mut builders: Vec<ColumnBuilder> = layout
+        .columns
+        .iter()
+        .map(|c| ColumnBuilder::new(c.ty))
+        .collect();
     let mut parsed: Vec<Parsed> = Vec::with_capacity(layout.columns.len());
     let mut bytes_reported = 0u64;
     loop {
@@ -186,7 +188,9 @@ fn read_csv<R: Read>(
         }
         if builders[0].len() >= BATCH_ROWS {
             let pos = csv.position().byte();
-            stats.bytes_in.fetch_add(pos - bytes_reported, Ordering::Relaxed);
+            stats
+                .bytes_in
+                .fetch_add(pos - bytes_reported, Ordering::Relaxed);
             bytes_reported = pos;
             if !send_batch(&mut builders, file, schema, stats, tx) {
                 return;

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Date32Array, Decimal128Array, Int64Array, StringArray,
 };
@@ -12,19 +13,18 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use bytes::Bytes;
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
-use futures::future::BoxFuture;
-use futures::FutureExt;
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::{lineage_columns, BadRow, InputFile, SourceStats, BATCH_ROWS};
 use crate::layout::{ColumnType, FieldRef, Layout};
@@ -78,7 +78,12 @@ impl PartitionStream for ParquetPartition {
                             .join(", ")
                     ))
                 })?;
-                check_convertible(&file.url, &col.name, col.ty, file_schema.field(idx).data_type())?;
+                check_convertible(
+                    &file.url,
+                    &col.name,
+                    col.ty,
+                    file_schema.field(idx).data_type(),
+                )?;
                 roots.push(idx);
             }
             let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
@@ -112,15 +117,30 @@ fn external(e: object_store::Error) -> ParquetError {
 }
 
 impl AsyncFileReader for ObjectFileReader {
-    fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, Result<Bytes, ParquetError>> {
-        async move { self.store.get_range(&self.path, range).await.map_err(external) }.boxed()
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, Result<Bytes, ParquetError>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(external)
+        }
+        .boxed()
     }
 
     fn get_byte_ranges(
         &mut self,
         ranges: Vec<std::ops::Range<u64>>,
     ) -> BoxFuture<'_, Result<Vec<Bytes>, ParquetError>> {
-        async move { self.store.get_ranges(&self.path, &ranges).await.map_err(external) }.boxed()
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(external)
+        }
+        .boxed()
     }
 
     fn get_metadata<'a>(
@@ -129,7 +149,9 @@ impl AsyncFileReader for ObjectFileReader {
     ) -> BoxFuture<'a, Result<Arc<ParquetMetaData>, ParquetError>> {
         async move {
             let size = self.size;
-            let metadata = ParquetMetaDataReader::new().load_and_finish(self, size).await?;
+            let metadata = ParquetMetaDataReader::new()
+                .load_and_finish(self, size)
+                .await?;
             Ok(Arc::new(metadata))
         }
         .boxed()
@@ -141,7 +163,10 @@ fn check_convertible(url: &str, name: &str, want: ColumnType, have: &DataType) -
     let ok = match (want, have) {
         (_, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => true,
         (ColumnType::String, _) => false,
-        (ColumnType::Decimal { scale, .. }, DataType::Decimal128(_, s) | DataType::Decimal64(_, s) | DataType::Decimal32(_, s)) => *s <= scale,
+        (
+            ColumnType::Decimal { scale, .. },
+            DataType::Decimal128(_, s) | DataType::Decimal64(_, s) | DataType::Decimal32(_, s),
+        ) => *s <= scale,
         (ColumnType::Decimal { .. } | ColumnType::Integer, t) => t.is_integer(),
         (ColumnType::Date, DataType::Date32 | DataType::Date64) => true,
         _ => false,
@@ -175,8 +200,14 @@ fn convert(
             .clone();
         let target = col.ty.arrow_type();
         let converted: ArrayRef = match source.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View if target != DataType::Utf8 => {
-                parse_strings(&cast_with_options(&source, &DataType::Utf8, &CastOptions::default())?, col.ty, &mut keep)
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                if target != DataType::Utf8 =>
+            {
+                parse_strings(
+                    &cast_with_options(&source, &DataType::Utf8, &CastOptions::default())?,
+                    col.ty,
+                    &mut keep,
+                )
             }
             _ => cast_with_options(
                 &source,

@@ -17,7 +17,9 @@ pub fn repo() -> PathBuf {
 /// `tally` with the repository's jobs folder and no progress bars.
 pub fn tally() -> Command {
     let mut cmd = Command::cargo_bin("tally").expect("tally binary");
-    cmd.current_dir(repo()).arg("--quiet").env_remove("TALLY_LOG");
+    cmd.current_dir(repo())
+        .arg("--quiet")
+        .env_remove("TALLY_LOG");
     cmd
 }
 
@@ -82,7 +84,11 @@ pub fn project(rows: &[BTreeMap<String, String>], columns: &[&str]) -> Vec<Strin
         .map(|r| {
             columns
                 .iter()
-                .map(|c| r.get(*c).cloned().unwrap_or_else(|| panic!("no column {c}")))
+                .map(|c| {
+                    r.get(*c)
+                        .cloned()
+                        .unwrap_or_else(|| panic!("no column {c}"))
+                })
                 .collect::<Vec<_>>()
                 .join(",")
         })
