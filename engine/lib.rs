@@ -13,6 +13,8 @@
 //! | where files live (local, S3) | [`storage`] |
 //! | validated files → one table | [`sources`] |
 //! | SQL job definitions and execution | [`job`] |
+//! | sinks: Hudi copy-on-write tables | [`sinks`] |
+//! | SQL over a table's snapshot | [`query`] |
 //! | printing rows | [`output`] |
 //! | the bundled end-to-end demo | [`demo`] |
 //!
@@ -40,6 +42,17 @@ pub mod job;
 pub mod layout;
 pub mod output;
 pub mod progress;
+pub mod query;
+pub mod sinks;
 pub mod sources;
 pub mod storage;
 pub mod validate;
+
+/// Test hook for crash-safety tests: when `TALLY_FAILPOINT` names this point, the process dies
+/// here at once, as if killed, leaving whatever it had written.
+pub fn failpoint(name: &str) {
+    if std::env::var("TALLY_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("tally: failpoint `{name}` reached: aborting");
+        std::process::abort();
+    }
+}

@@ -9,10 +9,12 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use tally::job::{explain_job, run_job, JobCatalog, RunRequest};
+use tally::job::{explain_job, output_schema, run_job, JobCatalog, RunRequest};
 use tally::layout::LayoutSet;
 use tally::output::{write_rows, OutputFormat};
 use tally::progress::Progress;
+use tally::sinks::hudi::{HudiSink, UpsertOptions};
+use tally::sinks::{deliver, JobRows, Sink};
 use tally::validate::{summary_line, validate, ValidateOptions};
 
 #[derive(Parser)]
@@ -85,6 +87,17 @@ S3-compatible servers. The rows go to stdout; the summary goes to stderr."
     /// List, show and explain the SQL-defined jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Run SQL over the latest snapshot of a Hudi table (the local stand-in for Athena).
+    #[command(
+        after_help = "Examples:\n  tally query --table tables/sales \"SELECT trans_date, SUM(sale_amount) FROM store_item_daily_sales GROUP BY 1\"\n  \
+tally query --table s3://lake/sales --format json \"SELECT COUNT(*) AS n FROM store_item_daily_sales\"\n\n\
+The table is registered under its Hudi name (hoodie.table.name). Only completed commits are read, and only\n\
+the latest version of each file group, as Athena does."
+    )]
+    Query(QueryArgs),
+    /// Athena statements for a job's Hudi table.
+    #[command(subcommand)]
+    Athena(AthenaCommand),
     /// Validate and run the province job over bundled sample files, showing every output.
     #[command(after_help = "Example:\n  tally demo --workdir /tmp/tally-demo\n\n\
 Writes the bundled raw files (province WI: four stores, a later cumulative file, junk and header lines,\n\
@@ -132,6 +145,15 @@ struct RunArgs {
     /// Also write the rows to this local file (in --format).
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Upsert the rows into the Hudi copy-on-write table at this URL (created on first write).
+    #[arg(long)]
+    table: Option<String>,
+    /// Hudi: target size of a base file in MiB before new file groups start.
+    #[arg(long, default_value_t = 120)]
+    hudi_target_file_mb: u64,
+    /// Hudi: committed versions kept per file group; older ones are cleaned after each commit.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    hudi_retain_versions: u64,
     /// How rows are printed.
     #[arg(long, value_enum, default_value_t = OutputFormat::Csv)]
     format: OutputFormat,
@@ -159,6 +181,39 @@ enum JobsCommand {
     Explain {
         /// Job name or path to a .sql file.
         name: String,
+    },
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    /// The Hudi table: a path, file:// or s3:// URL.
+    #[arg(long)]
+    table: String,
+    /// The SQL (DataFusion dialect).
+    sql: String,
+    /// How rows are printed.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+}
+
+#[derive(Subcommand)]
+enum AthenaCommand {
+    /// Print the CREATE EXTERNAL TABLE for a job's Hudi table.
+    #[command(
+        after_help = "Example:\n  tally athena ddl --job province_sales --table s3://lake/store_item_daily_sales\n\n\
+New partitions must then be added with ALTER TABLE ... ADD IF NOT EXISTS PARTITION (Athena cannot\n\
+MSCK REPAIR Hudi tables): `tally run --table` prints those statements for the partitions it creates."
+    )]
+    Ddl {
+        /// Job name or path to a .sql file.
+        #[arg(long)]
+        job: String,
+        /// The table's location (an s3:// URL for Athena).
+        #[arg(long)]
+        table: String,
+        /// Glue/Athena database.
+        #[arg(long, default_value = "default")]
+        database: String,
     },
 }
 
@@ -226,6 +281,38 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Validate(args) => cmd_validate(args, layouts, &progress).await,
         Command::Run(args) => cmd_run(args, &catalog, &progress).await,
         Command::Jobs(cmd) => cmd_jobs(cmd, &catalog).await,
+        Command::Query(args) => {
+            let (schema, batches) = tally::query::query_table(&args.table, &args.sql).await?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            write_rows(args.format, &schema, &batches, &mut out)?;
+            out.flush()?;
+            Ok(())
+        }
+        Command::Athena(AthenaCommand::Ddl {
+            job,
+            table,
+            database,
+        }) => {
+            let job = catalog.find(&job)?;
+            let schema = output_schema(&job).await?;
+            let config = tally::sinks::hudi::TableConfig {
+                database,
+                name: job.sinks.hudi_table.clone(),
+                record_key: job.output.record_key.clone(),
+                partition_fields: vec![job.output.partition_field.clone()],
+                precombine_field: job.output.precombine_field.clone(),
+                hive_style: job.sinks.hive_style_partitioning,
+            };
+            let ddl = tally::sinks::hudi::athena::create_table(
+                &config,
+                &schema,
+                table.trim_end_matches('/'),
+            )
+            .map_err(anyhow::Error::msg)?;
+            print!("{ddl}");
+            Ok(())
+        }
         Command::Demo(args) => {
             tally::demo::run_demo(&args.workdir, &catalog, &progress).await?;
             Ok(())
@@ -270,8 +357,21 @@ async fn cmd_run(args: RunArgs, catalog: &JobCatalog, progress: &Progress) -> Re
     if let Some(p) = args.province {
         params.insert("province".into(), p);
     }
-    if !args.dry_run && args.output.is_none() {
-        bail!("nothing to write to: pass --dry-run to print the rows, or --output FILE");
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(url) = &args.table {
+        sinks.push(Box::new(HudiSink {
+            url: url.clone(),
+            options: UpsertOptions {
+                target_file_bytes: args.hudi_target_file_mb.max(1) << 20,
+                retain_versions: args.hudi_retain_versions as usize,
+                ..Default::default()
+            },
+        }));
+    }
+    if !args.dry_run && args.output.is_none() && sinks.is_empty() {
+        bail!(
+            "nothing to write to: pass --table URL, --output FILE, or --dry-run to print the rows"
+        );
     }
     let request = RunRequest {
         job,
@@ -301,11 +401,37 @@ async fn cmd_run(args: RunArgs, catalog: &JobCatalog, progress: &Progress) -> Re
         describe_params(&s.params),
         s.line()
     );
+    let mut reports = Vec::new();
+    if args.dry_run {
+        if !sinks.is_empty() {
+            eprintln!("tally run: --dry-run: nothing was written to the sinks");
+        }
+    } else {
+        let rows = JobRows {
+            job: &request.job,
+            schema: result.schema.clone(),
+            batches: &result.batches,
+        };
+        reports = deliver(&rows, &sinks).await?;
+        for r in &reports {
+            eprintln!("tally run: {} {}: {}", r.sink, r.target, r.summary);
+            for statement in r.details["athena_add_partitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(text) = statement.as_str() {
+                    println!("{text}");
+                }
+            }
+        }
+    }
     for bad in &s.bad_row_samples {
         eprintln!("  skipped bad row: {bad}");
     }
     if let Some(path) = &args.summary_json {
-        std::fs::write(path, serde_json::to_string_pretty(s)?)
+        let summary = serde_json::json!({ "run": s, "sinks": reports });
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())

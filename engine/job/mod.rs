@@ -4,4 +4,6 @@ pub mod definition;
 pub mod run;
 
 pub use definition::{DefinitionError, JobCatalog, JobDefinition, OutputSpec, SinkSpec};
-pub use run::{explain_job, find_inputs, run_job, RunError, RunRequest, RunResult, RunSummary};
+pub use run::{
+    explain_job, find_inputs, output_schema, run_job, RunError, RunRequest, RunResult, RunSummary,
+};

@@ -267,6 +267,30 @@ pub async fn explain_job(job: &JobDefinition) -> Result<String, RunError> {
     Ok(out)
 }
 
+/// The schema of a job's rows, found by planning it over no input.
+pub async fn output_schema(job: &JobDefinition) -> Result<SchemaRef, RunError> {
+    let query_err = |e: &dyn std::fmt::Display| RunError::Query {
+        job: job.name.clone(),
+        message: e.to_string(),
+    };
+    let ctx = session();
+    let table = input_table(&[], &job.input.layout, Arc::new(SourceStats::new(0)))
+        .map_err(|e| query_err(&e))?;
+    ctx.register_table(job.input.table.as_str(), Arc::new(table))
+        .map_err(|e| query_err(&e))?;
+    let params: BTreeMap<String, String> = job
+        .params
+        .iter()
+        .map(|p| (p.clone(), String::new()))
+        .collect();
+    let frame = ctx
+        .sql(&job.sql)
+        .await
+        .and_then(|df| df.with_param_values(param_values(&params)))
+        .map_err(|e| query_err(&e))?;
+    Ok(Arc::new(frame.schema().as_arrow().clone()))
+}
+
 fn check_output_columns(job: &JobDefinition, schema: &SchemaRef) -> Result<(), RunError> {
     let declared = job
         .output

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Date32Array, Decimal128Array, Int64Array, StringArray,
 };
@@ -13,21 +12,14 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
-use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
-use datafusion::parquet::errors::ParquetError;
-use datafusion::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::{lineage_columns, BadRow, InputFile, SourceStats, BATCH_ROWS};
 use crate::layout::{ColumnType, FieldRef, Layout};
+use crate::storage::ObjectFileReader;
 
 #[derive(Debug)]
 pub(crate) struct ParquetPartition {
@@ -50,11 +42,7 @@ impl PartitionStream for ParquetPartition {
             self.stats.clone(),
         );
         let batches = futures::stream::once(async move {
-            let reader = ObjectFileReader {
-                store: file.store.clone(),
-                path: file.path.clone(),
-                size: file.size,
-            };
+            let reader = ObjectFileReader::new(file.store.clone(), file.path.clone(), file.size);
             let url = file.url.clone();
             let fail = move |e: &dyn std::fmt::Display| {
                 DataFusionError::Execution(format!("{url}: cannot read Parquet: {e}"))
@@ -102,59 +90,6 @@ impl PartitionStream for ParquetPartition {
         })
         .try_flatten();
         Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
-    }
-}
-
-/// Byte-range reads of one Parquet object, for the Arrow Parquet reader.
-struct ObjectFileReader {
-    store: Arc<dyn ObjectStore>,
-    path: Path,
-    size: u64,
-}
-
-fn external(e: object_store::Error) -> ParquetError {
-    ParquetError::External(Box::new(e))
-}
-
-impl AsyncFileReader for ObjectFileReader {
-    fn get_bytes(
-        &mut self,
-        range: std::ops::Range<u64>,
-    ) -> BoxFuture<'_, Result<Bytes, ParquetError>> {
-        async move {
-            self.store
-                .get_range(&self.path, range)
-                .await
-                .map_err(external)
-        }
-        .boxed()
-    }
-
-    fn get_byte_ranges(
-        &mut self,
-        ranges: Vec<std::ops::Range<u64>>,
-    ) -> BoxFuture<'_, Result<Vec<Bytes>, ParquetError>> {
-        async move {
-            self.store
-                .get_ranges(&self.path, &ranges)
-                .await
-                .map_err(external)
-        }
-        .boxed()
-    }
-
-    fn get_metadata<'a>(
-        &'a mut self,
-        _options: Option<&'a ArrowReaderOptions>,
-    ) -> BoxFuture<'a, Result<Arc<ParquetMetaData>, ParquetError>> {
-        async move {
-            let size = self.size;
-            let metadata = ParquetMetaDataReader::new()
-                .load_and_finish(self, size)
-                .await?;
-            Ok(Arc::new(metadata))
-        }
-        .boxed()
     }
 }
 

@@ -1,0 +1,62 @@
+//! The Hudi copy-on-write sink: tables Athena, Spark and hudi-rs read, written without a JVM.
+//!
+//! - [`table`]: `hoodie.properties`, partitions, base files;
+//! - [`timeline`]: instants and which base files they make visible;
+//! - [`upsert`]: the copy-on-write merge and its commit protocol;
+//! - [`lock`]: one writer at a time;
+//! - [`athena`]: DDL and partition registration.
+
+pub mod athena;
+pub mod lock;
+pub mod properties;
+pub mod schema;
+pub mod table;
+pub mod timeline;
+pub mod upsert;
+
+use async_trait::async_trait;
+
+pub use table::{HudiTable, TableConfig, TableError};
+pub use upsert::{UpsertFigures, UpsertOptions};
+
+use super::{JobRows, Sink, SinkError, SinkReport, StagedWrite};
+
+/// Upserts a job's rows into the Hudi table at a URL (created on first write).
+#[derive(Debug, Clone)]
+pub struct HudiSink {
+    pub url: String,
+    pub options: UpsertOptions,
+}
+
+#[async_trait]
+impl Sink for HudiSink {
+    async fn stage(&self, rows: &JobRows<'_>) -> Result<Box<dyn StagedWrite>, SinkError> {
+        let started = std::time::Instant::now();
+        let staged = upsert::stage_upsert(&self.url, rows, &self.options)
+            .await
+            .map_err(|e| SinkError {
+                sink: "hudi",
+                target: self.url.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(match staged {
+            upsert::Staged::Instant(s) => s,
+            upsert::Staged::Unchanged(figures, table) => {
+                Box::new(NothingToCommit(upsert::report(&table, &figures, started)))
+            }
+        })
+    }
+}
+
+/// A staged write with nothing in it: the rows matched the table already.
+struct NothingToCommit(SinkReport);
+
+#[async_trait]
+impl StagedWrite for NothingToCommit {
+    async fn publish(self: Box<Self>) -> Result<SinkReport, SinkError> {
+        Ok(self.0)
+    }
+    async fn discard(self: Box<Self>) -> Result<(), SinkError> {
+        Ok(())
+    }
+}

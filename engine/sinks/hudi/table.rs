@@ -1,0 +1,552 @@
+//! A Hudi copy-on-write table on object storage: its configuration (`hoodie.properties`), its
+//! partitions and base files, and reading and writing those files.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::metadata::KeyValue;
+use datafusion::parquet::file::properties::WriterProperties;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+
+use super::properties;
+use super::timeline::{committed_file_groups, BaseFile, FileGroups, Timeline};
+use crate::layout::format_date;
+use crate::storage::{Location, ObjectFileReader};
+
+pub const HOODIE_DIR: &str = ".hoodie";
+pub const PROPERTIES_FILE: &str = "hoodie.properties";
+pub const PARTITION_METADATA: &str = ".hoodie_partition_metadata";
+
+const COMPLEX_KEYGEN: &str = "org.apache.hudi.keygen.ComplexKeyGenerator";
+const SIMPLE_KEYGEN: &str = "org.apache.hudi.keygen.SimpleKeyGenerator";
+const NON_PARTITIONED_KEYGEN: &str = "org.apache.hudi.keygen.NonpartitionedKeyGenerator";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("{url}: {message}")]
+    Storage { url: String, message: String },
+    #[error("{url}: not a table tally can write: {message}")]
+    Unsupported { url: String, message: String },
+    #[error("{url}: the job declares {what} `{job}` but the table has `{table}`")]
+    Mismatch {
+        url: String,
+        what: &'static str,
+        job: String,
+        table: String,
+    },
+    #[error("{url}: {message}")]
+    Data { url: String, message: String },
+}
+
+/// How a table's rows are keyed and laid out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableConfig {
+    pub database: String,
+    pub name: String,
+    pub record_key: Vec<String>,
+    pub partition_fields: Vec<String>,
+    pub precombine_field: String,
+    pub hive_style: bool,
+}
+
+impl TableConfig {
+    /// Key generator: one key field → Simple (`value`), several → Complex (`f1:v1,f2:v2`).
+    fn key_generator(&self) -> &'static str {
+        if self.partition_fields.is_empty() {
+            NON_PARTITIONED_KEYGEN
+        } else if self.record_key.len() == 1 && self.partition_fields.len() == 1 {
+            SIMPLE_KEYGEN
+        } else {
+            COMPLEX_KEYGEN
+        }
+    }
+
+    fn complex_keys(&self) -> bool {
+        self.key_generator() != SIMPLE_KEYGEN
+    }
+}
+
+/// An open table.
+#[derive(Debug, Clone)]
+pub struct HudiTable {
+    pub location: Location,
+    pub config: TableConfig,
+    pub properties: BTreeMap<String, String>,
+}
+
+impl HudiTable {
+    fn err(&self, message: impl std::fmt::Display) -> TableError {
+        TableError::Storage {
+            url: self.location.url.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn path(&self, relative: &str) -> Path {
+        self.location.child(relative)
+    }
+
+    pub fn hoodie_dir(&self) -> Path {
+        self.path(HOODIE_DIR)
+    }
+
+    /// Opens the table at `location`, or returns `None` when there is none yet.
+    pub async fn open(location: &Location) -> Result<Option<HudiTable>, TableError> {
+        let path = location.child(&format!("{HOODIE_DIR}/{PROPERTIES_FILE}"));
+        let text = match location.store.get(&path).await {
+            Ok(r) => r.bytes().await,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| TableError::Storage {
+            url: location.url.clone(),
+            message: format!("cannot read {HOODIE_DIR}/{PROPERTIES_FILE}: {e}"),
+        })?;
+        let props = properties::parse(&String::from_utf8_lossy(&text));
+        let unsupported = |message: String| TableError::Unsupported {
+            url: location.url.clone(),
+            message,
+        };
+        let get = |k: &str| props.get(k).cloned().unwrap_or_default();
+        if get("hoodie.table.version") != "6" {
+            return Err(unsupported(format!(
+                "hoodie.table.version is `{}`; tally writes version 6",
+                get("hoodie.table.version")
+            )));
+        }
+        if get("hoodie.table.type") != "COPY_ON_WRITE" {
+            return Err(unsupported(format!(
+                "hoodie.table.type is `{}`; tally writes COPY_ON_WRITE",
+                get("hoodie.table.type")
+            )));
+        }
+        let list = |k: &str| -> Vec<String> {
+            get(k)
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let config = TableConfig {
+            database: props
+                .get("hoodie.database.name")
+                .cloned()
+                .unwrap_or_else(|| "default".into()),
+            name: get("hoodie.table.name"),
+            record_key: list("hoodie.table.recordkey.fields"),
+            partition_fields: list("hoodie.table.partition.fields"),
+            precombine_field: get("hoodie.table.precombine.field"),
+            hive_style: get("hoodie.datasource.write.hive_style_partitioning") == "true",
+        };
+        if config.record_key.is_empty() {
+            return Err(unsupported("hoodie.table.recordkey.fields is empty".into()));
+        }
+        Ok(Some(HudiTable {
+            location: location.clone(),
+            config,
+            properties: props,
+        }))
+    }
+
+    /// Creates the table: `hoodie.properties` with version 6, layout version 1, copy-on-write.
+    /// The properties file is written last, in one put: a table exists once it is there.
+    pub async fn create(
+        location: &Location,
+        config: TableConfig,
+        avro_schema: &str,
+    ) -> Result<HudiTable, TableError> {
+        let mut props = BTreeMap::new();
+        let mut set = |k: &str, v: String| {
+            props.insert(k.to_string(), v);
+        };
+        set("hoodie.table.name", config.name.clone());
+        set("hoodie.database.name", config.database.clone());
+        set("hoodie.table.type", "COPY_ON_WRITE".into());
+        set("hoodie.table.version", "6".into());
+        set("hoodie.timeline.layout.version", "1".into());
+        set("hoodie.table.base.file.format", "PARQUET".into());
+        set("hoodie.table.recordkey.fields", config.record_key.join(","));
+        set(
+            "hoodie.table.partition.fields",
+            config.partition_fields.join(","),
+        );
+        set(
+            "hoodie.table.precombine.field",
+            config.precombine_field.clone(),
+        );
+        set(
+            "hoodie.table.keygenerator.class",
+            config.key_generator().into(),
+        );
+        set(
+            "hoodie.datasource.write.hive_style_partitioning",
+            config.hive_style.to_string(),
+        );
+        set(
+            "hoodie.datasource.write.partitionpath.urlencode",
+            "false".into(),
+        );
+        set(
+            "hoodie.datasource.write.drop.partition.columns",
+            "false".into(),
+        );
+        set("hoodie.populate.meta.fields", "true".into());
+        set("hoodie.archivelog.folder", "archived".into());
+        set("hoodie.timeline.timezone", "UTC".into());
+        set("hoodie.table.create.schema", avro_schema.to_string());
+        set(
+            "hoodie.table.checksum",
+            properties::table_checksum(&config.database, &config.name).to_string(),
+        );
+        let text = properties::render(&props, "Properties written by tally");
+        let table = HudiTable {
+            location: location.clone(),
+            config,
+            properties: props,
+        };
+        table
+            .put(
+                &format!("{HOODIE_DIR}/{PROPERTIES_FILE}"),
+                text.into_bytes(),
+            )
+            .await?;
+        Ok(table)
+    }
+
+    /// Writes a small object (timeline and metadata files) in one put.
+    pub async fn put(&self, relative: &str, bytes: Vec<u8>) -> Result<(), TableError> {
+        self.location
+            .store
+            .put(&self.path(relative), PutPayload::from(Bytes::from(bytes)))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err(format!("cannot write {relative}: {e}")))
+    }
+
+    /// Reads a small object.
+    pub async fn get(&self, relative: &str) -> Result<Option<Bytes>, TableError> {
+        match self.location.store.get(&self.path(relative)).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|e| self.err(format!("cannot read {relative}: {e}"))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(format!("cannot read {relative}: {e}"))),
+        }
+    }
+
+    /// Deletes an object; a missing one is fine.
+    pub async fn delete(&self, relative: &str) -> Result<(), TableError> {
+        match self.location.store.delete(&self.path(relative)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(format!("cannot delete {relative}: {e}"))),
+        }
+    }
+
+    pub async fn timeline(&self) -> Result<Timeline, TableError> {
+        Timeline::load(self.location.store.as_ref(), &self.hoodie_dir())
+            .await
+            .map_err(|e| self.err(format!("cannot list the timeline: {e}")))
+    }
+
+    /// Base files directly in one partition (all slices, committed or not).
+    pub async fn partition_files(&self, partition: &str) -> Result<Vec<BaseFile>, TableError> {
+        let dir = if partition.is_empty() {
+            self.location.prefix.clone()
+        } else {
+            self.path(partition)
+        };
+        let prefix = (!dir.as_ref().is_empty()).then_some(&dir);
+        let listing = self
+            .location
+            .store
+            .list_with_delimiter(prefix)
+            .await
+            .map_err(|e| self.err(format!("cannot list partition `{partition}`: {e}")))?;
+        Ok(listing
+            .objects
+            .iter()
+            .filter_map(|m| BaseFile::parse(partition, m.location.filename()?, m.size))
+            .collect())
+    }
+
+    /// Every base file of the table, found by listing everything outside `.hoodie/`.
+    pub async fn all_files(&self) -> Result<Vec<BaseFile>, TableError> {
+        let root = self.location.prefix.clone();
+        let prefix = (!root.as_ref().is_empty()).then_some(&root);
+        let objects: Vec<_> = self
+            .location
+            .store
+            .list(prefix)
+            .try_collect()
+            .await
+            .map_err(|e| self.err(format!("cannot list the table: {e}")))?;
+        let root_parts = root.parts().count();
+        Ok(objects
+            .iter()
+            .filter_map(|m| {
+                let parts: Vec<String> = m
+                    .location
+                    .parts()
+                    .skip(root_parts)
+                    .map(|p| p.as_ref().to_string())
+                    .collect();
+                let (file, dirs) = parts.split_last()?;
+                if dirs.first().is_some_and(|d| d.starts_with('.')) {
+                    return None;
+                }
+                BaseFile::parse(&dirs.join("/"), file, m.size)
+            })
+            .collect())
+    }
+
+    /// File ids that completed replacecommits replaced (clustering, insert-overwrite).
+    pub async fn replaced_file_ids(
+        &self,
+        timeline: &Timeline,
+    ) -> Result<HashSet<String>, TableError> {
+        let mut replaced = HashSet::new();
+        for instant in &timeline.instants {
+            if instant.action != "replacecommit"
+                || instant.state != super::timeline::InstantState::Completed
+            {
+                continue;
+            }
+            let Some(bytes) = self
+                .get(&format!("{HOODIE_DIR}/{}", instant.file_name))
+                .await?
+            else {
+                continue;
+            };
+            let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            if let Some(map) = json["partitionToReplaceFileIds"].as_object() {
+                for ids in map.values() {
+                    for id in ids.as_array().into_iter().flatten() {
+                        if let Some(id) = id.as_str() {
+                            replaced.insert(id.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(replaced)
+    }
+
+    /// The snapshot: the latest committed slice of every file group, in every partition.
+    pub async fn snapshot(&self) -> Result<Vec<BaseFile>, TableError> {
+        let timeline = self.timeline().await?;
+        let replaced = self.replaced_file_ids(&timeline).await?;
+        let groups = committed_file_groups(
+            self.all_files().await?,
+            &timeline.completed_writes(),
+            &replaced,
+        );
+        Ok(groups.into_values().filter_map(|mut s| s.pop()).collect())
+    }
+
+    /// Committed file groups of one partition.
+    pub async fn partition_groups(
+        &self,
+        partition: &str,
+        timeline: &Timeline,
+        replaced: &HashSet<String>,
+    ) -> Result<FileGroups, TableError> {
+        Ok(committed_file_groups(
+            self.partition_files(partition).await?,
+            &timeline.completed_writes(),
+            replaced,
+        ))
+    }
+
+    /// Reads a base file, optionally only some columns (by name).
+    pub async fn read_base_file(
+        &self,
+        file: &BaseFile,
+        columns: Option<&[&str]>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), TableError> {
+        let relative = file.relative_path();
+        let fail = |e: &dyn std::fmt::Display| self.err(format!("cannot read {relative}: {e}"));
+        let reader =
+            ObjectFileReader::new(self.location.store.clone(), self.path(&relative), file.size);
+        let mut builder = ParquetRecordBatchStreamBuilder::new(reader)
+            .await
+            .map_err(|e| fail(&e))?;
+        if let Some(columns) = columns {
+            let schema = builder.schema().clone();
+            let roots: Vec<usize> = columns
+                .iter()
+                .filter_map(|c| schema.index_of(c).ok())
+                .collect();
+            let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+            builder = builder.with_projection(mask);
+        }
+        let stream = builder
+            .with_batch_size(65536)
+            .build()
+            .map_err(|e| fail(&e))?;
+        let schema = stream.schema().clone();
+        let batches = stream.try_collect().await.map_err(|e| fail(&e))?;
+        Ok((schema, batches))
+    }
+
+    /// Writes a base file in one put (readers ignore it until its instant completes).
+    pub async fn write_base_file(
+        &self,
+        partition: &str,
+        file_name: &str,
+        batch: &RecordBatch,
+        avro_schema: &str,
+        key_range: (&str, &str),
+    ) -> Result<u64, TableError> {
+        let relative = if partition.is_empty() {
+            file_name.to_string()
+        } else {
+            format!("{partition}/{file_name}")
+        };
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_key_value_metadata(Some(vec![
+                KeyValue::new("parquet.avro.schema".into(), avro_schema.to_string()),
+                KeyValue::new("hoodie_min_record_key".into(), key_range.0.to_string()),
+                KeyValue::new("hoodie_max_record_key".into(), key_range.1.to_string()),
+            ]))
+            .build();
+        let mut buffer = Vec::with_capacity(1 << 20);
+        let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))
+            .map_err(|e| self.err(format!("cannot encode {relative}: {e}")))?;
+        writer
+            .write(batch)
+            .and_then(|_| writer.close().map(|_| ()))
+            .map_err(|e| self.err(format!("cannot encode {relative}: {e}")))?;
+        let size = buffer.len() as u64;
+        self.put(&relative, buffer).await?;
+        Ok(size)
+    }
+
+    /// Writes `.hoodie_partition_metadata` for a new partition.
+    pub async fn write_partition_metadata(
+        &self,
+        partition: &str,
+        instant: &str,
+    ) -> Result<(), TableError> {
+        let depth = if partition.is_empty() {
+            0
+        } else {
+            partition.split('/').count()
+        };
+        let mut props = BTreeMap::new();
+        props.insert("commitTime".to_string(), instant.to_string());
+        props.insert("partitionDepth".to_string(), depth.to_string());
+        let relative = if partition.is_empty() {
+            PARTITION_METADATA.to_string()
+        } else {
+            format!("{partition}/{PARTITION_METADATA}")
+        };
+        self.put(
+            &relative,
+            properties::render(&props, "partition metadata").into_bytes(),
+        )
+        .await
+    }
+
+    /// Record key text per row, as Hudi's key generators make it.
+    pub fn record_keys(&self, batch: &RecordBatch) -> Result<Vec<String>, TableError> {
+        let columns = self.columns(batch, &self.config.record_key, "record key")?;
+        let complex = self.config.complex_keys();
+        (0..batch.num_rows())
+            .map(|row| {
+                let parts: Vec<String> = columns
+                    .iter()
+                    .map(|(name, col)| {
+                        let value = value_text(col, row)
+                            .map(|v| {
+                                if v.is_empty() {
+                                    "__empty__".to_string()
+                                } else {
+                                    v
+                                }
+                            })
+                            .unwrap_or_else(|| "__null__".to_string());
+                        if complex {
+                            format!("{name}:{value}")
+                        } else {
+                            value
+                        }
+                    })
+                    .collect();
+                Ok(parts.join(","))
+            })
+            .collect()
+    }
+
+    /// Partition path per row (`2026-03-01`, or `trans_date=2026-03-01` hive-style).
+    pub fn partition_paths(&self, batch: &RecordBatch) -> Result<Vec<String>, TableError> {
+        let columns = self.columns(batch, &self.config.partition_fields, "partition field")?;
+        Ok((0..batch.num_rows())
+            .map(|row| {
+                columns
+                    .iter()
+                    .map(|(name, col)| {
+                        let value = value_text(col, row)
+                            .filter(|v| !v.is_empty())
+                            .unwrap_or_else(|| "__HIVE_DEFAULT_PARTITION__".to_string());
+                        if self.config.hive_style {
+                            format!("{name}={value}")
+                        } else {
+                            value
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .collect())
+    }
+
+    fn columns<'a>(
+        &self,
+        batch: &'a RecordBatch,
+        names: &'a [String],
+        role: &str,
+    ) -> Result<Vec<(&'a str, &'a ArrayRef)>, TableError> {
+        names
+            .iter()
+            .map(|n| {
+                batch
+                    .column_by_name(n)
+                    .map(|c| (n.as_str(), c))
+                    .ok_or_else(|| TableError::Data {
+                        url: self.location.url.clone(),
+                        message: format!("the rows have no {role} column `{n}`"),
+                    })
+            })
+            .collect()
+    }
+}
+
+/// The text Hudi's key generators use for a value: dates as `YYYY-MM-DD`, numbers as digits.
+fn value_text(col: &ArrayRef, row: usize) -> Option<String> {
+    if col.is_null(row) {
+        return None;
+    }
+    Some(match col.data_type() {
+        DataType::Utf8 => col.as_string::<i32>().value(row).to_string(),
+        DataType::LargeUtf8 => col.as_string::<i64>().value(row).to_string(),
+        DataType::Date32 => format_date(
+            col.as_primitive::<datafusion::arrow::datatypes::Date32Type>()
+                .value(row),
+        ),
+        _ => datafusion::arrow::util::display::array_value_to_string(col, row).ok()?,
+    })
+}
+
+/// Shared reference to a table's object store, for background work.
+pub type SharedTable = Arc<HudiTable>;
