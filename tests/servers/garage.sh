@@ -17,7 +17,7 @@ GARAGE_SECRET=b892c0665f0ada8a4755dae98baa3b133590e11dae3bcc1f9d769d67f16c3835
 GARAGE_BUCKET=tally-test
 
 garage_install() {
-  if command -v garage >/dev/null 2>&1 && garage --version 2>/dev/null | grep -q "v$GARAGE_VERSION"; then
+  if command -v garage >/dev/null 2>&1 && garage --version 2>/dev/null | grep -q ":$GARAGE_VERSION "; then
     return 0
   fi
   echo "installing garage $GARAGE_VERSION from crates.io (about 10 minutes on 2 cores)..." >&2
