@@ -136,12 +136,12 @@ impl Location {
         })
     }
 
-    /// The path of a file name inside this folder.
+    /// The path of a file inside this folder; `name` may hold sub-folders (`a/b.csv`).
     pub fn child(&self, name: &str) -> Path {
         if self.prefix.as_ref().is_empty() {
             Path::from(name)
         } else {
-            self.prefix.clone().join(name)
+            Path::from(format!("{}/{name}", self.prefix))
         }
     }
 
@@ -361,6 +361,19 @@ mod tests {
         let b = Location::open(&url).await.unwrap();
         assert_eq!(a.local_root, b.local_root);
         assert!(a.url.starts_with("file:///"));
+    }
+
+    #[tokio::test]
+    async fn children_in_sub_folders_are_nested_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut location = Location::open(dir.path().to_str().unwrap()).await.unwrap();
+        assert_eq!(location.child("a/b.csv").as_ref(), "a/b.csv");
+        location.prefix = Path::from("base/x");
+        assert_eq!(
+            location.child("_quarantine/b.csv").as_ref(),
+            "base/x/_quarantine/b.csv"
+        );
+        assert_eq!(location.child("b.csv").parts().count(), 3);
     }
 
     #[tokio::test]

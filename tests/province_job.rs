@@ -55,18 +55,6 @@ fn the_bundled_sample_gives_the_hand_computed_sums() {
         .all(|r| r["source_time"] == "2026-03-01T15:00:00.000000Z"));
 }
 
-/// A deterministic generator (64-bit LCG), so a failure reproduces.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
 type Key = (String, String, String);
 
 /// Writes a province of `stores` stores, each with 1–3 cumulative versions (some named against

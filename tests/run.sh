@@ -8,6 +8,11 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+# hudi-rs, the independent reader the Hudi tests check tables with.
+if ! python3 -c "import hudi" >/dev/null 2>&1; then
+  python3 -m pip install --quiet -r tests/requirements.txt
+fi
+
 # shellcheck source=tests/servers/garage.sh
 source tests/servers/garage.sh || { echo "the S3 test server (garage) did not start" >&2; exit 1; }
 trap garage_stop EXIT

@@ -146,3 +146,34 @@ fn a_missing_s3_prefix_is_a_clear_error() {
     ]);
     assert!(err.contains("no input files for province WI"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quarantine_on_s3_is_a_real_sub_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw");
+    tally::demo::write_sample_files(&raw).unwrap();
+    let val = format!("{}/validated", prefix("quarantine"));
+    let val2 = val.clone();
+    tokio::task::spawn_blocking(move || {
+        ok(&[
+            "validate",
+            "--input",
+            raw.to_str().unwrap(),
+            "--output",
+            &val2,
+        ])
+    })
+    .await
+    .unwrap();
+    let location = tally::storage::Location::open(&format!("{val}/_quarantine"))
+        .await
+        .unwrap();
+    let names: Vec<String> = location
+        .list_files()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names, ["WI-203.csv"]);
+}

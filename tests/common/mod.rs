@@ -121,3 +121,100 @@ pub fn cents(v: i64) -> String {
     let sign = if v < 0 { "-" } else { "" };
     format!("{sign}{}.{:02}", v.abs() / 100, v.abs() % 100)
 }
+
+/// A deterministic generator (64-bit LCG), so a failure reproduces.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// One transaction: store, cents, code, item, date.
+pub type Txn = (String, i64, u64, String, String);
+
+/// A province whose stores send cumulative files: each version adds transactions to a store's
+/// day so far. Expected sums are computed here, independently of tally.
+pub struct Province {
+    pub code: String,
+    rng: Lcg,
+    stores: Vec<Vec<Txn>>,
+    days: u64,
+}
+
+impl Province {
+    pub fn new(code: &str, stores: usize, days: u64, seed: u64) -> Province {
+        Province {
+            code: code.to_string(),
+            rng: Lcg(seed),
+            stores: vec![Vec::new(); stores],
+            days,
+        }
+    }
+
+    /// Adds transactions to the stores `which` selects and writes their cumulative raw files
+    /// `<code>-<store>-<label>.tdf`, stamped `time`.
+    pub fn write_version(
+        &mut self,
+        raw: &Path,
+        label: &str,
+        time: &str,
+        which: impl Fn(usize) -> bool,
+    ) {
+        for store in 0..self.stores.len() {
+            if !which(store) {
+                continue;
+            }
+            for _ in 0..(3 + self.rng.next(20)) {
+                let code = [4, 5, 6, 4, 13][self.rng.next(5) as usize];
+                let cents = self.rng.next(100_000) as i64 + 1;
+                let item = format!("it{}", self.rng.next(8));
+                let date = format!("2026-05-{:02}", 1 + self.rng.next(self.days));
+                self.stores[store].push((format!("st{store}"), cents, code, item, date));
+            }
+            let mut text = String::from("------ additional invalid data\n");
+            for (s, c, code, item, date) in &self.stores[store] {
+                text.push_str(&format!("{s}\t{}\t{code}\t{item}\t{date}\tx\n", cents(*c)));
+            }
+            write_file(
+                raw,
+                &format!("{}-{store}-{label}.tdf", self.code),
+                &text,
+                time,
+            );
+        }
+    }
+
+    /// The expected result lines (`RESULT_COLUMNS`), sorted, from every store's latest file.
+    pub fn expected(&self) -> Vec<String> {
+        let mut sums: BTreeMap<(String, String, String), [i64; 3]> = BTreeMap::new();
+        for rows in &self.stores {
+            for (s, c, code, item, date) in rows {
+                let slot = match code {
+                    4 => 0,
+                    5 => 1,
+                    6 => 2,
+                    _ => continue,
+                };
+                sums.entry((s.clone(), item.clone(), date.clone()))
+                    .or_insert([0; 3])[slot] += c;
+            }
+        }
+        sums.iter()
+            .map(|((s, i, d), [a, b, c])| {
+                format!(
+                    "{},{s},{i},{d},{},{},{}",
+                    self.code,
+                    cents(*a),
+                    cents(*b),
+                    cents(*c)
+                )
+            })
+            .collect()
+    }
+}

@@ -41,7 +41,8 @@ impl Sink for HudiSink {
             })?;
         Ok(match staged {
             upsert::Staged::Instant(s) => s,
-            upsert::Staged::Unchanged(figures, table) => {
+            upsert::Staged::Unchanged(unchanged) => {
+                let (figures, table) = *unchanged;
                 Box::new(NothingToCommit(upsert::report(&table, &figures, started)))
             }
         })

@@ -67,10 +67,6 @@ impl TableConfig {
             COMPLEX_KEYGEN
         }
     }
-
-    fn complex_keys(&self) -> bool {
-        self.key_generator() != SIMPLE_KEYGEN
-    }
 }
 
 /// An open table.
@@ -458,10 +454,21 @@ impl HudiTable {
         .await
     }
 
+    /// Whether keys are written `field:value,...` (ComplexKeyGenerator and friends) or as the bare
+    /// value (SimpleKeyGenerator). The table's own key generator decides.
+    fn complex_keys(&self) -> bool {
+        let class = self
+            .properties
+            .get("hoodie.table.keygenerator.class")
+            .map(String::as_str)
+            .unwrap_or_else(|| self.config.key_generator());
+        !class.ends_with(".SimpleKeyGenerator")
+    }
+
     /// Record key text per row, as Hudi's key generators make it.
     pub fn record_keys(&self, batch: &RecordBatch) -> Result<Vec<String>, TableError> {
         let columns = self.columns(batch, &self.config.record_key, "record key")?;
-        let complex = self.config.complex_keys();
+        let complex = self.complex_keys();
         (0..batch.num_rows())
             .map(|row| {
                 let parts: Vec<String> = columns

@@ -182,7 +182,7 @@ pub async fn roll_back(
     }
     // Timeline files last, newest state first: a rollback interrupted here is simply redone.
     let mut files = timeline.files_of(time);
-    files.sort_by(|a, b| b.state.cmp(&a.state));
+    files.sort_by_key(|i| std::cmp::Reverse(i.state));
     for instant in files {
         if instant.state != InstantState::Completed {
             table
@@ -314,7 +314,7 @@ pub struct StagedUpsert {
 
 /// Result of staging: either nothing to do, or a staged instant.
 pub enum Staged {
-    Unchanged(UpsertFigures, HudiTable),
+    Unchanged(Box<(UpsertFigures, HudiTable)>),
     Instant(Box<StagedUpsert>),
 }
 
@@ -331,7 +331,7 @@ pub async fn stage_upsert(
     match stage_locked(&table, rows, options).await {
         Ok((figures, None)) => {
             lock.release().await?;
-            Ok(Staged::Unchanged(figures, table))
+            Ok(Staged::Unchanged(Box::new((figures, table))))
         }
         Ok((figures, Some(parts))) => Ok(Staged::Instant(Box::new(StagedUpsert {
             table,
@@ -475,13 +475,8 @@ async fn stage_locked(
             }
         }
         // New keys: fill small file groups first, then start new ones.
-        let row_bytes = |size: u64, count: u64| {
-            if count == 0 {
-                100
-            } else {
-                (size / count).max(1)
-            }
-        };
+        // Bytes per row of a file; 100 when a file has no rows to tell.
+        let row_bytes = |size: u64, count: u64| size.checked_div(count).map_or(100, |b| b.max(1));
         let default_row_bytes = sizes
             .iter()
             .map(|(_, s, c)| row_bytes(*s, *c))
