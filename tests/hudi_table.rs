@@ -335,45 +335,58 @@ fn a_second_writer_fails_cleanly_and_a_dead_writers_lock_is_broken() {
 }
 
 #[test]
-fn a_run_touching_one_partition_rewrites_only_that_partition() {
+fn a_run_touching_one_partition_reads_and_rewrites_only_that_partition() {
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("table");
     let table_url = table.to_str().unwrap();
-    let val = dir.path().join("val");
+    let (val, late) = (dir.path().join("val"), dir.path().join("late"));
     let mut text = String::new();
     for day in 1..=28 {
-        for store in 0..20 {
-            text.push_str(&format!("s{store},{day}.00,4,i1,2026-02-{day:02}\n"));
+        for store in 0..100 {
+            for item in 0..5 {
+                text.push_str(&format!(
+                    "s{store},{day}.{item:02},4,i{item},2026-02-{day:02}\n"
+                ));
+            }
         }
     }
     write_file(&val, "ZP-1.csv", &text, "2026-02-28T09:00:00Z");
     run_ok("ZP", &val, table_url, &[]);
-    // The later file changes one store-day of one partition only.
+    // A late file for one day: one partition of 28 is touched.
     write_file(
-        &val,
+        &late,
         "ZP-2.csv",
-        "s3,99.00,4,i1,2026-02-14\n",
+        "s3,99.00,4,i1,2026-02-14\ns3,1.00,5,i9,2026-02-14\n",
         "2026-02-28T15:00:00Z",
     );
     let summary = dir.path().join("summary.json");
     run_ok(
         "ZP",
-        &val,
+        &late,
         table_url,
         &["--summary-json", summary.to_str().unwrap()],
     );
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     let figures = &summary["sinks"][0]["details"]["figures"];
     println!("one-partition run over a 28-partition table: {figures}");
+    assert_eq!(figures["partitions_touched"], 1);
     assert_eq!(
-        figures["partitions_touched"], 28,
-        "the job re-emits every row; 27 partitions are unchanged"
+        figures["key_files_read"], 1,
+        "only the touched partition's keys are read"
     );
+    assert_eq!(figures["files_rewritten"], 1);
     assert_eq!(figures["files_written"], 1);
-    assert_eq!(figures["updates"], 1);
-    assert_eq!(figures["unchanged"], 559);
+    assert_eq!(
+        (figures["updates"].as_u64(), figures["inserts"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let parquet_files = walk(&table)
+        .into_iter()
+        .filter(|p| p.ends_with(".parquet"))
+        .count();
+    assert_eq!(parquet_files, 29, "28 partitions' files plus one new slice");
     let read = hudi_rs(table_url);
-    assert_eq!(read["rows"].as_array().unwrap().len(), 560);
+    assert_eq!(read["rows"].as_array().unwrap().len(), 14_001);
     let changed = read["rows"]
         .as_array()
         .unwrap()

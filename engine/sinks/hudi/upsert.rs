@@ -63,11 +63,16 @@ impl Default for UpsertOptions {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct UpsertFigures {
     pub instant: Option<String>,
+    /// Partitions the run's rows fall in; no other partition is listed or read.
     pub partitions_touched: usize,
     pub partitions_created: Vec<String>,
+    /// Latest base files whose record-key column was read to locate keys.
     pub key_files_read: usize,
+    /// Total size of those files (only their key column is fetched).
     pub key_bytes_read: u64,
+    /// Base files read in full because their file group changes.
     pub files_rewritten: usize,
+    /// Total size of those files.
     pub bytes_rewritten_read: u64,
     pub files_written: usize,
     pub bytes_written: u64,
