@@ -13,6 +13,9 @@ use chrono::{DateTime, Utc};
 use crate::job::{run_job, JobCatalog, RunRequest};
 use crate::output::{write_rows, OutputFormat};
 use crate::progress::Progress;
+use crate::sinks::hudi::{HudiSink, UpsertOptions};
+use crate::sinks::warehouse::WarehouseSink;
+use crate::sinks::{deliver, JobRows, Sink};
 use crate::validate::{summary_line, validate, ValidateOptions, ValidateReport};
 
 /// The bundled raw files and the times their stores sent them.
@@ -75,6 +78,8 @@ pub async fn run_demo(workdir: &Path, catalog: &JobCatalog, progress: &Progress)
     let raw = workdir.join("raw");
     let validated = workdir.join("validated");
     let result_csv = workdir.join("result.csv");
+    let table = workdir.join("store_item_daily_sales");
+    let warehouse = format!("sqlite://{}", workdir.join("warehouse.db").display());
     write_sample_files(&raw)?;
     println!(
         "tally demo: province {SAMPLE_PROVINCE}, work folder {}\n",
@@ -103,7 +108,7 @@ pub async fn run_demo(workdir: &Path, catalog: &JobCatalog, progress: &Progress)
     );
     let result = run_job(
         &RunRequest {
-            job,
+            job: job.clone(),
             params: [("province".to_string(), SAMPLE_PROVINCE.to_string())].into(),
             input: validated.display().to_string(),
             max_bad_rows: 0,
@@ -127,6 +132,26 @@ pub async fn run_demo(workdir: &Path, catalog: &JobCatalog, progress: &Progress)
     )?;
     file.flush()?;
 
+    println!(
+        "3. upsert into the Hudi table and the SQLite warehouse (each staged, then published)"
+    );
+    let sinks: Vec<Box<dyn Sink>> = vec![
+        Box::new(HudiSink {
+            url: table.display().to_string(),
+            options: UpsertOptions::default(),
+        }),
+        Box::new(WarehouseSink::new(&warehouse, true)),
+    ];
+    let rows = JobRows {
+        job: &job,
+        schema: result.schema.clone(),
+        batches: &result.batches,
+    };
+    for report in deliver(&rows, &sinks).await? {
+        println!("   {} {}: {}", report.sink, report.target, report.summary);
+    }
+    println!();
+
     println!("Where everything went:");
     println!("  raw files        {}", raw.display());
     println!("  validated CSV    {}", validated.display());
@@ -139,6 +164,12 @@ pub async fn run_demo(workdir: &Path, catalog: &JobCatalog, progress: &Progress)
         println!("  quarantined rows {q}");
     }
     println!("  result rows      {}", result_csv.display());
+    println!(
+        "  Hudi table       {} (tally query --table {} \"SELECT * FROM store_item_daily_sales\")",
+        table.display(),
+        table.display()
+    );
+    println!("  warehouse        {warehouse} (table store_item_daily_sales)");
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use tally::layout::LayoutSet;
 use tally::output::{write_rows, OutputFormat};
 use tally::progress::Progress;
 use tally::sinks::hudi::{HudiSink, UpsertOptions};
+use tally::sinks::warehouse::WarehouseSink;
 use tally::sinks::{deliver, JobRows, Sink};
 use tally::validate::{summary_line, validate, ValidateOptions};
 
@@ -98,6 +99,9 @@ the latest version of each file group, as Athena does."
     /// Athena statements for a job's Hudi table.
     #[command(subcommand)]
     Athena(AthenaCommand),
+    /// Warehouse statements for a job's table.
+    #[command(subcommand)]
+    Warehouse(WarehouseCommand),
     /// Validate and run the province job over bundled sample files, showing every output.
     #[command(after_help = "Example:\n  tally demo --workdir /tmp/tally-demo\n\n\
 Writes the bundled raw files (province WI: four stores, a later cumulative file, junk and header lines,\n\
@@ -148,6 +152,13 @@ struct RunArgs {
     /// Upsert the rows into the Hudi copy-on-write table at this URL (created on first write).
     #[arg(long)]
     table: Option<String>,
+    /// Upsert the rows into the job's warehouse table: sqlite://PATH, postgres://...,
+    /// redshift://... (wire protocol) or redshift-data://CLUSTER/DB?db_user=..&iam_role=..&staging=s3://...
+    #[arg(long)]
+    warehouse: Option<String>,
+    /// Do not create the warehouse table when it is missing (fail instead).
+    #[arg(long)]
+    no_create_table: bool,
     /// Hudi: target size of a base file in MiB before new file groups start.
     #[arg(long, default_value_t = 120)]
     hudi_target_file_mb: u64,
@@ -217,6 +228,30 @@ MSCK REPAIR Hudi tables): `tally run --table` prints those statements for the pa
     },
 }
 
+#[derive(Subcommand)]
+enum WarehouseCommand {
+    /// Print the CREATE TABLE tally runs for a job's warehouse table.
+    #[command(
+        after_help = "Example:\n  tally warehouse ddl --job province_sales --dialect redshift\n\n\
+tally creates the table when it is missing (unless --no-create-table); sql/warehouse/ holds the\n\
+province job's DDL for each dialect, for review or for creating the table by hand."
+    )]
+    Ddl {
+        /// Job name or path to a .sql file.
+        #[arg(long)]
+        job: String,
+        #[arg(long, value_enum)]
+        dialect: DialectArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DialectArg {
+    Sqlite,
+    Postgres,
+    Redshift,
+}
+
 #[derive(Args)]
 struct DemoArgs {
     /// Folder for the demo's raw, validated and result files.
@@ -281,6 +316,29 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Validate(args) => cmd_validate(args, layouts, &progress).await,
         Command::Run(args) => cmd_run(args, &catalog, &progress).await,
         Command::Jobs(cmd) => cmd_jobs(cmd, &catalog).await,
+        Command::Warehouse(WarehouseCommand::Ddl { job, dialect }) => {
+            use tally::sinks::warehouse::dialect::{Dialect, TableSpec};
+            let job = catalog.find(&job)?;
+            let schema = output_schema(&job).await?;
+            let spec = TableSpec::new(
+                &job.sinks.warehouse_table,
+                &schema,
+                &job.output.record_key,
+                &job.output.precombine_field,
+                &job.output.partition_field,
+            )
+            .map_err(anyhow::Error::msg)?;
+            let dialect = match dialect {
+                DialectArg::Sqlite => Dialect::Sqlite,
+                DialectArg::Postgres => Dialect::Postgres,
+                DialectArg::Redshift => Dialect::Redshift,
+            };
+            println!(
+                "{}",
+                spec.create_table(dialect).map_err(anyhow::Error::msg)?
+            );
+            Ok(())
+        }
         Command::Query(args) => {
             let (schema, batches) = tally::query::query_table(&args.table, &args.sql).await?;
             let stdout = std::io::stdout();
@@ -368,9 +426,12 @@ async fn cmd_run(args: RunArgs, catalog: &JobCatalog, progress: &Progress) -> Re
             },
         }));
     }
+    if let Some(url) = &args.warehouse {
+        sinks.push(Box::new(WarehouseSink::new(url, !args.no_create_table)));
+    }
     if !args.dry_run && args.output.is_none() && sinks.is_empty() {
         bail!(
-            "nothing to write to: pass --table URL, --output FILE, or --dry-run to print the rows"
+            "nothing to write to: pass --table URL, --warehouse URL, --output FILE, or --dry-run to print the rows"
         );
     }
     let request = RunRequest {

@@ -478,4 +478,15 @@ fn the_demo_runs_and_says_where_outputs_went() {
         expected_sample()
     );
     assert!(dir.path().join("validated/_quarantine/WI-203.csv").exists());
+    assert!(dir
+        .path()
+        .join("store_item_daily_sales/.hoodie/hoodie.properties")
+        .exists());
+    assert!(dir.path().join("warehouse.db").exists());
+    // A second demo over the same files changes nothing in either sink.
+    let again = ok(&["demo", "--workdir", dir.path().to_str().unwrap()]);
+    assert!(
+        again.contains("no changes") && again.contains("0 rows inserted or replaced"),
+        "{again}"
+    );
 }

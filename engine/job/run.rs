@@ -104,11 +104,12 @@ pub fn session() -> SessionContext {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    SessionContext::new_with_config(
-        SessionConfig::new()
-            .with_target_partitions(cores)
-            .with_information_schema(false),
-    )
+    let mut config = SessionConfig::new()
+        .with_target_partitions(cores)
+        .with_information_schema(false);
+    // `VARCHAR` in a job's SQL means plain Utf8, the string type every sink and reader expects.
+    config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+    SessionContext::new_with_config(config)
 }
 
 /// The job's parameters as SQL values (`$province` → `'IL'`), bound by DataFusion rather than

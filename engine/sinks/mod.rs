@@ -7,6 +7,7 @@
 //!    warehouse transaction's COMMIT), or [`StagedWrite::discard`] removes every trace.
 
 pub mod hudi;
+pub mod warehouse;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;

@@ -1,0 +1,408 @@
+//! Warehouses reached over a database connection (sqlx): SQLite (the embedded default),
+//! PostgreSQL, and Redshift through its PostgreSQL wire protocol.
+//!
+//! Staging happens inside one open transaction: create the table if missing, create a temporary
+//! staging table, bulk-load the rows (`COPY ... FROM STDIN` on PostgreSQL, batched multi-row
+//! inserts elsewhere), merge with the dialect's statements. Publishing commits; discarding (or any
+//! error) rolls back, which also drops the staging table.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, TimestampMicrosecondType};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, Executor, Pool, Postgres, QueryBuilder, Sqlite, Transaction};
+
+use super::dialect::{ident, Dialect, TableSpec, SQLITE_TIME_FORMAT, STAGING};
+use crate::sinks::{SinkError, SinkReport, StagedWrite};
+
+/// Values of one cell as the loaders bind them.
+enum Cell {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+/// Cell values of one column, converted once per batch.
+fn column_cells(col: &ArrayRef, dialect: Dialect) -> Result<Vec<Cell>, String> {
+    let n = col.len();
+    let texts = |array: &ArrayRef| -> Result<Vec<Cell>, String> {
+        let s = cast(array, &DataType::Utf8).map_err(|e| e.to_string())?;
+        let s = s.as_string::<i32>();
+        Ok((0..n)
+            .map(|i| {
+                if s.is_null(i) {
+                    Cell::Null
+                } else {
+                    Cell::Text(s.value(i).to_string())
+                }
+            })
+            .collect())
+    };
+    match col.data_type() {
+        t if t.is_integer() => {
+            let v = cast(col, &DataType::Int64).map_err(|e| e.to_string())?;
+            let v = v.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            Ok((0..n)
+                .map(|i| {
+                    if v.is_null(i) {
+                        Cell::Null
+                    } else {
+                        Cell::Int(v.value(i))
+                    }
+                })
+                .collect())
+        }
+        DataType::Timestamp(_, _) => {
+            let v = cast(
+                col,
+                &DataType::Timestamp(
+                    datafusion::arrow::datatypes::TimeUnit::Microsecond,
+                    Some("UTC".into()),
+                ),
+            )
+            .map_err(|e| e.to_string())?;
+            let v = v.as_primitive::<TimestampMicrosecondType>();
+            Ok((0..n)
+                .map(|i| {
+                    if v.is_null(i) {
+                        return Cell::Null;
+                    }
+                    let t = chrono::DateTime::from_timestamp_micros(v.value(i)).unwrap_or_default();
+                    Cell::Text(match dialect {
+                        Dialect::Sqlite => t.format(SQLITE_TIME_FORMAT).to_string(),
+                        _ => t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
+                    })
+                })
+                .collect())
+        }
+        DataType::Boolean => {
+            let v = col.as_boolean();
+            Ok((0..n)
+                .map(|i| {
+                    if v.is_null(i) {
+                        Cell::Null
+                    } else {
+                        Cell::Int(v.value(i) as i64)
+                    }
+                })
+                .collect())
+        }
+        _ => texts(col),
+    }
+}
+
+/// A connected warehouse.
+pub enum Connection {
+    Sqlite(Pool<Sqlite>),
+    Postgres(Pool<Postgres>, Dialect),
+}
+
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+fn db_err(spec: &TableSpec, target: &str, e: impl std::fmt::Display) -> SinkError {
+    SinkError {
+        sink: "warehouse",
+        target: target.to_string(),
+        message: format!("table {}: {e}", spec.name),
+    }
+}
+
+impl Connection {
+    /// Connects: `sqlite://PATH` (created if missing), `postgres://...`, `redshift://...`.
+    pub async fn open(url: &str) -> Result<Connection, String> {
+        if let Some(rest) = url.strip_prefix("sqlite://") {
+            if let Some(parent) = std::path::Path::new(rest).parent() {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                }
+            }
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| e.to_string())?
+                .create_if_missing(true)
+                .busy_timeout(std::time::Duration::from_secs(30));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(Connection::Sqlite(pool));
+        }
+        let (pg_url, dialect) = if let Some(rest) = url.strip_prefix("redshift://") {
+            (format!("postgres://{rest}"), Dialect::Redshift)
+        } else {
+            (url.to_string(), Dialect::Postgres)
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&pg_url)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Connection::Postgres(pool, dialect))
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Connection::Sqlite(_) => Dialect::Sqlite,
+            Connection::Postgres(_, d) => *d,
+        }
+    }
+
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Connection::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+            Connection::Postgres(p, _) => Tx::Postgres(p.begin().await?),
+        })
+    }
+}
+
+impl Tx {
+    async fn execute(&mut self, sql: &str) -> Result<u64, sqlx::Error> {
+        Ok(match self {
+            // Statements are generated from quoted identifiers (dialect.rs), never from data.
+            Tx::Sqlite(tx) => tx.execute(AssertSqlSafe(sql)).await?.rows_affected(),
+            Tx::Postgres(tx) => tx.execute(AssertSqlSafe(sql)).await?.rows_affected(),
+        })
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.rollback().await,
+            Tx::Postgres(tx) => tx.rollback().await,
+        }
+    }
+}
+
+/// Loads batches into the staging table with multi-row inserts (bound values).
+async fn insert_rows(
+    tx: &mut Tx,
+    spec: &TableSpec,
+    dialect: Dialect,
+    batches: &[RecordBatch],
+) -> Result<(), sqlx::Error> {
+    let cols = spec.column_names();
+    // Stay under SQLite's and PostgreSQL's bind-parameter limits.
+    let rows_per_statement = (30_000 / cols.len().max(1)).max(1);
+    // Over the PostgreSQL protocol, text values are cast to the typed staging columns.
+    let casts: Vec<Option<String>> = spec
+        .columns
+        .iter()
+        .map(|(_, ty)| match dialect {
+            Dialect::Sqlite => Ok(None),
+            d => spec.column_type(d, ty).map(Some),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(sqlx::Error::Protocol)?;
+    let head = format!(
+        "INSERT INTO {STAGING} ({}) ",
+        cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
+    );
+    for batch in batches {
+        let cells: Vec<Vec<Cell>> = cols
+            .iter()
+            .map(|c| {
+                let col = batch
+                    .column_by_name(c)
+                    .expect("spec comes from this schema");
+                column_cells(col, dialect).map_err(sqlx::Error::Protocol)
+            })
+            .collect::<Result<_, _>>()?;
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let end = (start + rows_per_statement).min(batch.num_rows());
+            macro_rules! load {
+                ($db:ty, $tx:expr) => {{
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(&head);
+                    q.push("VALUES ");
+                    for row in start..end {
+                        if row > start {
+                            q.push(", ");
+                        }
+                        q.push("(");
+                        for (c, col) in cells.iter().enumerate() {
+                            if c > 0 {
+                                q.push(", ");
+                            }
+                            if casts[c].is_some() {
+                                q.push("CAST(");
+                            }
+                            match &col[row] {
+                                Cell::Null => q.push_bind(None::<String>),
+                                Cell::Int(v) => q.push_bind(*v),
+                                Cell::Text(v) => q.push_bind(v.clone()),
+                            };
+                            if let Some(ty) = &casts[c] {
+                                q.push(format!(" AS {ty})"));
+                            }
+                        }
+                        q.push(")");
+                    }
+                    q.build().execute(&mut **$tx).await?;
+                }};
+            }
+            match tx {
+                Tx::Sqlite(t) => load!(Sqlite, t),
+                Tx::Postgres(t) => load!(Postgres, t),
+            }
+            start = end;
+        }
+    }
+    Ok(())
+}
+
+/// Loads batches into the staging table with `COPY ... FROM STDIN` (PostgreSQL).
+async fn copy_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    spec: &TableSpec,
+    batches: &[RecordBatch],
+) -> Result<(), sqlx::Error> {
+    let statement = format!(
+        "COPY {STAGING} ({}) FROM STDIN WITH (FORMAT csv)",
+        spec.column_names()
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut copy = tx.copy_in_raw(&statement).await?;
+    let mut buffer = Vec::with_capacity(4 << 20);
+    for batch in batches {
+        let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+            .with_header(false)
+            .with_timestamp_tz_format("%Y-%m-%d %H:%M:%S%.6f%:z".to_string())
+            .build(&mut buffer);
+        writer
+            .write(batch)
+            .map_err(|e| sqlx::Error::Protocol(format!("cannot encode rows as CSV: {e}")))?;
+        drop(writer);
+        if buffer.len() >= 4 << 20 {
+            copy.send(std::mem::take(&mut buffer)).await?;
+        }
+    }
+    if !buffer.is_empty() {
+        copy.send(buffer).await?;
+    }
+    copy.finish().await?;
+    Ok(())
+}
+
+/// Stages rows in a warehouse reached over a connection; see the module docs.
+pub async fn stage(
+    url: &str,
+    target: &str,
+    spec: &TableSpec,
+    batches: &[RecordBatch],
+    create_table: bool,
+) -> Result<Box<dyn StagedWrite>, SinkError> {
+    let connection = Connection::open(url)
+        .await
+        .map_err(|e| db_err(spec, target, format!("cannot connect: {e}")))?;
+    let dialect = connection.dialect();
+    let mut tx = connection
+        .begin()
+        .await
+        .map_err(|e| db_err(spec, target, e))?;
+    let staged = async {
+        if create_table {
+            let ddl = spec.create_table(dialect).map_err(sqlx::Error::Protocol)?;
+            tx.execute(&ddl).await?;
+        }
+        tx.execute(
+            &spec
+                .create_staging(dialect)
+                .map_err(sqlx::Error::Protocol)?,
+        )
+        .await?;
+        match (&mut tx, dialect) {
+            (Tx::Postgres(pg), Dialect::Postgres) => copy_rows(pg, spec, batches).await?,
+            (tx, _) => insert_rows(tx, spec, dialect, batches).await?,
+        }
+        let now = match dialect {
+            Dialect::Sqlite => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            Dialect::Postgres => "now()",
+            Dialect::Redshift => "GETDATE()",
+        };
+        let mut changed = 0u64;
+        let statements = spec.merge_statements(dialect, now);
+        let last = statements.len() - 1;
+        for (i, sql) in statements.iter().enumerate() {
+            let n = tx.execute(sql).await?;
+            // Redshift's delete+insert: the insert's count is the number of rows written.
+            if i == last || dialect != Dialect::Redshift {
+                changed += n;
+            }
+        }
+        let drop_staging = match dialect {
+            Dialect::Sqlite => format!("DROP TABLE temp.{STAGING}"),
+            _ => format!("DROP TABLE {STAGING}"),
+        };
+        tx.execute(&drop_staging).await?;
+        Ok::<u64, sqlx::Error>(changed)
+    }
+    .await;
+    match staged {
+        Ok(changed) => {
+            let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+            Ok(Box::new(StagedSql {
+                tx: Some(tx),
+                report: SinkReport {
+                    sink: "warehouse".into(),
+                    target: target.to_string(),
+                    summary: format!(
+                        "table {}: {changed} rows inserted or replaced, {} unchanged or older",
+                        spec.name,
+                        rows - changed.min(rows)
+                    ),
+                    details: serde_json::json!({ "table": spec.name, "rows": rows, "changed": changed }),
+                },
+                spec: spec.clone(),
+            }))
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(db_err(spec, target, e))
+        }
+    }
+}
+
+/// An open transaction holding the merged rows.
+struct StagedSql {
+    tx: Option<Tx>,
+    report: SinkReport,
+    spec: TableSpec,
+}
+
+#[async_trait]
+impl StagedWrite for StagedSql {
+    async fn publish(mut self: Box<Self>) -> Result<SinkReport, SinkError> {
+        if let Some(tx) = self.tx.take() {
+            tx.commit()
+                .await
+                .map_err(|e| db_err(&self.spec, &self.report.target, e))?;
+        }
+        Ok(self.report)
+    }
+
+    async fn discard(mut self: Box<Self>) -> Result<(), SinkError> {
+        if let Some(tx) = self.tx.take() {
+            tx.rollback()
+                .await
+                .map_err(|e| db_err(&self.spec, &self.report.target, e))?;
+        }
+        Ok(())
+    }
+}
