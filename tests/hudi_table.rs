@@ -302,16 +302,8 @@ fn a_second_writer_fails_cleanly_and_a_dead_writers_lock_is_broken() {
     );
     run_ok("ZL", &val, table_url, &[]);
     let lock = table.join(".hoodie/.aux/tally-writer.lock");
-    let host = gethostname::gethostname().to_string_lossy().to_string();
     // A live writer: this test process.
-    let record = |pid: u32| {
-        serde_json::json!({
-            "host": host, "pid": pid,
-            "acquired_at": "2026-01-01T00:00:00Z", "expires_at": "2999-01-01T00:00:00Z"
-        })
-        .to_string()
-    };
-    std::fs::write(&lock, record(std::process::id())).unwrap();
+    hold_hudi_lock(&table, std::process::id());
     write_file(
         &val,
         "ZL-1.csv",
@@ -327,7 +319,7 @@ fn a_second_writer_fails_cleanly_and_a_dead_writers_lock_is_broken() {
     );
     assert_eq!(hudi_rs(table_url)["commits"].as_array().unwrap().len(), 1);
     // A dead writer's lock (no such process on this host) is broken.
-    std::fs::write(&lock, record(u32::MAX - 1)).unwrap();
+    hold_hudi_lock(&table, u32::MAX - 1);
     run_ok("ZL", &val, table_url, &[]);
     let read = hudi_rs(table_url);
     assert_eq!(hudi_lines(&read), ["ZL,s1,i1,2026-01-01,2.00,0.00,0.00"]);

@@ -307,12 +307,7 @@ async fn a_failed_hudi_write_leaves_the_warehouse_untouched() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Another writer holds the Hudi table: the run fails and the warehouse keeps 5.00.
-    let host = gethostname::gethostname().to_string_lossy().to_string();
-    std::fs::write(
-        table.join(".hoodie/.aux/tally-writer.lock"),
-        serde_json::json!({"host": host, "pid": std::process::id(), "acquired_at": "2026-01-01T00:00:00Z", "expires_at": "2999-01-01T00:00:00Z"}).to_string(),
-    )
-    .unwrap();
+    hold_hudi_lock(&table, std::process::id());
     write_file(
         &val,
         "ZH-1.csv",
