@@ -219,8 +219,13 @@ fn a_run_killed_mid_write_leaves_the_snapshot_and_the_rerun_completes() {
     assert_eq!(hudi_lines(&during), first_rows);
     assert_eq!(during["commits"].as_array().unwrap().len(), 1);
 
-    // The rerun rolls the leftover instant back and completes.
+    // A killed local write can also leave a temp file on the timeline; readers ignore it.
+    std::fs::write(table.join(".hoodie/29991231000000000.commit#1"), "{").unwrap();
+    assert_eq!(hudi_rs(table_url)["commits"].as_array().unwrap().len(), 1);
+
+    // The rerun rolls the leftover instant back, removes the temp file and completes.
     let stderr = run_ok("ZK", &val, table_url, &[]);
+    assert!(!table.join(".hoodie/29991231000000000.commit#1").exists());
     assert!(stderr.contains("commit "), "{stderr}");
     let after = hudi_rs(table_url);
     assert_eq!(hudi_lines(&after), province.expected());

@@ -46,6 +46,11 @@ impl Instant {
                 None => (other, InstantState::Completed),
             },
         };
+        // Actions are plain words; anything else (a `<name>#<n>` temp file left by a killed
+        // local write, say) is not an instant.
+        if action.is_empty() || !action.bytes().all(|b| b.is_ascii_lowercase()) {
+            return None;
+        }
         Some(Instant {
             time: time.to_string(),
             action: action.to_string(),
@@ -255,6 +260,7 @@ mod tests {
             assert_eq!(Instant::file_for(&i.time, action, state), name);
         }
         assert!(Instant::parse("hoodie.properties").is_none());
+        assert!(Instant::parse("20240418172802262.commit#1").is_none());
         assert!(Instant::parse(".aux").is_none());
     }
 

@@ -199,6 +199,32 @@ pub async fn roll_back(
     Ok(())
 }
 
+/// A local write killed between writing its temp file and renaming it leaves `<name>#<n>` behind;
+/// readers ignore such files, and the writer holding the lock removes them from the timeline.
+/// (object_store's local listing hides them, so the folder is read directly.)
+async fn remove_stray_temp_files(table: &HudiTable) -> Result<(), TableError> {
+    let Some(root) = &table.location.local_root else {
+        return Ok(());
+    };
+    let hoodie = root.join(HOODIE_DIR);
+    let fail = |e: std::io::Error| TableError::Storage {
+        url: table.location.url.clone(),
+        message: format!("cannot tidy {}: {e}", hoodie.display()),
+    };
+    let entries = match std::fs::read_dir(&hoodie) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(fail(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(fail)?;
+        if entry.file_name().to_string_lossy().contains('#') && entry.path().is_file() {
+            std::fs::remove_file(entry.path()).map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
 /// The data columns (no meta columns) of the table's latest base files, if it has any.
 async fn existing_data_schema(
     table: &HudiTable,
@@ -378,6 +404,7 @@ async fn stage_locked(
         message,
     };
     let mut figures = UpsertFigures::default();
+    remove_stray_temp_files(table).await?;
     let mut timeline = table.timeline().await?;
     for time in timeline.pending_writes() {
         roll_back(table, &timeline, &time).await?;
