@@ -219,13 +219,22 @@ fn a_run_killed_mid_write_leaves_the_snapshot_and_the_rerun_completes() {
     assert_eq!(hudi_lines(&during), first_rows);
     assert_eq!(during["commits"].as_array().unwrap().len(), 1);
 
-    // A killed local write can also leave a temp file on the timeline; readers ignore it.
+    // A killed local write can also leave temp files, on the timeline and in a partition;
+    // readers ignore them.
+    let killed_time = pending
+        .iter()
+        .map(|n| n.trim_end_matches(".inflight").to_string())
+        .find(|t| !table.join(format!(".hoodie/{t}.commit")).exists())
+        .unwrap();
+    let partition_temp = table.join(format!("2026-05-01/x-0_0-0-0_{killed_time}.parquet#7"));
+    std::fs::write(&partition_temp, "partial").unwrap();
     std::fs::write(table.join(".hoodie/29991231000000000.commit#1"), "{").unwrap();
     assert_eq!(hudi_rs(table_url)["commits"].as_array().unwrap().len(), 1);
 
     // The rerun rolls the leftover instant back, removes the temp file and completes.
     let stderr = run_ok("ZK", &val, table_url, &[]);
     assert!(!table.join(".hoodie/29991231000000000.commit#1").exists());
+    assert!(!partition_temp.exists());
     assert!(stderr.contains("commit "), "{stderr}");
     let after = hudi_rs(table_url);
     assert_eq!(hudi_lines(&after), province.expected());

@@ -184,6 +184,17 @@ pub async fn roll_back(
                 table.delete(&file.relative_path()).await?;
             }
         }
+        // A base file killed mid-write locally is a `<name>#<n>` temp file listings do not show.
+        if let Some(root) = &table.location.local_root {
+            if let Ok(entries) = std::fs::read_dir(root.join(partition)) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    if name.contains(&format!("_{time}.parquet#")) {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+            }
+        }
     }
     // Timeline files last, newest state first: a rollback interrupted here is simply redone.
     let mut files = timeline.files_of(time);
