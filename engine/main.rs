@@ -276,6 +276,7 @@ fn init_logging(global: &GlobalArgs) {
     let filter = EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match global.log_format {
         LogFormat::Text => builder.init(),

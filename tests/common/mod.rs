@@ -223,8 +223,17 @@ impl Province {
 /// lease far in the future (a live writer when `pid` is this process, a dead one otherwise).
 pub fn hold_hudi_lock(table: &Path, pid: u32) {
     let host = gethostname::gethostname().to_string_lossy().to_string();
+    let start = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s[s.rfind(')')? + 1..]
+                .split_whitespace()
+                .nth(19)?
+                .parse::<u64>()
+                .ok()
+        });
     let record = serde_json::json!({
-        "host": host, "pid": pid,
+        "host": host, "pid": pid, "process_start": start,
         "acquired_at": "2026-01-01T00:00:00Z", "expires_at": "2999-01-01T00:00:00Z"
     });
     std::fs::write(

@@ -21,6 +21,10 @@ pub const LOCK_FILE: &str = ".aux/tally-writer.lock";
 struct LockRecord {
     host: String,
     pid: u32,
+    /// The owner's start time (clock ticks since boot, `/proc/<pid>/stat`), so a reused process
+    /// id is not mistaken for the owner.
+    #[serde(default)]
+    process_start: Option<u64>,
     acquired_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 }
@@ -35,8 +39,25 @@ fn this_host() -> String {
     gethostname::gethostname().to_string_lossy().to_string()
 }
 
-fn process_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+/// Start time of a process (field 22 of `/proc/<pid>/stat`), or `None` when no such process
+/// exists. A thread id also has a `/proc` entry, but with its own start time, and a zombie is dead.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+fn owner_alive(holder: &LockRecord) -> bool {
+    match (process_start(holder.pid), holder.process_start) {
+        (None, _) => false,
+        (Some(now), Some(recorded)) => now == recorded,
+        (Some(_), None) => true,
+    }
 }
 
 impl WriterLock {
@@ -52,6 +73,7 @@ impl WriterLock {
             let record = LockRecord {
                 host: this_host(),
                 pid: std::process::id(),
+                process_start: process_start(std::process::id()),
                 acquired_at: now,
                 expires_at: now + chrono::Duration::from_std(lease).unwrap_or_default(),
             };
@@ -82,8 +104,7 @@ impl WriterLock {
                     let stale = match &holder {
                         None => true,
                         Some(h) => {
-                            h.expires_at < Utc::now()
-                                || (h.host == this_host() && !process_alive(h.pid))
+                            h.expires_at < Utc::now() || (h.host == this_host() && !owner_alive(h))
                         }
                     };
                     if !stale {
@@ -116,5 +137,26 @@ impl WriterLock {
 
     pub async fn release(self) -> Result<(), TableError> {
         self.table.delete(&Self::relative()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_is_alive_only_while_its_own_process_runs() {
+        let me = std::process::id();
+        let record = |pid, process_start| LockRecord {
+            host: this_host(),
+            pid,
+            process_start,
+            acquired_at: Utc::now(),
+            expires_at: Utc::now(),
+        };
+        assert!(owner_alive(&record(me, process_start(me))));
+        // Same pid, another start time: the id was reused by a different process.
+        assert!(!owner_alive(&record(me, process_start(me).map(|t| t + 1))));
+        assert!(!owner_alive(&record(u32::MAX - 1, None)));
     }
 }
