@@ -28,11 +28,8 @@ pub const EMBEDDED_LAYOUTS: &str = include_str!("../jobs/layouts.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
-    #[error("cannot read layouts file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read layouts file {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
     #[error("layouts file {path} is not valid: {message}")]
     Invalid { path: String, message: String },
     #[error("unknown layout `{0}` (known: {1})")]
@@ -415,9 +412,9 @@ impl LayoutSet {
 
     /// Reads a layouts file.
     pub fn load(path: &Path) -> Result<LayoutSet, LayoutError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LayoutError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| LayoutError::Read {
             path: path.display().to_string(),
-            source,
+            cause,
         })?;
         Self::parse(&text, &path.display().to_string())
     }

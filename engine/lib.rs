@@ -15,6 +15,7 @@
 //! | SQL job definitions and execution | [`job`] |
 //! | sinks: Hudi copy-on-write tables | [`sinks`] |
 //! | SQL over a table's snapshot | [`query`] |
+//! | runs, files and jobs on record | [`state`] |
 //! | printing rows | [`output`] |
 //! | the bundled end-to-end demo | [`demo`] |
 //!
@@ -45,6 +46,7 @@ pub mod progress;
 pub mod query;
 pub mod sinks;
 pub mod sources;
+pub mod state;
 pub mod storage;
 pub mod validate;
 

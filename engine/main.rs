@@ -16,6 +16,7 @@ use tally::progress::Progress;
 use tally::sinks::hudi::{HudiSink, UpsertOptions};
 use tally::sinks::warehouse::WarehouseSink;
 use tally::sinks::{deliver, JobRows, Sink};
+use tally::state::{RunCounts, StateStore};
 use tally::validate::{summary_line, validate, ValidateOptions};
 
 #[derive(Parser)]
@@ -174,6 +175,12 @@ struct RunArgs {
     /// Write the run summary as JSON to this file.
     #[arg(long)]
     summary_json: Option<PathBuf>,
+    /// State store that records the run (sqlite://PATH, mysql://..., postgres://...).
+    #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
+    state: String,
+    /// The aggr_job_configuration row this run belongs to (set by `tally schedule`).
+    #[arg(long)]
+    job_config_id: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -412,8 +419,8 @@ fn default_parallelism() -> usize {
 
 async fn cmd_run(args: RunArgs, catalog: &JobCatalog, progress: &Progress) -> Result<()> {
     let job = catalog.find(&args.job)?;
-    let mut params: BTreeMap<String, String> = args.params.into_iter().collect();
-    if let Some(p) = args.province {
+    let mut params: BTreeMap<String, String> = args.params.iter().cloned().collect();
+    if let Some(p) = args.province.clone() {
         params.insert("province".into(), p);
     }
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
@@ -438,10 +445,61 @@ async fn cmd_run(args: RunArgs, catalog: &JobCatalog, progress: &Progress) -> Re
     let request = RunRequest {
         job,
         params,
-        input: args.input,
+        input: args.input.clone(),
         max_bad_rows: args.max_bad_rows,
     };
-    let result = run_job(&request, progress).await?;
+    if args.dry_run {
+        // A dry run writes nothing, the state store included.
+        execute_run(&args, &request, &sinks, progress).await?;
+        return Ok(());
+    }
+    // The run reports itself: RUNNING now (with a heartbeat), then COMPLETED or FAILED.
+    let state = StateStore::connect(&args.state).await?;
+    let province = request.params.get("province").map(String::as_str);
+    let config_id = args.job_config_id.as_deref();
+    let run_id = state
+        .start_run(&request.job.name, config_id, province)
+        .await?;
+    let heartbeat = {
+        let state_url = args.state.clone();
+        let run_id = run_id.clone();
+        tokio::spawn(async move {
+            let Ok(store) = StateStore::connect(&state_url).await else {
+                return;
+            };
+            loop {
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                if let Err(e) = store.heartbeat(&run_id).await {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+            }
+        })
+    };
+    let outcome = execute_run(&args, &request, &sinks, progress).await;
+    heartbeat.abort();
+    match &outcome {
+        Ok(counts) => state.complete_run(&run_id, config_id, counts).await?,
+        Err(e) => {
+            state
+                .fail_run(&run_id, config_id, &format!("{e:#}"))
+                .await?
+        }
+    }
+    state.close().await;
+    outcome.map(|_| ())
+}
+
+/// How often a running job tells the state store it is alive (its lease is a few of these).
+const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The run itself: compute the rows, print or deliver them, and say what happened.
+async fn execute_run(
+    args: &RunArgs,
+    request: &RunRequest,
+    sinks: &[Box<dyn Sink>],
+    progress: &Progress,
+) -> Result<RunCounts> {
+    let result = run_job(request, progress).await?;
     if let Some(path) = &args.output {
         let mut file = std::io::BufWriter::new(
             std::fs::File::create(path)
@@ -474,7 +532,7 @@ async fn cmd_run(args: RunArgs, catalog: &JobCatalog, progress: &Progress) -> Re
             schema: result.schema.clone(),
             batches: &result.batches,
         };
-        reports = deliver(&rows, &sinks).await?;
+        reports = deliver(&rows, sinks).await?;
         for r in &reports {
             eprintln!("tally run: {} {}: {}", r.sink, r.target, r.summary);
             for statement in r.details["athena_add_partitions"]
@@ -496,7 +554,15 @@ async fn cmd_run(args: RunArgs, catalog: &JobCatalog, progress: &Progress) -> Re
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    Ok(())
+    let hudi_instant = reports
+        .iter()
+        .find_map(|r| r.details["figures"]["instant"].as_str().map(str::to_string));
+    Ok(RunCounts {
+        rows_in: s.rows_in,
+        bad_rows: s.bad_rows,
+        rows_out: s.rows_out,
+        hudi_instant,
+    })
 }
 
 fn describe_params(params: &BTreeMap<String, String>) -> String {

@@ -32,21 +32,18 @@ pub const SOURCE_TIME_METADATA: &str = "tally-source-time";
 pub enum StorageError {
     #[error("`{0}` is not a local path, file:// or s3:// URL")]
     Unsupported(String),
-    #[error("local folder {path} is not usable: {source}")]
-    Local {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot set up S3 access for {url}: {source}")]
+    #[error("local folder {path} is not usable: {cause}")]
+    Local { path: String, cause: std::io::Error },
+    #[error("cannot set up S3 access for {url}: {cause}")]
     S3Setup {
         url: String,
-        source: object_store::Error,
+        cause: object_store::Error,
     },
-    #[error("{operation} {url}: {source}")]
+    #[error("{operation} {url}: {cause}")]
     Io {
         operation: &'static str,
         url: String,
-        source: object_store::Error,
+        cause: object_store::Error,
     },
 }
 
@@ -108,9 +105,9 @@ impl Location {
         } else {
             PathBuf::from(spec)
         };
-        let local_err = |source| StorageError::Local {
+        let local_err = |cause| StorageError::Local {
             path: local.display().to_string(),
-            source,
+            cause,
         };
         if create {
             std::fs::create_dir_all(&local).map_err(local_err)?;
@@ -124,7 +121,7 @@ impl Location {
         }
         let store = LocalFileSystem::new_with_prefix(&root).map_err(|e| StorageError::Local {
             path: root.display().to_string(),
-            source: std::io::Error::other(e),
+            cause: std::io::Error::other(e),
         })?;
         Ok(Location {
             store: Arc::new(store),
@@ -162,10 +159,10 @@ impl Location {
             .store
             .list_with_delimiter(prefix)
             .await
-            .map_err(|source| StorageError::Io {
+            .map_err(|cause| StorageError::Io {
                 operation: "cannot list",
                 url: self.url.clone(),
-                source,
+                cause,
             })?;
         let mut files: Vec<FileEntry> = listing
             .objects
@@ -200,10 +197,10 @@ impl Location {
                 },
             )
             .await
-            .map_err(|source| StorageError::Io {
+            .map_err(|cause| StorageError::Io {
                 operation: "cannot read metadata of",
                 url: self.child_url(&file.name),
-                source,
+                cause,
             })?;
         let recorded = head
             .attributes
@@ -219,10 +216,10 @@ impl Location {
     pub async fn delete_if_exists(&self, name: &str) -> Result<(), StorageError> {
         match self.store.delete(&self.child(name)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(source) => Err(StorageError::Io {
+            Err(cause) => Err(StorageError::Io {
                 operation: "cannot delete",
                 url: self.child_url(name),
-                source,
+                cause,
             }),
         }
     }
@@ -316,9 +313,9 @@ async fn s3_store(bucket: &str, url: &str) -> Result<Arc<dyn ObjectStore>, Stora
     if let Some(provider) = sdk.credentials_provider() {
         builder = builder.with_credentials(Arc::new(SdkCredentials(provider)));
     }
-    let store = builder.build().map_err(|source| StorageError::S3Setup {
+    let store = builder.build().map_err(|cause| StorageError::S3Setup {
         url: url.to_string(),
-        source,
+        cause,
     })?;
     Ok(Arc::new(store))
 }

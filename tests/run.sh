@@ -17,7 +17,9 @@ fi
 source tests/servers/garage.sh || { echo "the S3 test server (garage) did not start" >&2; exit 1; }
 # shellcheck source=tests/servers/postgres.sh
 source tests/servers/postgres.sh || { echo "the PostgreSQL test server did not start" >&2; exit 1; }
-trap 'garage_stop; postgres_stop' EXIT
+# shellcheck source=tests/servers/mariadb.sh
+source tests/servers/mariadb.sh || { echo "the MariaDB test server did not start" >&2; exit 1; }
+trap 'garage_stop; postgres_stop; mariadb_stop' EXIT
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -43,11 +43,8 @@ pub const EMBEDDED_JOBS: &[(&str, &str)] = &[(
 
 #[derive(Debug, thiserror::Error)]
 pub enum DefinitionError {
-    #[error("cannot read job file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read job file {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
     #[error(transparent)]
@@ -154,9 +151,9 @@ struct SinksToml {
 impl JobDefinition {
     /// Reads a job file.
     pub fn load(path: &Path, layouts: &LayoutSet) -> Result<JobDefinition, DefinitionError> {
-        let text = std::fs::read_to_string(path).map_err(|source| DefinitionError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| DefinitionError::Read {
             path: path.display().to_string(),
-            source,
+            cause,
         })?;
         Self::parse(&text, &path.display().to_string(), layouts)
     }

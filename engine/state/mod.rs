@@ -1,0 +1,450 @@
+//! The state store: which files were validated, which jobs exist, and every run's outcome.
+//!
+//! `sqlite://PATH` (the local default), `mysql://` (MySQL/MariaDB, as on RDS) or `postgres://`,
+//! through sqlx. The schema (`sql/state/<backend>.sql`) keeps the reference implementation's
+//! `ingested_file_status` and `aggr_job_configuration` columns and adds `job_runs`, which a run
+//! fills itself: RUNNING when it starts (with a heartbeat while it works), then COMPLETED with its
+//! counts or FAILED with the error. A run that dies stops its heartbeat; [`StateStore::expire_stale`]
+//! marks such runs FAILED so no RUNNING row stays forever.
+//!
+//! Every value is a bound parameter; the SQL text is fixed.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::mysql::MySqlPoolOptions;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, MySql, Pool, Postgres, Sqlite};
+
+const SQLITE_SCHEMA: &str = include_str!("../../sql/state/sqlite.sql");
+const POSTGRES_SCHEMA: &str = include_str!("../../sql/state/postgres.sql");
+const MYSQL_SCHEMA: &str = include_str!("../../sql/state/mysql.sql");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store {url}: {message}")]
+    Store { url: String, message: String },
+    #[error("state store URL `{0}` is not sqlite://, mysql:// or postgres://")]
+    Unsupported(String),
+}
+
+/// A run's final figures.
+#[derive(Debug, Clone, Default)]
+pub struct RunCounts {
+    pub rows_in: u64,
+    pub bad_rows: u64,
+    pub rows_out: u64,
+    pub hudi_instant: Option<String>,
+}
+
+/// One `job_runs` row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub job: String,
+    pub province: Option<String>,
+    pub status: String,
+    pub rows_in: Option<i64>,
+    pub bad_rows: Option<i64>,
+    pub rows_out: Option<i64>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+    pub hudi_instant: Option<String>,
+}
+
+enum Backend {
+    Sqlite(Pool<Sqlite>),
+    Postgres(Pool<Postgres>),
+    MySql(Pool<MySql>),
+}
+
+/// A connected state store.
+pub struct StateStore {
+    backend: Backend,
+    /// The URL without its password, for messages.
+    url: String,
+}
+
+/// UTC time as the store keeps it: `YYYY-MM-DD HH:MM:SS.ffffff` (text order is time order).
+pub fn store_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+}
+
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `?` placeholders to PostgreSQL's `$1, $2, ...`.
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A bound value.
+#[derive(Clone)]
+enum Arg {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+macro_rules! bind_all {
+    ($query:expr, $args:expr) => {{
+        let mut q = $query;
+        for a in $args {
+            q = match a {
+                Arg::Text(v) => q.bind(v.clone()),
+                Arg::Int(v) => q.bind(*v),
+            };
+        }
+        q
+    }};
+}
+
+impl StateStore {
+    /// Connects and applies the schema.
+    pub async fn connect(url: &str) -> Result<StateStore, StateError> {
+        let shown = redact(url);
+        let err = |e: &dyn std::fmt::Display| StateError::Store {
+            url: shown.clone(),
+            message: e.to_string(),
+        };
+        let backend = if let Some(path) = url.strip_prefix("sqlite://") {
+            if let Some(parent) = std::path::Path::new(path).parent() {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent).map_err(|e| err(&e))?;
+                }
+            }
+            let options = url
+                .parse::<SqliteConnectOptions>()
+                .map_err(|e| err(&e))?
+                .create_if_missing(true)
+                .busy_timeout(Duration::from_secs(30));
+            Backend::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(2)
+                    .connect_with(options)
+                    .await
+                    .map_err(|e| err(&e))?,
+            )
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect(url)
+                    .await
+                    .map_err(|e| err(&e))?,
+            )
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            let url = url.replacen("mariadb://", "mysql://", 1);
+            Backend::MySql(
+                MySqlPoolOptions::new()
+                    .max_connections(2)
+                    .connect(&url)
+                    .await
+                    .map_err(|e| err(&e))?,
+            )
+        } else {
+            return Err(StateError::Unsupported(shown));
+        };
+        let store = StateStore {
+            backend,
+            url: shown,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StateError {
+        StateError::Store {
+            url: self.url.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StateError> {
+        let schema = match &self.backend {
+            Backend::Sqlite(_) => SQLITE_SCHEMA,
+            Backend::Postgres(_) => POSTGRES_SCHEMA,
+            Backend::MySql(_) => MYSQL_SCHEMA,
+        };
+        // Comments first (they may hold `;`), then one statement per `;`.
+        let without_comments: String = schema
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let statements = without_comments.split(';').filter(|s| !s.trim().is_empty());
+        for statement in statements {
+            self.execute(statement, &[])
+                .await
+                .map_err(|e| self.err(format!("cannot apply the schema: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Runs one statement with bound arguments; returns the rows affected.
+    async fn execute(&self, sql: &str, args: &[Arg]) -> Result<u64, sqlx::Error> {
+        Ok(match &self.backend {
+            Backend::Sqlite(p) => bind_all!(sqlx::query(AssertSqlSafe(sql.to_string())), args)
+                .execute(p)
+                .await?
+                .rows_affected(),
+            Backend::MySql(p) => bind_all!(sqlx::query(AssertSqlSafe(sql.to_string())), args)
+                .execute(p)
+                .await?
+                .rows_affected(),
+            Backend::Postgres(p) => bind_all!(sqlx::query(AssertSqlSafe(numbered(sql))), args)
+                .execute(p)
+                .await?
+                .rows_affected(),
+        })
+    }
+
+    /// Records a run as RUNNING; returns its id.
+    pub async fn start_run(
+        &self,
+        job: &str,
+        job_config_id: Option<&str>,
+        province: Option<&str>,
+    ) -> Result<String, StateError> {
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let now = store_time(Utc::now());
+        let host = gethostname::gethostname().to_string_lossy().to_string();
+        self.execute(
+            "INSERT INTO job_runs (run_id, job, job_config_id, province, status, started_at, heartbeat_at, host) \
+             VALUES (?, ?, ?, ?, 'RUNNING', ?, ?, ?)",
+            &[
+                Arg::Text(Some(run_id.clone())),
+                Arg::Text(Some(job.to_string())),
+                Arg::Text(job_config_id.map(str::to_string)),
+                Arg::Text(province.map(str::to_string)),
+                Arg::Text(Some(now.clone())),
+                Arg::Text(Some(now.clone())),
+                Arg::Text(Some(host)),
+            ],
+        )
+        .await
+        .map_err(|e| self.err(format!("cannot record the run: {e}")))?;
+        self.set_job_status(job_config_id, "RUNNING", &now).await?;
+        Ok(run_id)
+    }
+
+    /// Says the run is still alive.
+    pub async fn heartbeat(&self, run_id: &str) -> Result<(), StateError> {
+        self.execute(
+            "UPDATE job_runs SET heartbeat_at = ? WHERE run_id = ? AND status = 'RUNNING'",
+            &[
+                Arg::Text(Some(store_time(Utc::now()))),
+                Arg::Text(Some(run_id.to_string())),
+            ],
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| self.err(e))
+    }
+
+    /// Records a run's success and its counts.
+    pub async fn complete_run(
+        &self,
+        run_id: &str,
+        job_config_id: Option<&str>,
+        counts: &RunCounts,
+    ) -> Result<(), StateError> {
+        let now = store_time(Utc::now());
+        self.execute(
+            "UPDATE job_runs SET status = 'COMPLETED', rows_in = ?, bad_rows = ?, rows_out = ?, \
+             hudi_instant = ?, finished_at = ?, heartbeat_at = ? WHERE run_id = ?",
+            &[
+                Arg::Int(Some(counts.rows_in as i64)),
+                Arg::Int(Some(counts.bad_rows as i64)),
+                Arg::Int(Some(counts.rows_out as i64)),
+                Arg::Text(counts.hudi_instant.clone()),
+                Arg::Text(Some(now.clone())),
+                Arg::Text(Some(now.clone())),
+                Arg::Text(Some(run_id.to_string())),
+            ],
+        )
+        .await
+        .map_err(|e| self.err(format!("cannot record the run's completion: {e}")))?;
+        self.set_job_status(job_config_id, "COMPLETED", &now).await
+    }
+
+    /// Records a run's failure with the error text.
+    pub async fn fail_run(
+        &self,
+        run_id: &str,
+        job_config_id: Option<&str>,
+        error: &str,
+    ) -> Result<(), StateError> {
+        let now = store_time(Utc::now());
+        self.execute(
+            "UPDATE job_runs SET status = 'FAILED', error = ?, finished_at = ?, heartbeat_at = ? WHERE run_id = ?",
+            &[
+                Arg::Text(Some(error.to_string())),
+                Arg::Text(Some(now.clone())),
+                Arg::Text(Some(now.clone())),
+                Arg::Text(Some(run_id.to_string())),
+            ],
+        )
+        .await
+        .map_err(|e| self.err(format!("cannot record the run's failure: {e}")))?;
+        self.set_job_status(job_config_id, "FAILED", &now).await
+    }
+
+    async fn set_job_status(
+        &self,
+        job_config_id: Option<&str>,
+        status: &str,
+        now: &str,
+    ) -> Result<(), StateError> {
+        let Some(id) = job_config_id else {
+            return Ok(());
+        };
+        self.execute(
+            "UPDATE aggr_job_configuration SET last_exec_status = ?, last_run_timestamp = ? WHERE job_config_id = ?",
+            &[
+                Arg::Text(Some(status.to_string())),
+                Arg::Text(Some(now.to_string())),
+                Arg::Text(Some(id.to_string())),
+            ],
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| self.err(e))
+    }
+
+    /// Marks RUNNING runs whose heartbeat is older than `lease` as FAILED; returns how many.
+    pub async fn expire_stale(&self, lease: Duration) -> Result<u64, StateError> {
+        let now = Utc::now();
+        let cutoff = store_time(now - chrono::Duration::from_std(lease).unwrap_or_default());
+        self.execute(
+            "UPDATE job_runs SET status = 'FAILED', finished_at = ?, \
+             error = 'no heartbeat: the run stopped without reporting (killed or lost)' \
+             WHERE status = 'RUNNING' AND heartbeat_at < ?",
+            &[Arg::Text(Some(store_time(now))), Arg::Text(Some(cutoff))],
+        )
+        .await
+        .map_err(|e| self.err(e))
+    }
+
+    /// The most recent runs, newest first.
+    pub async fn recent_runs(&self, limit: i64) -> Result<Vec<RunRecord>, StateError> {
+        let sql = "SELECT run_id, job, province, status, rows_in, bad_rows, rows_out, started_at, \
+                   finished_at, error, hudi_instant FROM job_runs ORDER BY started_at DESC LIMIT ?";
+        macro_rules! fetch {
+            ($pool:expr, $sql:expr) => {{
+                use sqlx::Row;
+                sqlx::query(AssertSqlSafe($sql))
+                    .bind(limit)
+                    .fetch_all($pool)
+                    .await
+                    .map_err(|e| self.err(e))?
+                    .iter()
+                    .map(|r| RunRecord {
+                        run_id: r.get(0),
+                        job: r.get(1),
+                        province: r.get(2),
+                        status: r.get(3),
+                        rows_in: r.get(4),
+                        bad_rows: r.get(5),
+                        rows_out: r.get(6),
+                        started_at: r.get(7),
+                        finished_at: r.get(8),
+                        error: r.get(9),
+                        hudi_instant: r.get(10),
+                    })
+                    .collect()
+            }};
+        }
+        Ok(match &self.backend {
+            Backend::Sqlite(p) => fetch!(p, sql.to_string()),
+            Backend::MySql(p) => fetch!(p, sql.to_string()),
+            Backend::Postgres(p) => fetch!(p, numbered(sql)),
+        })
+    }
+
+    /// Closes the connections.
+    pub async fn close(self) {
+        match self.backend {
+            Backend::Sqlite(p) => p.close().await,
+            Backend::Postgres(p) => p.close().await,
+            Backend::MySql(p) => p.close().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres() {
+        assert_eq!(numbered("a = ? AND b = ?"), "a = $1 AND b = $2");
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(redact("mysql://u:secret@h/db"), "mysql://u:****@h/db");
+    }
+
+    #[tokio::test]
+    async fn a_run_is_recorded_from_start_to_finish_in_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s/state.db").display());
+        let store = StateStore::connect(&url).await.unwrap();
+        let ok = store.start_run("j", None, Some("IL")).await.unwrap();
+        store
+            .complete_run(
+                &ok,
+                None,
+                &RunCounts {
+                    rows_in: 5,
+                    bad_rows: 1,
+                    rows_out: 3,
+                    hudi_instant: None,
+                },
+            )
+            .await
+            .unwrap();
+        let bad = store.start_run("j", None, Some("IL")).await.unwrap();
+        store.fail_run(&bad, None, "boom").await.unwrap();
+        let stuck = store.start_run("j", None, None).await.unwrap();
+        assert_eq!(
+            store.expire_stale(Duration::from_secs(3600)).await.unwrap(),
+            0
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            store.expire_stale(Duration::from_millis(1)).await.unwrap(),
+            1
+        );
+        let runs = store.recent_runs(10).await.unwrap();
+        let by_id = |id: &str| runs.iter().find(|r| r.run_id == id).unwrap().clone();
+        assert_eq!(
+            (by_id(&ok).status.as_str(), by_id(&ok).rows_out),
+            ("COMPLETED", Some(3))
+        );
+        assert_eq!(by_id(&bad).error.as_deref(), Some("boom"));
+        assert!(by_id(&stuck).error.unwrap().contains("no heartbeat"));
+        // Connecting again applies nothing new and keeps the rows.
+        let again = StateStore::connect(&url).await.unwrap();
+        assert_eq!(again.recent_runs(10).await.unwrap().len(), 3);
+    }
+}

@@ -1,0 +1,37 @@
+-- tally state store, PostgreSQL. Applied by tally at connect (every statement is idempotent).
+-- The first two tables keep the reference implementation's columns; job_runs is tally's own.
+-- job_runs times are UTC text 'YYYY-MM-DD HH:MM:SS.ffffff' (sortable, comparable as text).
+CREATE TABLE IF NOT EXISTS ingested_file_status (
+    file_url VARCHAR(1024) PRIMARY KEY,
+    submitted_jobs TEXT,
+    last_update_status VARCHAR(64),
+    last_validated_timestamp VARCHAR(32)
+);
+CREATE TABLE IF NOT EXISTS aggr_job_configuration (
+    job_config_id VARCHAR(128) PRIMARY KEY,
+    job_input_pattern VARCHAR(1024) NOT NULL,
+    job_min_file_count INTEGER NOT NULL DEFAULT 1,
+    job_addl_criteria TEXT,
+    job_params TEXT,
+    last_exec_stepid VARCHAR(256),
+    last_exec_status VARCHAR(32),
+    last_run_timestamp VARCHAR(32)
+);
+CREATE TABLE IF NOT EXISTS job_runs (
+    run_id VARCHAR(64) PRIMARY KEY,
+    job VARCHAR(128) NOT NULL,
+    job_config_id VARCHAR(128),
+    province VARCHAR(32),
+    status VARCHAR(16) NOT NULL,
+    rows_in BIGINT,
+    bad_rows BIGINT,
+    rows_out BIGINT,
+    started_at VARCHAR(32) NOT NULL,
+    heartbeat_at VARCHAR(32) NOT NULL,
+    finished_at VARCHAR(32),
+    error TEXT,
+    emr_step_id VARCHAR(256),
+    hudi_instant VARCHAR(32),
+    host VARCHAR(256)
+);
+CREATE INDEX IF NOT EXISTS job_runs_status ON job_runs (status, heartbeat_at);
