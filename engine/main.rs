@@ -89,6 +89,14 @@ S3-compatible servers. The rows go to stdout; the summary goes to stderr."
     /// List, show and explain the SQL-defined jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Record validated files in the state store (what the scheduler's preconditions read).
+    #[command(
+        after_help = "Examples:\n  tally track --file s3://pos/validated/IL-101.csv --file s3://pos/validated/IL-111.csv\n  \
+aws s3api ... | tally track --s3-event -\n\n\
+Each file's validation time is set (now, or the event's time) and its submitted_jobs reset, since a new\n\
+version of a cumulative file has not been submitted anywhere yet."
+    )]
+    Track(TrackArgs),
     /// Run SQL over the latest snapshot of a Hudi table (the local stand-in for Athena).
     #[command(
         after_help = "Examples:\n  tally query --table tables/sales \"SELECT trans_date, SUM(sale_amount) FROM store_item_daily_sales GROUP BY 1\"\n  \
@@ -194,12 +202,33 @@ enum JobsCommand {
         /// Job name or path to a .sql file.
         name: String,
     },
+    /// Write a job's configuration row (aggr_job_configuration) into the state store.
+    #[command(
+        after_help = "Example:\n  tally jobs register province_sales --config-id il-daily --province IL --input s3://pos/validated \\\n    \
+--min-files 13 --table s3://lake/store_item_daily_sales --state mysql://tally@state-db/aggr\n\n\
+The row's input pattern is the job's file patterns under --input; its params say how `tally schedule`\n\
+runs the job."
+    )]
+    Register(RegisterArgs),
     /// Print the DataFusion logical and physical plans of a job.
     #[command(after_help = "Example:\n  tally jobs explain province_sales")]
     Explain {
         /// Job name or path to a .sql file.
         name: String,
     },
+}
+
+#[derive(Args)]
+struct TrackArgs {
+    /// A validated file's URL (repeatable).
+    #[arg(long = "file")]
+    files: Vec<String>,
+    /// S3 event notification JSON: a file path, or - for standard input.
+    #[arg(long)]
+    s3_event: Option<String>,
+    /// The state store.
+    #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
+    state: String,
 }
 
 #[derive(Args)]
@@ -212,6 +241,39 @@ struct QueryArgs {
     /// How rows are printed.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     format: OutputFormat,
+}
+
+#[derive(Args)]
+struct RegisterArgs {
+    /// Job name or path to a .sql file.
+    name: String,
+    /// The configuration row's id.
+    #[arg(long)]
+    config_id: String,
+    /// Province code (the job's `province` parameter).
+    #[arg(long)]
+    province: Option<String>,
+    /// Other job parameters, NAME=VALUE (repeatable).
+    #[arg(long = "param", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+    /// Folder of the job's validated input files.
+    #[arg(long)]
+    input: String,
+    /// Run only when at least this many matching files are tracked.
+    #[arg(long, default_value_t = 1)]
+    min_files: i64,
+    /// Extra precondition: one read-only SELECT on the state store that must return a row.
+    #[arg(long)]
+    criteria: Option<String>,
+    /// Hudi table the scheduled run upserts into.
+    #[arg(long)]
+    table: Option<String>,
+    /// Warehouse the scheduled run upserts into.
+    #[arg(long)]
+    warehouse: Option<String>,
+    /// The state store.
+    #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
+    state: String,
 }
 
 #[derive(Subcommand)]
@@ -345,6 +407,30 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 "{}",
                 spec.create_table(dialect).map_err(anyhow::Error::msg)?
             );
+            Ok(())
+        }
+        Command::Track(args) => {
+            let mut files: Vec<(String, chrono::DateTime<chrono::Utc>)> = args
+                .files
+                .iter()
+                .map(|f| (f.clone(), chrono::Utc::now()))
+                .collect();
+            if let Some(source) = &args.s3_event {
+                let text = if source == "-" {
+                    std::io::read_to_string(std::io::stdin())?
+                } else {
+                    std::fs::read_to_string(source)
+                        .with_context(|| format!("cannot read {source}"))?
+                };
+                files.extend(tally::state::files_from_s3_event(&text).map_err(anyhow::Error::msg)?);
+            }
+            if files.is_empty() {
+                bail!("nothing to track: pass --file URL or --s3-event FILE");
+            }
+            let state = StateStore::connect(&args.state).await?;
+            let n = state.track_files(&files).await?;
+            state.close().await;
+            eprintln!("tally track: {n} files recorded as validated");
             Ok(())
         }
         Command::Query(args) => {
@@ -621,6 +707,43 @@ async fn cmd_jobs(cmd: JobsCommand, catalog: &JobCatalog) -> Result<()> {
             );
             println!("warehouse:   {}", job.sinks.warehouse_table);
             println!("\n{}", job.sql);
+        }
+        JobsCommand::Register(args) => {
+            let job = catalog.find(&args.name)?;
+            let mut params: BTreeMap<String, String> = args.params.iter().cloned().collect();
+            if let Some(p) = &args.province {
+                params.insert("province".into(), p.clone());
+            }
+            let borrowed: BTreeMap<&str, &str> = params
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let patterns = job.input_patterns(&borrowed)?;
+            let folder = args.input.trim_end_matches('/');
+            let input_pattern = match patterns.as_slice() {
+                [one] => format!("{folder}/{one}"),
+                many => format!("{folder}/{{{}}}", many.join(",")),
+            };
+            let config = tally::state::JobConfig {
+                job_config_id: args.config_id.clone(),
+                input_pattern,
+                min_file_count: args.min_files,
+                criteria_sql: args.criteria.clone(),
+                params: serde_json::json!({
+                    "job": job.name,
+                    "params": params,
+                    "input": args.input,
+                    "table": args.table,
+                    "warehouse": args.warehouse,
+                }),
+            };
+            let state = StateStore::connect(&args.state).await?;
+            state.register_job(&config).await?;
+            state.close().await;
+            println!(
+                "registered {}: {} (at least {} files)",
+                config.job_config_id, config.input_pattern, config.min_file_count
+            );
         }
         JobsCommand::Explain { name } => {
             let job = catalog.find(&name)?;

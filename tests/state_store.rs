@@ -201,3 +201,139 @@ fn a_dry_run_records_nothing() {
     ]);
     assert!(!db.exists());
 }
+
+/// Reads one text column of a table through the state store's own backend connection string.
+async fn query_texts(state: &str, sql: &str) -> Vec<String> {
+    use sqlx::Row;
+    let rows: Vec<String> = if state.starts_with("sqlite://") {
+        let mut c = sqlx::SqliteConnection::connect(state).await.unwrap();
+        sqlx::query(AssertSqlSafe(sql.to_string()))
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else if state.starts_with("postgres://") {
+        let mut c = sqlx::PgConnection::connect(state).await.unwrap();
+        sqlx::query(AssertSqlSafe(sql.to_string()))
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else {
+        let mut c = sqlx::MySqlConnection::connect(state).await.unwrap();
+        sqlx::query(AssertSqlSafe(sql.to_string()))
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let mut rows = rows;
+    rows.sort();
+    rows
+}
+
+async fn files_are_tracked_and_jobs_registered(backend: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = fresh_store(backend, dir.path()).await;
+    ok(&[
+        "track",
+        "--file",
+        "s3://pos/validated/IL-101.csv",
+        "--file",
+        "s3://pos/validated/IL-111.csv",
+        "--state",
+        &state,
+    ]);
+    let event = dir.path().join("event.json");
+    std::fs::write(
+        &event,
+        r#"{"Records":[{"eventTime":"2026-03-01T10:00:00.000Z","s3":{"bucket":{"name":"pos"},"object":{"key":"validated/IL-101.csv"}}},
+                       {"eventTime":"2026-03-01T10:05:00.000Z","s3":{"bucket":{"name":"pos"},"object":{"key":"validated/Item+Master.csv"}}}]}"#,
+    )
+    .unwrap();
+    ok(&[
+        "track",
+        "--s3-event",
+        event.to_str().unwrap(),
+        "--state",
+        &state,
+    ]);
+    let files = query_texts(&state, "SELECT CONCAT(file_url, '|', last_validated_timestamp, '|', submitted_jobs) FROM ingested_file_status").await;
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(
+        files.contains(&"s3://pos/validated/IL-101.csv|2026-03-01 10:00:00.000000|[]".to_string()),
+        "{files:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("s3://pos/validated/Item Master.csv|2026-03-01 10:05:00")),
+        "{files:?}"
+    );
+
+    ok(&[
+        "jobs",
+        "register",
+        "province_sales",
+        "--config-id",
+        "il-daily",
+        "--province",
+        "IL",
+        "--input",
+        "s3://pos/validated/",
+        "--min-files",
+        "2",
+        "--criteria",
+        "SELECT 1",
+        "--table",
+        "s3://lake/sales",
+        "--state",
+        &state,
+    ]);
+    // Registering again updates the row instead of adding one.
+    ok(&[
+        "jobs",
+        "register",
+        "province_sales",
+        "--config-id",
+        "il-daily",
+        "--province",
+        "IL",
+        "--input",
+        "s3://pos/validated",
+        "--min-files",
+        "13",
+        "--state",
+        &state,
+    ]);
+    let jobs = query_texts(&state, "SELECT CONCAT(job_config_id, '|', job_input_pattern, '|', TRIM(CAST(job_min_file_count AS CHAR(8)))) FROM aggr_job_configuration").await;
+    assert_eq!(
+        jobs,
+        ["il-daily|s3://pos/validated/{IL-*.csv,IL-*.parquet}|13"]
+    );
+    let params = query_texts(&state, "SELECT job_params FROM aggr_job_configuration").await;
+    let params: serde_json::Value = serde_json::from_str(&params[0]).unwrap();
+    assert_eq!(params["job"], "province_sales");
+    assert_eq!(params["params"]["province"], "IL");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_tracks_files_and_registers_jobs() {
+    files_are_tracked_and_jobs_registered("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_tracks_files_and_registers_jobs() {
+    files_are_tracked_and_jobs_registered("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_tracks_files_and_registers_jobs() {
+    files_are_tracked_and_jobs_registered("mysql").await;
+}

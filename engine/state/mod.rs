@@ -54,6 +54,50 @@ pub struct RunRecord {
     pub hudi_instant: Option<String>,
 }
 
+/// A job's row in `aggr_job_configuration`.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub job_config_id: String,
+    /// Glob over tracked file URLs (`s3://pos/validated/IL-*.csv`).
+    pub input_pattern: String,
+    pub min_file_count: i64,
+    /// Extra criteria: one read-only SELECT that must return a row.
+    pub criteria_sql: Option<String>,
+    /// How to run it: `{"job": ..., "params": {...}, "input": ..., "sinks": {...}}`.
+    pub params: serde_json::Value,
+}
+
+/// Files from S3 event notifications (`ObjectCreated` records): their URLs and event times.
+pub fn files_from_s3_event(json: &str) -> Result<Vec<(String, DateTime<Utc>)>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("not an S3 event notification: {e}"))?;
+    let records = value["Records"]
+        .as_array()
+        .ok_or("not an S3 event notification: no Records array")?;
+    records
+        .iter()
+        .map(|r| {
+            let bucket = r["s3"]["bucket"]["name"]
+                .as_str()
+                .ok_or("a record has no s3.bucket.name")?;
+            let key = r["s3"]["object"]["key"]
+                .as_str()
+                .ok_or("a record has no s3.object.key")?;
+            // Keys arrive URL-encoded, with `+` for spaces.
+            let key = url::form_urlencoded::parse(format!("k={key}").as_bytes())
+                .next()
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default();
+            let time = r["eventTime"]
+                .as_str()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_else(Utc::now);
+            Ok((format!("s3://{bucket}/{key}"), time))
+        })
+        .collect()
+}
+
 enum Backend {
     Sqlite(Pool<Sqlite>),
     Postgres(Pool<Postgres>),
@@ -380,6 +424,67 @@ impl StateStore {
         })
     }
 
+    /// Records validated files: inserts or refreshes each file's validation time and status, and
+    /// resets `submitted_jobs` (a new version of the file has not been submitted anywhere yet).
+    pub async fn track_files(&self, files: &[(String, DateTime<Utc>)]) -> Result<u64, StateError> {
+        let upsert = match &self.backend {
+            Backend::MySql(_) => {
+                "INSERT INTO ingested_file_status (file_url, submitted_jobs, last_update_status, last_validated_timestamp) \
+                 VALUES (?, '[]', 'VALIDATED', ?) ON DUPLICATE KEY UPDATE submitted_jobs = '[]', \
+                 last_update_status = 'VALIDATED', last_validated_timestamp = VALUES(last_validated_timestamp)"
+            }
+            _ => {
+                "INSERT INTO ingested_file_status (file_url, submitted_jobs, last_update_status, last_validated_timestamp) \
+                 VALUES (?, '[]', 'VALIDATED', ?) ON CONFLICT (file_url) DO UPDATE SET submitted_jobs = '[]', \
+                 last_update_status = 'VALIDATED', last_validated_timestamp = excluded.last_validated_timestamp"
+            }
+        };
+        let mut n = 0;
+        for (url, time) in files {
+            n += self
+                .execute(
+                    upsert,
+                    &[
+                        Arg::Text(Some(url.clone())),
+                        Arg::Text(Some(store_time(*time))),
+                    ],
+                )
+                .await
+                .map_err(|e| self.err(format!("cannot track {url}: {e}")))?
+                .min(1);
+        }
+        Ok(n)
+    }
+
+    /// Writes (or replaces) a job's configuration row, keeping its run history columns.
+    pub async fn register_job(&self, config: &JobConfig) -> Result<(), StateError> {
+        let upsert = match &self.backend {
+            Backend::MySql(_) => {
+                "INSERT INTO aggr_job_configuration (job_config_id, job_input_pattern, job_min_file_count, job_addl_criteria, job_params) \
+                 VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE job_input_pattern = VALUES(job_input_pattern), \
+                 job_min_file_count = VALUES(job_min_file_count), job_addl_criteria = VALUES(job_addl_criteria), job_params = VALUES(job_params)"
+            }
+            _ => {
+                "INSERT INTO aggr_job_configuration (job_config_id, job_input_pattern, job_min_file_count, job_addl_criteria, job_params) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_config_id) DO UPDATE SET job_input_pattern = excluded.job_input_pattern, \
+                 job_min_file_count = excluded.job_min_file_count, job_addl_criteria = excluded.job_addl_criteria, job_params = excluded.job_params"
+            }
+        };
+        self.execute(
+            upsert,
+            &[
+                Arg::Text(Some(config.job_config_id.clone())),
+                Arg::Text(Some(config.input_pattern.clone())),
+                Arg::Int(Some(config.min_file_count)),
+                Arg::Text(config.criteria_sql.clone()),
+                Arg::Text(Some(config.params.to_string())),
+            ],
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| self.err(format!("cannot register job {}: {e}", config.job_config_id)))
+    }
+
     /// Closes the connections.
     pub async fn close(self) {
         match self.backend {
@@ -393,6 +498,15 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn s3_events_give_file_urls_and_times() {
+        let event = r#"{"Records":[{"eventTime":"2026-03-01T10:00:00.000Z","s3":{"bucket":{"name":"pos"},"object":{"key":"validated/IL-101+v2.csv"}}}]}"#;
+        let files = files_from_s3_event(event).unwrap();
+        assert_eq!(files[0].0, "s3://pos/validated/IL-101 v2.csv");
+        assert_eq!(store_time(files[0].1), "2026-03-01 10:00:00.000000");
+        assert!(files_from_s3_event("{}").unwrap_err().contains("Records"));
+    }
 
     #[test]
     fn placeholders_are_numbered_for_postgres() {

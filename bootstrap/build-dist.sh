@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds the EMR artifact: dist/x86_64/tally, linked against glibc 2.26 so it starts on Amazon
+# Linux 2 (EMR 6.x) and AL2023 (EMR 7.x), with cargo-zigbuild and zig from PyPI; then checks that
+# no symbol needs a newer glibc and writes the sha256 the bootstrap action verifies.
+#
+#   bootstrap/build-dist.sh            # → dist/x86_64/tally, dist/x86_64/tally.sha256
+#
+# dist/aarch64 (Graviton) is built too when the aarch64-unknown-linux-gnu Rust target is
+# installed (rustup target add aarch64-unknown-linux-gnu).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GLIBC=2.26
+
+if ! command -v cargo-zigbuild >/dev/null 2>&1 || ! python3 -c "import ziglang" >/dev/null 2>&1; then
+  python3 -m pip install --quiet ziglang cargo-zigbuild
+fi
+
+build() {
+  local arch=$1 triple=$2
+  cargo zigbuild --release --locked --bin tally --target "$triple.$GLIBC"
+  mkdir -p "dist/$arch"
+  cp "${CARGO_TARGET_DIR:-target}/$triple/release/tally" "dist/$arch/tally"
+  (cd "dist/$arch" && sha256sum tally > tally.sha256)
+  local newest
+  newest=$(objdump -T "dist/$arch/tally" | grep -o 'GLIBC_[0-9.]*' | sort -u -V | tail -n 1)
+  echo "dist/$arch/tally: newest glibc symbol version $newest (limit GLIBC_$GLIBC)"
+  if [ "$(printf '%s\n%s\n' "$newest" "GLIBC_$GLIBC" | sort -V | tail -n 1)" != "GLIBC_$GLIBC" ]; then
+    echo "dist/$arch/tally needs $newest, newer than GLIBC_$GLIBC" >&2
+    exit 1
+  fi
+}
+
+build x86_64 x86_64-unknown-linux-gnu
+if rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$'; then
+  build aarch64 aarch64-unknown-linux-gnu
+else
+  echo "skipping dist/aarch64: the aarch64-unknown-linux-gnu Rust target is not installed" >&2
+fi
