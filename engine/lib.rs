@@ -16,6 +16,7 @@
 //! | sinks: Hudi copy-on-write tables | [`sinks`] |
 //! | SQL over a table's snapshot | [`query`] |
 //! | runs, files and jobs on record | [`state`] |
+//! | when jobs run (scheduling) | [`control`] |
 //! | printing rows | [`output`] |
 //! | the bundled end-to-end demo | [`demo`] |
 //!
@@ -38,6 +39,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod control;
 pub mod demo;
 pub mod job;
 pub mod layout;

@@ -97,6 +97,14 @@ Each file's validation time is set (now, or the event's time) and its submitted_
 version of a cumulative file has not been submitted anywhere yet."
     )]
     Track(TrackArgs),
+    /// Submit every job whose files are complete (min file count, freshness, extra criteria).
+    #[command(
+        after_help = "Example:\n  tally schedule --executor local --state sqlite://.tally/state.db\n\n\
+For each job in aggr_job_configuration that is not RUNNING: at least job_min_file_count tracked files must\n\
+match its pattern, all validated after its last run, and its extra criteria (one read-only SELECT, with a\n\
+timeout) must return a row. The job is then claimed atomically (never submitted twice) and run."
+    )]
+    Schedule(ScheduleArgs),
     /// Run SQL over the latest snapshot of a Hudi table (the local stand-in for Athena).
     #[command(
         after_help = "Examples:\n  tally query --table tables/sales \"SELECT trans_date, SUM(sale_amount) FROM store_item_daily_sales GROUP BY 1\"\n  \
@@ -229,6 +237,30 @@ struct TrackArgs {
     /// The state store.
     #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
     state: String,
+}
+
+#[derive(Args)]
+struct ScheduleArgs {
+    /// Where submitted jobs run (`local`: `tally run` on this machine; EMR steps come next).
+    #[arg(long, value_enum, default_value_t = ExecutorArg::Local)]
+    executor: ExecutorArg,
+    /// The state store.
+    #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
+    state: String,
+    /// Seconds without a heartbeat after which a RUNNING run counts as failed.
+    #[arg(long, default_value_t = 300)]
+    lease_secs: u64,
+    /// Seconds a job's extra criteria may take.
+    #[arg(long, default_value_t = 30)]
+    criteria_timeout_secs: u64,
+    /// Print the decisions as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExecutorArg {
+    Local,
 }
 
 #[derive(Args)]
@@ -407,6 +439,28 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 "{}",
                 spec.create_table(dialect).map_err(anyhow::Error::msg)?
             );
+            Ok(())
+        }
+        Command::Schedule(args) => {
+            let ExecutorArg::Local = args.executor;
+            let options = tally::control::ScheduleOptions {
+                executor: tally::control::Executor::Local {
+                    tally: std::env::current_exe().context("cannot find the tally binary")?,
+                },
+                state_url: args.state.clone(),
+                lease: std::time::Duration::from_secs(args.lease_secs),
+                criteria_timeout: std::time::Duration::from_secs(args.criteria_timeout_secs),
+            };
+            let state = StateStore::connect(&args.state).await?;
+            let decisions = tally::control::schedule(&state, &options).await?;
+            state.close().await;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&decisions)?);
+            } else {
+                for d in &decisions {
+                    println!("{:<24} {:<10} {}", d.job_config_id, d.outcome, d.detail);
+                }
+            }
             Ok(())
         }
         Command::Track(args) => {

@@ -67,6 +67,54 @@ pub struct JobConfig {
     pub params: serde_json::Value,
 }
 
+/// A row of `aggr_job_configuration` as the scheduler reads it.
+#[derive(Debug, Clone)]
+pub struct JobConfigRow {
+    pub job_config_id: String,
+    pub input_pattern: String,
+    pub min_file_count: i64,
+    pub criteria_sql: Option<String>,
+    pub params: Option<String>,
+    pub last_exec_status: Option<String>,
+    pub last_run_timestamp: Option<String>,
+}
+
+/// Accepts exactly one SELECT query (no writes, no DDL, no second statement).
+pub fn check_read_only_select(sql: &str) -> Result<(), String> {
+    use datafusion::sql::sqlparser::ast::Statement;
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let statements =
+        Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| format!("not valid SQL: {e}"))?;
+    match statements.as_slice() {
+        [Statement::Query(q)] => {
+            let text = q.to_string().to_ascii_uppercase();
+            // A query can still write through a data-modifying CTE or lock rows.
+            for word in [
+                " FOR UPDATE",
+                " FOR SHARE",
+                "INSERT ",
+                "UPDATE ",
+                "DELETE ",
+                " INTO ",
+            ] {
+                if text.contains(word) {
+                    return Err(format!(
+                        "only a plain SELECT is allowed (found `{}`)",
+                        word.trim()
+                    ));
+                }
+            }
+            Ok(())
+        }
+        [_] => Err("only a SELECT is allowed".into()),
+        _ => Err(format!(
+            "exactly one statement is allowed, found {}",
+            statements.len()
+        )),
+    }
+}
+
 /// Files from S3 event notifications (`ObjectCreated` records): their URLs and event times.
 pub fn files_from_s3_event(json: &str) -> Result<Vec<(String, DateTime<Utc>)>, String> {
     let value: serde_json::Value =
@@ -485,6 +533,130 @@ impl StateStore {
         .map_err(|e| self.err(format!("cannot register job {}: {e}", config.job_config_id)))
     }
 
+    /// Every job configuration row.
+    pub async fn job_configs(&self) -> Result<Vec<JobConfigRow>, StateError> {
+        let sql = "SELECT job_config_id, job_input_pattern, job_min_file_count, job_addl_criteria, job_params, \
+                   last_exec_status, last_run_timestamp FROM aggr_job_configuration ORDER BY job_config_id";
+        macro_rules! fetch {
+            ($pool:expr) => {{
+                use sqlx::Row;
+                sqlx::query(sql)
+                    .fetch_all($pool)
+                    .await
+                    .map_err(|e| self.err(e))?
+                    .iter()
+                    .map(|r| JobConfigRow {
+                        job_config_id: r.get(0),
+                        input_pattern: r.get(1),
+                        min_file_count: r
+                            .try_get::<i64, _>(2)
+                            .unwrap_or_else(|_| r.get::<i32, _>(2) as i64),
+                        criteria_sql: r.get(3),
+                        params: r.get(4),
+                        last_exec_status: r.get(5),
+                        last_run_timestamp: r.get(6),
+                    })
+                    .collect()
+            }};
+        }
+        Ok(match &self.backend {
+            Backend::Sqlite(p) => fetch!(p),
+            Backend::MySql(p) => fetch!(p),
+            Backend::Postgres(p) => fetch!(p),
+        })
+    }
+
+    /// Every tracked file and when it was validated.
+    pub async fn tracked_files(&self) -> Result<Vec<(String, Option<String>)>, StateError> {
+        let sql = "SELECT file_url, last_validated_timestamp FROM ingested_file_status";
+        match &self.backend {
+            Backend::Sqlite(p) => sqlx::query_as(sql).fetch_all(p).await,
+            Backend::MySql(p) => sqlx::query_as(sql).fetch_all(p).await,
+            Backend::Postgres(p) => sqlx::query_as(sql).fetch_all(p).await,
+        }
+        .map_err(|e| self.err(e))
+    }
+
+    /// Claims a job for one submission: true only for the one caller that moved it to RUNNING.
+    pub async fn claim_job(&self, job_config_id: &str, step_id: &str) -> Result<bool, StateError> {
+        let n = self
+            .execute(
+                "UPDATE aggr_job_configuration SET last_exec_status = 'RUNNING', last_exec_stepid = ? \
+                 WHERE job_config_id = ? AND (last_exec_status IS NULL OR last_exec_status <> 'RUNNING')",
+                &[
+                    Arg::Text(Some(step_id.to_string())),
+                    Arg::Text(Some(job_config_id.to_string())),
+                ],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+
+    /// Sets a claimed job's final status when its submission failed before the run could report.
+    pub async fn release_job(&self, job_config_id: &str, status: &str) -> Result<(), StateError> {
+        self.set_job_status(Some(job_config_id), status, &store_time(Utc::now()))
+            .await
+    }
+
+    /// Runs the extra criteria of a job: one read-only SELECT (anything else is refused) that
+    /// must return a row within `timeout`.
+    pub async fn criteria_met(&self, sql: &str, timeout: Duration) -> Result<bool, StateError> {
+        check_read_only_select(sql).map_err(|e| self.err(format!("criteria refused: {e}")))?;
+        let query = async {
+            Ok::<bool, sqlx::Error>(match &self.backend {
+                Backend::Sqlite(p) => {
+                    let mut c = p.acquire().await?;
+                    sqlx::query("PRAGMA query_only = ON")
+                        .execute(&mut *c)
+                        .await?;
+                    let row = sqlx::query(AssertSqlSafe(sql.to_string()))
+                        .fetch_optional(&mut *c)
+                        .await;
+                    sqlx::query("PRAGMA query_only = OFF")
+                        .execute(&mut *c)
+                        .await?;
+                    row?.is_some()
+                }
+                Backend::Postgres(p) => {
+                    let mut tx = p.begin().await?;
+                    sqlx::query("SET TRANSACTION READ ONLY")
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(AssertSqlSafe(format!(
+                        "SET LOCAL statement_timeout = {}",
+                        timeout.as_millis()
+                    )))
+                    .execute(&mut *tx)
+                    .await?;
+                    let row = sqlx::query(AssertSqlSafe(sql.to_string()))
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    tx.rollback().await?;
+                    row.is_some()
+                }
+                Backend::MySql(p) => {
+                    let mut c = p.acquire().await?;
+                    sqlx::query("START TRANSACTION READ ONLY")
+                        .execute(&mut *c)
+                        .await?;
+                    let row = sqlx::query(AssertSqlSafe(sql.to_string()))
+                        .fetch_optional(&mut *c)
+                        .await;
+                    sqlx::query("ROLLBACK").execute(&mut *c).await?;
+                    row?.is_some()
+                }
+            })
+        };
+        match tokio::time::timeout(timeout, query).await {
+            Ok(result) => result.map_err(|e| self.err(format!("criteria failed: {e}"))),
+            Err(_) => Err(self.err(format!(
+                "criteria did not answer within {}s",
+                timeout.as_secs_f64()
+            ))),
+        }
+    }
+
     /// Closes the connections.
     pub async fn close(self) {
         match self.backend {
@@ -506,6 +678,24 @@ mod tests {
         assert_eq!(files[0].0, "s3://pos/validated/IL-101 v2.csv");
         assert_eq!(store_time(files[0].1), "2026-03-01 10:00:00.000000");
         assert!(files_from_s3_event("{}").unwrap_err().contains("Records"));
+    }
+
+    #[test]
+    fn criteria_must_be_one_read_only_select() {
+        assert!(check_read_only_select(
+            "SELECT 1 FROM ingested_file_status WHERE file_url LIKE '%Item%'"
+        )
+        .is_ok());
+        for bad in [
+            "DELETE FROM job_runs",
+            "SELECT 1; DROP TABLE job_runs",
+            "UPDATE aggr_job_configuration SET last_exec_status = 'x'",
+            "SELECT * FROM job_runs FOR UPDATE",
+            "WITH d AS (DELETE FROM job_runs RETURNING *) SELECT * FROM d",
+            "not sql",
+        ] {
+            assert!(check_read_only_select(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
