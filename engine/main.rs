@@ -105,6 +105,12 @@ match its pattern, all validated after its last run, and its extra criteria (one
 timeout) must return a row. The job is then claimed atomically (never submitted twice) and run."
     )]
     Schedule(ScheduleArgs),
+    /// Settle jobs whose EMR step ended without the run reporting itself (DescribeStep).
+    #[command(
+        after_help = "Example:\n  tally monitor --state mysql://tally@state-db/aggr\n\n\
+Runs report their own outcome; this catches the ones that could not (a lost node, a killed step)."
+    )]
+    Monitor(MonitorArgs),
     /// Run SQL over the latest snapshot of a Hudi table (the local stand-in for Athena).
     #[command(
         after_help = "Examples:\n  tally query --table tables/sales \"SELECT trans_date, SUM(sale_amount) FROM store_item_daily_sales GROUP BY 1\"\n  \
@@ -241,9 +247,15 @@ struct TrackArgs {
 
 #[derive(Args)]
 struct ScheduleArgs {
-    /// Where submitted jobs run (`local`: `tally run` on this machine; EMR steps come next).
+    /// Where submitted jobs run: `local` (`tally run` here) or `emr` (a step on a WAITING cluster).
     #[arg(long, value_enum, default_value_t = ExecutorArg::Local)]
     executor: ExecutorArg,
+    /// EMR: the tag that marks clusters tally may submit to.
+    #[arg(long, default_value = "edba=true", value_parser = parse_param)]
+    emr_tag: (String, String),
+    /// EMR: where the bootstrap action installed tally on the nodes.
+    #[arg(long, default_value = "/usr/local/bin/tally")]
+    emr_tally_path: String,
     /// The state store.
     #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
     state: String,
@@ -261,6 +273,17 @@ struct ScheduleArgs {
 #[derive(Clone, Copy, ValueEnum)]
 enum ExecutorArg {
     Local,
+    Emr,
+}
+
+#[derive(Args)]
+struct MonitorArgs {
+    /// The state store.
+    #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
+    state: String,
+    /// Print the decisions as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -442,17 +465,38 @@ async fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Schedule(args) => {
-            let ExecutorArg::Local = args.executor;
-            let options = tally::control::ScheduleOptions {
-                executor: tally::control::Executor::Local {
+            let executor = match args.executor {
+                ExecutorArg::Local => tally::control::Executor::Local {
                     tally: std::env::current_exe().context("cannot find the tally binary")?,
                 },
+                ExecutorArg::Emr => tally::control::Executor::Emr {
+                    client: emr_client().await,
+                    tag_key: args.emr_tag.0.clone(),
+                    tag_value: args.emr_tag.1.clone(),
+                    tally_path: args.emr_tally_path.clone(),
+                },
+            };
+            let options = tally::control::ScheduleOptions {
+                executor,
                 state_url: args.state.clone(),
                 lease: std::time::Duration::from_secs(args.lease_secs),
                 criteria_timeout: std::time::Duration::from_secs(args.criteria_timeout_secs),
             };
             let state = StateStore::connect(&args.state).await?;
             let decisions = tally::control::schedule(&state, &options).await?;
+            state.close().await;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&decisions)?);
+            } else {
+                for d in &decisions {
+                    println!("{:<24} {:<10} {}", d.job_config_id, d.outcome, d.detail);
+                }
+            }
+            Ok(())
+        }
+        Command::Monitor(args) => {
+            let state = StateStore::connect(&args.state).await?;
+            let decisions = tally::control::monitor(&state, &emr_client().await).await?;
             state.close().await;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&decisions)?);
@@ -549,6 +593,15 @@ async fn cmd_validate(args: ValidateArgs, layouts: LayoutSet, progress: &Progres
         );
     }
     Ok(())
+}
+
+/// An EMR client from the standard AWS configuration.
+async fn emr_client() -> aws_sdk_emr::Client {
+    aws_sdk_emr::Client::new(
+        &aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await,
+    )
 }
 
 fn default_parallelism() -> usize {

@@ -23,6 +23,171 @@ use crate::state::{JobConfigRow, StateError, StateStore};
 pub enum Executor {
     /// `tally run` as a child process of the scheduler, waited for.
     Local { tally: PathBuf },
+    /// An EMR step (`command-runner.jar` running `tally run` on the primary node) on a WAITING
+    /// cluster carrying the tag `tag_key=tag_value`.
+    Emr {
+        client: aws_sdk_emr::Client,
+        tag_key: String,
+        tag_value: String,
+        /// Where the bootstrap action installed tally on the nodes.
+        tally_path: String,
+    },
+}
+
+/// Finds a WAITING cluster with the tag and adds one step running `tally` with `args`; returns
+/// `clusterId:stepId`.
+async fn submit_emr_step(
+    client: &aws_sdk_emr::Client,
+    tag: (&str, &str),
+    tally_path: &str,
+    job_config_id: &str,
+    args: &[String],
+) -> Result<String, String> {
+    use aws_sdk_emr::error::DisplayErrorContext;
+    use aws_sdk_emr::types::{ActionOnFailure, ClusterState, HadoopJarStepConfig, StepConfig};
+    let mut marker: Option<String> = None;
+    let mut cluster = None;
+    'pages: loop {
+        let page = client
+            .list_clusters()
+            .cluster_states(ClusterState::Waiting)
+            .set_marker(marker.clone())
+            .send()
+            .await
+            .map_err(|e| format!("ListClusters failed: {}", DisplayErrorContext(e)))?;
+        for summary in page.clusters() {
+            let Some(id) = summary.id() else { continue };
+            let described = client
+                .describe_cluster()
+                .cluster_id(id)
+                .send()
+                .await
+                .map_err(|e| format!("DescribeCluster {id} failed: {}", DisplayErrorContext(e)))?;
+            let tagged = described.cluster().is_some_and(|c| {
+                c.tags()
+                    .iter()
+                    .any(|t| t.key() == Some(tag.0) && t.value() == Some(tag.1))
+            });
+            if tagged {
+                cluster = Some(id.to_string());
+                break 'pages;
+            }
+        }
+        marker = page.marker().map(str::to_string);
+        if marker.is_none() {
+            break;
+        }
+    }
+    let cluster =
+        cluster.ok_or_else(|| format!("no WAITING EMR cluster is tagged {}={}", tag.0, tag.1))?;
+    let mut step_args = vec![tally_path.to_string()];
+    step_args.extend(args.iter().cloned());
+    let step = StepConfig::builder()
+        .name(format!("tally {job_config_id}"))
+        .action_on_failure(ActionOnFailure::Continue)
+        .hadoop_jar_step(
+            HadoopJarStepConfig::builder()
+                .jar("command-runner.jar")
+                .set_args(Some(step_args))
+                .build(),
+        )
+        .build();
+    let added = client
+        .add_job_flow_steps()
+        .job_flow_id(&cluster)
+        .steps(step)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "AddJobFlowSteps on {cluster} failed: {}",
+                DisplayErrorContext(e)
+            )
+        })?;
+    let step_id = added
+        .step_ids()
+        .first()
+        .ok_or("AddJobFlowSteps returned no step id")?;
+    Ok(format!("{cluster}:{step_id}"))
+}
+
+/// `tally monitor`: for jobs still RUNNING on an EMR step, asks EMR how the step ended. A run
+/// that reported itself has already moved its job out of RUNNING; one that did not (killed with
+/// its node, say) gets its outcome from EMR here.
+pub async fn monitor(
+    store: &StateStore,
+    client: &aws_sdk_emr::Client,
+) -> Result<Vec<Decision>, StateError> {
+    use aws_sdk_emr::types::StepState;
+    let mut decisions = Vec::new();
+    for job in store.job_configs().await? {
+        if job.last_exec_status.as_deref() != Some("RUNNING") {
+            continue;
+        }
+        let id = job.job_config_id.clone();
+        let Some((cluster, step)) = job
+            .last_exec_stepid
+            .as_deref()
+            .and_then(|s| s.split_once(':'))
+            .filter(|(c, s)| c.starts_with("j-") && s.starts_with("s-"))
+        else {
+            decisions.push(Decision::new(&id, "skipped", "not an EMR step"));
+            continue;
+        };
+        let described = match client
+            .describe_step()
+            .cluster_id(cluster)
+            .step_id(step)
+            .send()
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                decisions.push(Decision::new(
+                    &id,
+                    "failed",
+                    format!(
+                        "DescribeStep failed: {}",
+                        aws_sdk_emr::error::DisplayErrorContext(e)
+                    ),
+                ));
+                continue;
+            }
+        };
+        let status = described.step().and_then(|s| s.status());
+        let state = status.and_then(|s| s.state()).cloned();
+        match state {
+            Some(StepState::Completed) => {
+                store.release_job(&id, "COMPLETED").await?;
+                decisions.push(Decision::new(
+                    &id,
+                    "COMPLETED",
+                    format!("EMR step {cluster}:{step} completed"),
+                ));
+            }
+            Some(s @ (StepState::Failed | StepState::Cancelled | StepState::Interrupted)) => {
+                let reason = status
+                    .and_then(|st| st.failure_details())
+                    .and_then(|f| f.message())
+                    .unwrap_or("no failure details");
+                let error = format!("EMR step {cluster}:{step} {}: {reason}", s.as_str());
+                store.fail_running_runs_of(&id, &error).await?;
+                store.release_job(&id, "FAILED").await?;
+                decisions.push(Decision::new(&id, "FAILED", error));
+            }
+            other => decisions.push(Decision::new(
+                &id,
+                "running",
+                format!(
+                    "EMR step {cluster}:{step} is {}",
+                    other
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_else(|| "unknown".into())
+                ),
+            )),
+        }
+    }
+    Ok(decisions)
 }
 
 #[derive(Debug, Clone)]
@@ -176,13 +341,15 @@ pub async fn schedule(
                 continue;
             }
         };
-        let Executor::Local { tally } = &options.executor;
-        let step = format!(
-            "local:{}:{}",
-            gethostname::gethostname().to_string_lossy(),
-            std::process::id()
-        );
-        if !store.claim_job(&id, &step).await? {
+        let claim = match &options.executor {
+            Executor::Local { .. } => format!(
+                "local:{}:{}",
+                gethostname::gethostname().to_string_lossy(),
+                std::process::id()
+            ),
+            Executor::Emr { .. } => "emr:submitting".to_string(),
+        };
+        if !store.claim_job(&id, &claim).await? {
             decisions.push(Decision::new(
                 &id,
                 "skipped",
@@ -190,37 +357,58 @@ pub async fn schedule(
             ));
             continue;
         }
-        // The run's own output (its summary, Athena statements) goes to the scheduler's stderr, so
-        // the scheduler's stdout stays its decisions.
-        let output = tokio::process::Command::new(tally)
-            .args(&args)
-            .output()
-            .await;
-        let status = output.map(|o| {
-            use std::io::Write;
-            let mut err = std::io::stderr().lock();
-            let _ = err.write_all(&o.stdout);
-            let _ = err.write_all(&o.stderr);
-            o.status
-        });
-        match status {
-            Ok(s) if s.success() => decisions.push(Decision::new(
-                &id,
-                "submitted",
-                format!("ran locally: {}", args.join(" ")),
-            )),
-            Ok(s) => decisions.push(Decision::new(
-                &id,
-                "submitted",
-                format!("ran locally and failed ({s}); see job_runs"),
-            )),
-            Err(e) => {
-                store.release_job(&id, "FAILED").await?;
-                decisions.push(Decision::new(
-                    &id,
-                    "failed",
-                    format!("cannot start {}: {e}", tally.display()),
-                ));
+        match &options.executor {
+            Executor::Local { tally } => {
+                // The run's own output (its summary, Athena statements) goes to the scheduler's
+                // stderr, so the scheduler's stdout stays its decisions.
+                let output = tokio::process::Command::new(tally)
+                    .args(&args)
+                    .output()
+                    .await;
+                let status = output.map(|o| {
+                    use std::io::Write;
+                    let mut err = std::io::stderr().lock();
+                    let _ = err.write_all(&o.stdout);
+                    let _ = err.write_all(&o.stderr);
+                    o.status
+                });
+                match status {
+                    Ok(s) if s.success() => decisions.push(Decision::new(
+                        &id,
+                        "submitted",
+                        format!("ran locally: {}", args.join(" ")),
+                    )),
+                    Ok(s) => decisions.push(Decision::new(
+                        &id,
+                        "submitted",
+                        format!("ran locally and failed ({s}); see job_runs"),
+                    )),
+                    Err(e) => {
+                        store.release_job(&id, "FAILED").await?;
+                        decisions.push(Decision::new(
+                            &id,
+                            "failed",
+                            format!("cannot start {}: {e}", tally.display()),
+                        ));
+                    }
+                }
+            }
+            Executor::Emr {
+                client,
+                tag_key,
+                tag_value,
+                tally_path,
+            } => {
+                match submit_emr_step(client, (tag_key, tag_value), tally_path, &id, &args).await {
+                    Ok(step) => {
+                        store.set_step_id(&id, &step).await?;
+                        decisions.push(Decision::new(&id, "submitted", format!("EMR step {step}")));
+                    }
+                    Err(e) => {
+                        store.release_job(&id, "FAILED").await?;
+                        decisions.push(Decision::new(&id, "failed", e));
+                    }
+                }
             }
         }
     }

@@ -77,6 +77,7 @@ pub struct JobConfigRow {
     pub params: Option<String>,
     pub last_exec_status: Option<String>,
     pub last_run_timestamp: Option<String>,
+    pub last_exec_stepid: Option<String>,
 }
 
 /// Accepts exactly one SELECT query (no writes, no DDL, no second statement).
@@ -536,7 +537,7 @@ impl StateStore {
     /// Every job configuration row.
     pub async fn job_configs(&self) -> Result<Vec<JobConfigRow>, StateError> {
         let sql = "SELECT job_config_id, job_input_pattern, job_min_file_count, job_addl_criteria, job_params, \
-                   last_exec_status, last_run_timestamp FROM aggr_job_configuration ORDER BY job_config_id";
+                   last_exec_status, last_run_timestamp, last_exec_stepid FROM aggr_job_configuration ORDER BY job_config_id";
         macro_rules! fetch {
             ($pool:expr) => {{
                 use sqlx::Row;
@@ -555,6 +556,7 @@ impl StateStore {
                         params: r.get(4),
                         last_exec_status: r.get(5),
                         last_run_timestamp: r.get(6),
+                        last_exec_stepid: r.get(7),
                     })
                     .collect()
             }};
@@ -597,6 +599,39 @@ impl StateStore {
     pub async fn release_job(&self, job_config_id: &str, status: &str) -> Result<(), StateError> {
         self.set_job_status(Some(job_config_id), status, &store_time(Utc::now()))
             .await
+    }
+
+    /// Records where a claimed job was submitted (`clusterId:stepId` for EMR).
+    pub async fn set_step_id(&self, job_config_id: &str, step_id: &str) -> Result<(), StateError> {
+        self.execute(
+            "UPDATE aggr_job_configuration SET last_exec_stepid = ? WHERE job_config_id = ?",
+            &[
+                Arg::Text(Some(step_id.to_string())),
+                Arg::Text(Some(job_config_id.to_string())),
+            ],
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| self.err(e))
+    }
+
+    /// Marks a job's RUNNING runs FAILED (its EMR step ended without the run reporting).
+    pub async fn fail_running_runs_of(
+        &self,
+        job_config_id: &str,
+        error: &str,
+    ) -> Result<u64, StateError> {
+        let now = store_time(Utc::now());
+        self.execute(
+            "UPDATE job_runs SET status = 'FAILED', error = ?, finished_at = ? WHERE job_config_id = ? AND status = 'RUNNING'",
+            &[
+                Arg::Text(Some(error.to_string())),
+                Arg::Text(Some(now)),
+                Arg::Text(Some(job_config_id.to_string())),
+            ],
+        )
+        .await
+        .map_err(|e| self.err(e))
     }
 
     /// Runs the extra criteria of a job: one read-only SELECT (anything else is refused) that

@@ -1,0 +1,300 @@
+//! The EMR executor and `tally monitor`, verified at their HTTP boundary with the AWS SDK's replay
+//! client (no EMR here): the exact ListClusters, DescribeCluster, AddJobFlowSteps and DescribeStep
+//! requests, and what the state store records from the answers.
+
+mod common;
+
+use std::time::Duration;
+
+use aws_sdk_emr::config::{BehaviorVersion, Credentials, Region};
+use aws_smithy_http_client::test_util::{ReplayEvent, StaticReplayClient};
+use aws_smithy_types::body::SdkBody;
+use common::*;
+use serde_json::{json, Value};
+use tally::control::{monitor, schedule, Executor, ScheduleOptions};
+use tally::state::StateStore;
+
+fn event(action: &str, response: Value) -> ReplayEvent {
+    ReplayEvent::new(
+        http::Request::builder()
+            .uri("https://elasticmapreduce.us-east-1.amazonaws.com/")
+            .header("x-amz-target", format!("ElasticMapReduce.{action}"))
+            .body(SdkBody::from("{}"))
+            .unwrap(),
+        http::Response::builder()
+            .status(200)
+            .header("content-type", "application/x-amz-json-1.1")
+            .body(SdkBody::from(response.to_string()))
+            .unwrap(),
+    )
+}
+
+fn client(http: &StaticReplayClient) -> aws_sdk_emr::Client {
+    aws_sdk_emr::Client::from_conf(
+        aws_sdk_emr::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(
+                "AKIDTEST",
+                "SECRETTEST",
+                None,
+                None,
+                "test",
+            ))
+            .http_client(http.clone())
+            .build(),
+    )
+}
+
+fn sent(http: &StaticReplayClient) -> Vec<(String, Value)> {
+    http.actual_requests()
+        .map(|r| {
+            let action = r
+                .headers()
+                .get("x-amz-target")
+                .unwrap_or_default()
+                .trim_start_matches("ElasticMapReduce.")
+                .to_string();
+            (
+                action,
+                serde_json::from_slice(r.body().bytes().unwrap_or(b"{}")).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A state store with the sample province validated, tracked and registered as `wi-daily`.
+fn ready_job(dir: &std::path::Path) -> (String, String) {
+    let (raw, val) = (dir.join("raw"), dir.join("val"));
+    tally::demo::write_sample_files(&raw).unwrap();
+    ok(&[
+        "validate",
+        "--input",
+        raw.to_str().unwrap(),
+        "--output",
+        val.to_str().unwrap(),
+    ]);
+    let state = format!("sqlite://{}", dir.join("state.db").display());
+    ok(&[
+        "jobs",
+        "register",
+        "province_sales",
+        "--config-id",
+        "wi-daily",
+        "--province",
+        "WI",
+        "--input",
+        val.to_str().unwrap(),
+        "--min-files",
+        "5",
+        "--table",
+        "s3://lake/sales",
+        "--state",
+        &state,
+    ]);
+    let mut args = vec!["track".to_string()];
+    for f in [
+        "WI-201.csv",
+        "WI-201-1500.csv",
+        "WI-202.csv",
+        "WI-203.csv",
+        "WI-204.csv",
+    ] {
+        args.extend(["--file".into(), val.join(f).display().to_string()]);
+    }
+    args.extend(["--state".into(), state.clone()]);
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    (state, val.display().to_string())
+}
+
+fn options(http: &StaticReplayClient, state: &str) -> ScheduleOptions {
+    ScheduleOptions {
+        executor: Executor::Emr {
+            client: client(http),
+            tag_key: "edba".into(),
+            tag_value: "true".into(),
+            tally_path: "/usr/local/bin/tally".into(),
+        },
+        state_url: state.to_string(),
+        lease: Duration::from_secs(300),
+        criteria_timeout: Duration::from_secs(5),
+    }
+}
+
+#[tokio::test]
+async fn a_ready_job_becomes_one_step_on_the_tagged_waiting_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, val) = ready_job(dir.path());
+    let http = StaticReplayClient::new(vec![
+        event(
+            "ListClusters",
+            json!({"Clusters": [{"Id": "j-OTHER", "Name": "adhoc"}, {"Id": "j-TALLY", "Name": "edba"}]}),
+        ),
+        event(
+            "DescribeCluster",
+            json!({"Cluster": {"Id": "j-OTHER", "Tags": [{"Key": "team", "Value": "bi"}]}}),
+        ),
+        event(
+            "DescribeCluster",
+            json!({"Cluster": {"Id": "j-TALLY", "Tags": [{"Key": "edba", "Value": "true"}]}}),
+        ),
+        event("AddJobFlowSteps", json!({"StepIds": ["s-1ABC"]})),
+    ]);
+    let store = StateStore::connect(&state).await.unwrap();
+    let decisions = schedule(&store, &options(&http, &state)).await.unwrap();
+    assert_eq!(
+        (decisions[0].outcome.as_str(), decisions[0].detail.as_str()),
+        ("submitted", "EMR step j-TALLY:s-1ABC")
+    );
+
+    let sent = sent(&http);
+    let actions: Vec<&str> = sent.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "ListClusters",
+            "DescribeCluster",
+            "DescribeCluster",
+            "AddJobFlowSteps"
+        ]
+    );
+    assert_eq!(sent[0].1, json!({"ClusterStates": ["WAITING"]}));
+    assert_eq!(sent[2].1, json!({"ClusterId": "j-TALLY"}));
+    assert_eq!(
+        sent[3].1,
+        json!({
+            "JobFlowId": "j-TALLY",
+            "Steps": [{
+                "Name": "tally wi-daily",
+                "ActionOnFailure": "CONTINUE",
+                "HadoopJarStep": {
+                    "Jar": "command-runner.jar",
+                    "Args": [
+                        "/usr/local/bin/tally", "run", "--job", "province_sales", "--input", val,
+                        "--param", "province=WI", "--table", "s3://lake/sales",
+                        "--state", state, "--job-config-id", "wi-daily"
+                    ]
+                }
+            }]
+        })
+    );
+    let job = &store.job_configs().await.unwrap()[0];
+    assert_eq!(job.last_exec_status.as_deref(), Some("RUNNING"));
+    assert_eq!(job.last_exec_stepid.as_deref(), Some("j-TALLY:s-1ABC"));
+
+    // A second pass submits nothing: the job is RUNNING.
+    let idle = StaticReplayClient::new(vec![]);
+    let decisions = schedule(&store, &options(&idle, &state)).await.unwrap();
+    assert_eq!(decisions[0].detail, "already RUNNING");
+    assert!(sent_is_empty(&idle));
+}
+
+fn sent_is_empty(http: &StaticReplayClient) -> bool {
+    http.actual_requests().next().is_none()
+}
+
+#[tokio::test]
+async fn without_a_tagged_waiting_cluster_nothing_is_left_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = ready_job(dir.path());
+    let http = StaticReplayClient::new(vec![
+        event("ListClusters", json!({"Clusters": [{"Id": "j-OTHER"}]})),
+        event(
+            "DescribeCluster",
+            json!({"Cluster": {"Id": "j-OTHER", "Tags": []}}),
+        ),
+    ]);
+    let store = StateStore::connect(&state).await.unwrap();
+    let decisions = schedule(&store, &options(&http, &state)).await.unwrap();
+    assert_eq!(decisions[0].outcome, "failed");
+    assert!(
+        decisions[0]
+            .detail
+            .contains("no WAITING EMR cluster is tagged edba=true"),
+        "{}",
+        decisions[0].detail
+    );
+    assert_eq!(
+        store.job_configs().await.unwrap()[0]
+            .last_exec_status
+            .as_deref(),
+        Some("FAILED")
+    );
+}
+
+#[tokio::test]
+async fn monitor_settles_steps_that_ended_without_their_run_reporting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = ready_job(dir.path());
+    let store = StateStore::connect(&state).await.unwrap();
+    assert!(store.claim_job("wi-daily", "emr:submitting").await.unwrap());
+    store
+        .set_step_id("wi-daily", "j-TALLY:s-1ABC")
+        .await
+        .unwrap();
+    // The run started on the cluster, then its node was lost: it never reported an outcome.
+    let run = store
+        .start_run("province_sales", Some("wi-daily"), Some("WI"))
+        .await
+        .unwrap();
+
+    let running = StaticReplayClient::new(vec![event(
+        "DescribeStep",
+        json!({"Step": {"Id": "s-1ABC", "Status": {"State": "RUNNING"}}}),
+    )]);
+    let decisions = monitor(&store, &client(&running)).await.unwrap();
+    assert_eq!(decisions[0].outcome, "running");
+    assert_eq!(
+        sent(&running)[0].1,
+        json!({"ClusterId": "j-TALLY", "StepId": "s-1ABC"})
+    );
+
+    let failed = StaticReplayClient::new(vec![event(
+        "DescribeStep",
+        json!({"Step": {"Id": "s-1ABC", "Status": {"State": "FAILED", "FailureDetails": {"Message": "Container killed on request"}}}}),
+    )]);
+    let decisions = monitor(&store, &client(&failed)).await.unwrap();
+    assert_eq!(decisions[0].outcome, "FAILED");
+    assert_eq!(
+        store.job_configs().await.unwrap()[0]
+            .last_exec_status
+            .as_deref(),
+        Some("FAILED")
+    );
+    let runs = store.recent_runs(5).await.unwrap();
+    let record = runs.iter().find(|r| r.run_id == run).unwrap();
+    assert_eq!(record.status, "FAILED");
+    assert!(record
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("Container killed on request"));
+
+    // A job no longer RUNNING is not asked about again.
+    let idle = StaticReplayClient::new(vec![]);
+    assert!(monitor(&store, &client(&idle)).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn monitor_marks_a_completed_step_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = ready_job(dir.path());
+    let store = StateStore::connect(&state).await.unwrap();
+    assert!(store.claim_job("wi-daily", "emr:submitting").await.unwrap());
+    store
+        .set_step_id("wi-daily", "j-TALLY:s-2DEF")
+        .await
+        .unwrap();
+    let http = StaticReplayClient::new(vec![event(
+        "DescribeStep",
+        json!({"Step": {"Id": "s-2DEF", "Status": {"State": "COMPLETED"}}}),
+    )]);
+    let decisions = monitor(&store, &client(&http)).await.unwrap();
+    assert_eq!(decisions[0].outcome, "COMPLETED");
+    assert_eq!(
+        store.job_configs().await.unwrap()[0]
+            .last_exec_status
+            .as_deref(),
+        Some("COMPLETED")
+    );
+}
