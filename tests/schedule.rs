@@ -131,6 +131,23 @@ async fn the_local_loop_runs_a_job_once_its_preconditions_hold() {
     assert!(runs[0].hudi_instant.is_some());
     let config = &store.job_configs().await.unwrap()[0];
     assert_eq!(config.last_exec_status.as_deref(), Some("COMPLETED"));
+    // The files it used now say which job they were submitted to.
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&s.state)
+        .await
+        .unwrap();
+    let submitted: Vec<(String, String)> =
+        sqlx::query_as("SELECT file_url, submitted_jobs FROM ingested_file_status")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    for (url, jobs) in &submitted {
+        let expected = if url.ends_with("Item-Master-Data.csv") {
+            "[]"
+        } else {
+            "[\"wi-daily\"]"
+        };
+        assert_eq!(jobs, expected, "{url}");
+    }
 
     // Nothing was validated since that run: not submitted again.
     let (outcome, detail) = decision(&schedule(&s));

@@ -225,14 +225,14 @@ async fn unmet_precondition(
     job: &JobConfigRow,
     files: &[(String, Option<String>)],
     options: &ScheduleOptions,
-) -> Result<Option<String>, StateError> {
+) -> Result<Result<Vec<String>, String>, StateError> {
     let matcher = match GlobBuilder::new(&job.input_pattern)
         .literal_separator(true)
         .build()
     {
         Ok(glob) => glob.compile_matcher(),
         Err(e) => {
-            return Ok(Some(format!(
+            return Ok(Err(format!(
                 "input pattern `{}` is not a glob: {e}",
                 job.input_pattern
             )))
@@ -243,7 +243,7 @@ async fn unmet_precondition(
         .filter(|(url, _)| matcher.is_match(url))
         .collect();
     if (matching.len() as i64) < job.min_file_count {
-        return Ok(Some(format!(
+        return Ok(Err(format!(
             "{} of {} files tracked for {}",
             matching.len(),
             job.min_file_count,
@@ -257,7 +257,7 @@ async fn unmet_precondition(
             .map(|(url, _)| url.as_str())
             .collect();
         if !stale.is_empty() {
-            return Ok(Some(format!(
+            return Ok(Err(format!(
                 "{} files were not validated again since the last run at {last_run} (e.g. {})",
                 stale.len(),
                 stale[0]
@@ -266,10 +266,10 @@ async fn unmet_precondition(
     }
     if let Some(sql) = job.criteria_sql.as_deref().filter(|s| !s.trim().is_empty()) {
         if !store.criteria_met(sql, options.criteria_timeout).await? {
-            return Ok(Some("the extra criteria returned no row".into()));
+            return Ok(Err("the extra criteria returned no row".into()));
         }
     }
-    Ok(None)
+    Ok(Ok(matching.iter().map(|(url, _)| url.clone()).collect()))
 }
 
 /// The `tally run` arguments for a job, from its `job_params`.
@@ -323,17 +323,17 @@ pub async fn schedule(
             decisions.push(Decision::new(&id, "skipped", "already RUNNING"));
             continue;
         }
-        match unmet_precondition(store, &job, &files, options).await {
-            Ok(Some(reason)) => {
+        let inputs = match unmet_precondition(store, &job, &files, options).await {
+            Ok(Err(reason)) => {
                 decisions.push(Decision::new(&id, "skipped", reason));
                 continue;
             }
-            Ok(None) => {}
+            Ok(Ok(inputs)) => inputs,
             Err(e) => {
                 decisions.push(Decision::new(&id, "failed", e.to_string()));
                 continue;
             }
-        }
+        };
         let args = match run_arguments(&job, &options.state_url) {
             Ok(a) => a,
             Err(e) => {
@@ -357,6 +357,7 @@ pub async fn schedule(
             ));
             continue;
         }
+        store.mark_submitted(&inputs, &id).await?;
         match &options.executor {
             Executor::Local { tally } => {
                 // The run's own output (its summary, Athena statements) goes to the scheduler's

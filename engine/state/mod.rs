@@ -601,6 +601,57 @@ impl StateStore {
             .await
     }
 
+    /// Adds `job_config_id` to the `submitted_jobs` JSON list of each file a submission used.
+    pub async fn mark_submitted(
+        &self,
+        files: &[String],
+        job_config_id: &str,
+    ) -> Result<(), StateError> {
+        for url in files {
+            let current: Option<Option<String>> = match &self.backend {
+                Backend::Sqlite(p) => {
+                    sqlx::query_scalar(
+                        "SELECT submitted_jobs FROM ingested_file_status WHERE file_url = ?",
+                    )
+                    .bind(url)
+                    .fetch_optional(p)
+                    .await
+                }
+                Backend::MySql(p) => {
+                    sqlx::query_scalar(
+                        "SELECT submitted_jobs FROM ingested_file_status WHERE file_url = ?",
+                    )
+                    .bind(url)
+                    .fetch_optional(p)
+                    .await
+                }
+                Backend::Postgres(p) => {
+                    sqlx::query_scalar(
+                        "SELECT submitted_jobs FROM ingested_file_status WHERE file_url = $1",
+                    )
+                    .bind(url)
+                    .fetch_optional(p)
+                    .await
+                }
+            }
+            .map_err(|e| self.err(e))?;
+            let mut jobs: Vec<String> = current
+                .flatten()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+            if !jobs.iter().any(|j| j == job_config_id) {
+                jobs.push(job_config_id.to_string());
+            }
+            self.execute(
+                "UPDATE ingested_file_status SET submitted_jobs = ?, last_update_status = 'SUBMITTED' WHERE file_url = ?",
+                &[Arg::Text(Some(serde_json::to_string(&jobs).unwrap_or_default())), Arg::Text(Some(url.clone()))],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
     /// Records where a claimed job was submitted (`clusterId:stepId` for EMR).
     pub async fn set_step_id(&self, job_config_id: &str, step_id: &str) -> Result<(), StateError> {
         self.execute(
