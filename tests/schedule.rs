@@ -243,32 +243,6 @@ async fn two_schedulers_at_once_submit_once(state: Option<String>) {
     assert_eq!(store.recent_runs(10).await.unwrap().len(), 1);
 }
 
-async fn fresh_server_store(var: &str, kind: &str) -> String {
-    use sqlx::{AssertSqlSafe, Connection};
-    let base = std::env::var(var)
-        .unwrap_or_else(|_| panic!("{var} is not set: run the suite with tests/run.sh"));
-    let name = format!(
-        "t_sched_{}_{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_micros()
-    );
-    if kind == "postgres" {
-        let mut c = sqlx::PgConnection::connect(&base).await.unwrap();
-        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        format!("{base}?options=-c%20search_path%3D{name}")
-    } else {
-        let mut c = sqlx::MySqlConnection::connect(&base).await.unwrap();
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        format!("{}/{name}", base.rsplit_once('/').unwrap().0)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn two_schedulers_at_once_submit_once_on_sqlite() {
     two_schedulers_at_once_submit_once(None).await;
@@ -276,16 +250,10 @@ async fn two_schedulers_at_once_submit_once_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_schedulers_at_once_submit_once_on_postgres() {
-    two_schedulers_at_once_submit_once(Some(
-        fresh_server_store("TALLY_TEST_POSTGRES_URL", "postgres").await,
-    ))
-    .await;
+    two_schedulers_at_once_submit_once(Some(fresh_postgres_schema("sched").await)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_schedulers_at_once_submit_once_on_mariadb() {
-    two_schedulers_at_once_submit_once(Some(
-        fresh_server_store("TALLY_TEST_MYSQL_URL", "mysql").await,
-    ))
-    .await;
+    two_schedulers_at_once_submit_once(Some(fresh_mysql_database("sched").await)).await;
 }

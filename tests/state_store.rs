@@ -7,40 +7,12 @@ use common::*;
 use sqlx::{AssertSqlSafe, Connection};
 use tally::state::StateStore;
 
-fn env_url(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run the suite with tests/run.sh, which starts the servers")
-    })
-}
-
 /// A fresh, empty state store per test and backend.
 async fn fresh_store(backend: &str, dir: &std::path::Path) -> String {
-    let name = format!(
-        "t_state_{}_{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_micros()
-    );
     match backend {
         "sqlite" => format!("sqlite://{}", dir.join("state/state.db").display()),
-        "postgres" => {
-            let base = env_url("TALLY_TEST_POSTGRES_URL");
-            let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            format!("{base}?options=-c%20search_path%3D{name}")
-        }
-        "mysql" => {
-            let base = env_url("TALLY_TEST_MYSQL_URL");
-            let mut conn = sqlx::MySqlConnection::connect(&base).await.unwrap();
-            sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            let (server, _) = base.rsplit_once('/').unwrap();
-            format!("{server}/{name}")
-        }
+        "postgres" => fresh_postgres_schema("state").await,
+        "mysql" => fresh_mysql_database("state").await,
         other => panic!("unknown backend {other}"),
     }
 }

@@ -10,28 +10,9 @@ use std::path::Path;
 use common::*;
 use sqlx::{Connection, Row};
 
-fn postgres_url() -> String {
-    std::env::var("TALLY_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!("TALLY_TEST_POSTGRES_URL is not set: run the suite with tests/run.sh, which starts PostgreSQL")
-    })
-}
-
 /// A fresh PostgreSQL schema per test, as a URL whose connections use it.
 async fn fresh_schema(name: &str) -> String {
-    let base = postgres_url();
-    let schema = format!("t_{name}_{}", std::process::id());
-    let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE"
-    )))
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    format!("{base}?options=-c%20search_path%3D{schema}")
+    fresh_postgres_schema(name).await
 }
 
 const SELECT: &str = "SELECT province, store_id, item_id, CAST(trans_date AS TEXT) AS d, CAST(sale_amount AS TEXT) AS s, \

@@ -242,3 +242,44 @@ pub fn hold_hudi_lock(table: &Path, pid: u32) {
     )
     .unwrap();
 }
+
+/// A server URL from the environment tests/run.sh sets; a missing server fails the test.
+pub fn server_url(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the suite with tests/run.sh, which starts the servers")
+    })
+}
+
+/// A unique, empty PostgreSQL schema; the URL's connections use it as their search path.
+pub async fn fresh_postgres_schema(prefix: &str) -> String {
+    use sqlx::Connection;
+    let base = server_url("TALLY_TEST_POSTGRES_URL");
+    let name = format!(
+        "t_{prefix}_{}_{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    );
+    let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    format!("{base}?options=-c%20search_path%3D{name}")
+}
+
+/// A unique, empty MariaDB database.
+pub async fn fresh_mysql_database(prefix: &str) -> String {
+    use sqlx::Connection;
+    let base = server_url("TALLY_TEST_MYSQL_URL");
+    let name = format!(
+        "t_{prefix}_{}_{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    );
+    let mut conn = sqlx::MySqlConnection::connect(&base).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    format!("{}/{name}", base.rsplit_once('/').unwrap().0)
+}
