@@ -65,15 +65,7 @@ fn sent(http: &StaticReplayClient) -> Vec<(String, Value)> {
 
 /// A state store with the sample province validated, tracked and registered as `wi-daily`.
 fn ready_job(dir: &std::path::Path) -> (String, String) {
-    let (raw, val) = (dir.join("raw"), dir.join("val"));
-    tally::demo::write_sample_files(&raw).unwrap();
-    ok(&[
-        "validate",
-        "--input",
-        raw.to_str().unwrap(),
-        "--output",
-        val.to_str().unwrap(),
-    ]);
+    let val = validated_sample(dir);
     let state = format!("sqlite://{}", dir.join("state.db").display());
     ok(&[
         "jobs",

@@ -16,15 +16,7 @@ struct Setup {
 
 fn setup(state: Option<String>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let (raw, val) = (dir.path().join("raw"), dir.path().join("val"));
-    tally::demo::write_sample_files(&raw).unwrap();
-    ok(&[
-        "validate",
-        "--input",
-        raw.to_str().unwrap(),
-        "--output",
-        val.to_str().unwrap(),
-    ]);
+    let val = validated_sample(dir.path());
     let state =
         state.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("state.db").display()));
     let table = dir.path().join("table");

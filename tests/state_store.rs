@@ -20,15 +20,7 @@ async fn fresh_store(backend: &str, dir: &std::path::Path) -> String {
 async fn completed_and_failed_runs_are_recorded(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
     let state = fresh_store(backend, dir.path()).await;
-    let (raw, val) = (dir.path().join("raw"), dir.path().join("val"));
-    tally::demo::write_sample_files(&raw).unwrap();
-    ok(&[
-        "validate",
-        "--input",
-        raw.to_str().unwrap(),
-        "--output",
-        val.to_str().unwrap(),
-    ]);
+    let val = validated_sample(dir.path());
     let out = dir.path().join("rows.csv");
     ok(&[
         "run",
@@ -111,15 +103,7 @@ async fn a_run_updates_its_job_configuration_row() {
         .execute(&mut conn)
         .await
         .unwrap();
-    let (raw, val) = (dir.path().join("raw"), dir.path().join("val"));
-    tally::demo::write_sample_files(&raw).unwrap();
-    ok(&[
-        "validate",
-        "--input",
-        raw.to_str().unwrap(),
-        "--output",
-        val.to_str().unwrap(),
-    ]);
+    let val = validated_sample(dir.path());
     let out = dir.path().join("rows.csv");
     ok(&[
         "run",
@@ -150,15 +134,7 @@ async fn a_run_updates_its_job_configuration_row() {
 fn a_dry_run_records_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("state.db");
-    let (raw, val) = (dir.path().join("raw"), dir.path().join("val"));
-    tally::demo::write_sample_files(&raw).unwrap();
-    ok(&[
-        "validate",
-        "--input",
-        raw.to_str().unwrap(),
-        "--output",
-        val.to_str().unwrap(),
-    ]);
+    let val = validated_sample(dir.path());
     ok(&[
         "run",
         "--job",

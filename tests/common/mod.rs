@@ -283,3 +283,18 @@ pub async fn fresh_mysql_database(prefix: &str) -> String {
         .unwrap();
     format!("{}/{name}", base.rsplit_once('/').unwrap().0)
 }
+
+/// Writes the bundled sample province under `dir/raw`, validates it into `dir/val`, and returns
+/// the validated folder.
+pub fn validated_sample(dir: &Path) -> std::path::PathBuf {
+    let (raw, val) = (dir.join("raw"), dir.join("val"));
+    tally::demo::write_sample_files(&raw).unwrap();
+    ok(&[
+        "validate",
+        "--input",
+        raw.to_str().unwrap(),
+        "--output",
+        val.to_str().unwrap(),
+    ]);
+    val
+}
