@@ -19,6 +19,7 @@
 //! | when jobs run (scheduling) | [`control`] |
 //! | printing rows | [`output`] |
 //! | the bundled end-to-end demo | [`demo`] |
+//! | synthetic provinces for benchmarks | [`generate`] |
 //!
 //! Running the province job over a folder of validated files:
 //!
@@ -41,6 +42,7 @@
 
 pub mod control;
 pub mod demo;
+pub mod generate;
 pub mod job;
 pub mod layout;
 pub mod output;

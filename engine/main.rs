@@ -131,6 +131,14 @@ Writes the bundled raw files (province WI: four stores, a later cumulative file,
 a CRLF file, a bad row, a file of another province and an item master) under the work folder, validates\n\
 them, runs jobs/province_sales.sql and prints the result.")]
     Demo(DemoArgs),
+    /// Write a synthetic province (raw, validated CSV and Parquet) for benchmarks and load tests.
+    #[command(after_help = "Examples:\n  tally generate --transactions 1800000 --out bench-data/1.8M\n  \
+tally generate --transactions 10M --stores 200 --days 1 --forms validated,parquet --out /data/p10M\n\n\
+Each of --stores stores sends --versions cumulative files: version v holds the first v/versions of each\n\
+day's lines, so --transactions counts lines over all versions (the rows a job reads). raw/ has junk and\n\
+header lines, CRLF files and one malformed row per --bad-row-every lines; validated/ is exactly what\n\
+`tally validate` makes of raw/; parquet/ holds the typed columns. The same seed gives the same bytes.")]
+    Generate(GenerateArgs),
 }
 
 #[derive(Args)]
@@ -383,6 +391,57 @@ struct DemoArgs {
     workdir: PathBuf,
 }
 
+#[derive(Args)]
+struct GenerateArgs {
+    /// Output folder (raw/, validated/, parquet/ are made under it).
+    #[arg(long)]
+    out: PathBuf,
+    /// Lines over all files and versions; K and M suffixes allowed (1.8M).
+    #[arg(long, default_value = "1M", value_parser = parse_count)]
+    transactions: u64,
+    #[arg(long, default_value = "IL")]
+    province: String,
+    #[arg(long, default_value_t = 50)]
+    stores: u32,
+    /// Distinct items each store sells from.
+    #[arg(long, default_value_t = 20_000)]
+    items: u32,
+    /// Days each file covers.
+    #[arg(long, default_value_t = 7)]
+    days: u32,
+    /// Cumulative versions each store sends.
+    #[arg(long, default_value_t = 3)]
+    versions: u32,
+    #[arg(long, default_value = "2026-03-01")]
+    first_day: String,
+    /// One malformed raw row per this many lines (0: none).
+    #[arg(long, default_value_t = 100_000)]
+    bad_row_every: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Which forms to write: raw, validated, parquet (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "raw,validated,parquet")]
+    forms: Vec<String>,
+}
+
+/// Parses `1800000`, `1.8M`, `500K`.
+fn parse_count(text: &str) -> Result<u64, String> {
+    let text = text.trim().replace('_', "");
+    let (number, scale) = match text.chars().last() {
+        Some('k' | 'K') => (&text[..text.len() - 1], 1e3),
+        Some('m' | 'M') => (&text[..text.len() - 1], 1e6),
+        Some('g' | 'G' | 'b' | 'B') => (&text[..text.len() - 1], 1e9),
+        _ => (text.as_str(), 1.0),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a count like 1800000, 1.8M or 500K"))?;
+    if !(value >= 0.0) || value * scale > 1e13 {
+        return Err(format!("`{text}` is out of range"));
+    }
+    Ok((value * scale).round() as u64)
+}
+
 fn parse_param(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -563,11 +622,54 @@ async fn dispatch(cli: Cli) -> Result<()> {
             print!("{ddl}");
             Ok(())
         }
+        Command::Generate(args) => cmd_generate(args, &progress),
         Command::Demo(args) => {
             tally::demo::run_demo(&args.workdir, &catalog, &progress).await?;
             Ok(())
         }
     }
+}
+
+fn cmd_generate(args: GenerateArgs, progress: &Progress) -> Result<()> {
+    use tally::generate::{generate, Forms, ProvinceShape};
+    let mut forms = Forms {
+        raw: false,
+        validated: false,
+        parquet: false,
+    };
+    for form in &args.forms {
+        match form.trim() {
+            "raw" => forms.raw = true,
+            "validated" => forms.validated = true,
+            "parquet" => forms.parquet = true,
+            other => bail!("unknown form `{other}` (expected raw, validated or parquet)"),
+        }
+    }
+    let shape = ProvinceShape {
+        province: args.province,
+        transactions: args.transactions,
+        stores: args.stores,
+        items: args.items,
+        days: args.days,
+        versions: args.versions,
+        first_day: args.first_day,
+        bad_row_every: args.bad_row_every,
+        seed: args.seed,
+    };
+    let bar = progress.count("generating lines", shape.transactions);
+    let report = generate(&shape, &args.out, forms, |r| bar.set_position(r.transactions))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "generated {} files, {} transactions ({} malformed raw rows) under {}: raw {:.1} MB, validated {:.1} MB, parquet {:.1} MB",
+        report.files,
+        report.transactions,
+        report.bad_rows,
+        args.out.display(),
+        report.raw_bytes as f64 / 1e6,
+        report.validated_bytes as f64 / 1e6,
+        report.parquet_bytes as f64 / 1e6,
+    );
+    Ok(())
 }
 
 async fn cmd_validate(args: ValidateArgs, layouts: LayoutSet, progress: &Progress) -> Result<()> {

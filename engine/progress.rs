@@ -42,6 +42,23 @@ impl Progress {
         bar
     }
 
+    /// A bar counting `total` items (rows, lines).
+    pub fn count(&self, message: &'static str, total: u64) -> ProgressBar {
+        if !self.visible {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:>12} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} {per_sec} eta {eta}",
+            )
+            .expect("static template"),
+        );
+        bar.set_message(message);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
+
     /// A spinner for a step of unknown length.
     pub fn spinner(&self, message: &'static str) -> ProgressBar {
         if !self.visible {
