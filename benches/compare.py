@@ -1,0 +1,326 @@
+#!/usr/bin/env python3
+"""tally against DuckDB, Polars and PySpark on the same province files, in one run.
+
+    python3 benches/compare.py                          # 1.8M and 10M transactions, every engine
+    python3 benches/compare.py --sizes 1.8M,10M,50M     # and the 50M province (memory bound)
+    python3 benches/compare.py --sizes 1M --engines tally,duckdb --repeat 1
+
+For each size, `tally generate` writes a province (same seed, so the same bytes every time) under
+--data (reused when already there). Then each engine runs as its own process over the same
+validated CSV files and writes the result rows as CSV:
+
+  tally          tally run --dry-run: the province job, rows to a CSV file
+  tally-parquet  the same job over the same rows as Parquet files
+  tally-sinks    tally run into an empty Hudi table and SQLite warehouse (the full local run)
+  duckdb         the same aggregation in DuckDB (benches/peers/duckdb_job.py)
+  polars         the same aggregation in Polars (benches/peers/polars_job.py)
+  pyspark        the reference implementation's Spark logic, local[2] (benches/peers/pyspark_reference.py)
+
+Measured per run, for the whole process tree (interpreters and JVM start-up included): wall time,
+CPU time (user + system, exact: this harness is the tree's subreaper and reaps every process) and
+peak memory (the largest resident set any process reached, or the sampled sum over the tree if
+larger). The median run of --repeat is shown. Results are checked: DuckDB's and Polars' rows must
+equal tally's exactly (keys, amounts and chosen file), or the harness fails.
+
+Needs: duckdb, polars, pyspark, psutil (benches/requirements.txt) and Java for PySpark.
+"""
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = ROOT / "benches" / "peers"
+ALL_ENGINES = ["tally", "tally-parquet", "tally-sinks", "duckdb", "polars", "pyspark"]
+
+
+def parse_count(text):
+    text = text.strip().upper()
+    scale = {"K": 1e3, "M": 1e6}.get(text[-1:], 1)
+    return int(round(float(text.rstrip("KM")) * scale))
+
+
+def label(count):
+    if count >= 1e6:
+        return f"{count / 1e6:g}M"
+    if count >= 1e3:
+        return f"{count / 1e3:g}K"
+    return str(count)
+
+
+# --- measuring a process tree -------------------------------------------------------------------
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper():
+    """Orphaned descendants (Spark's JVM) are reparented to us, so we reap them and count their CPU."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def tree_rss(root):
+    try:
+        procs = [root] + root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measure(cmd, stdout=None, env=None, cwd=None):
+    """Runs cmd; returns dict(wall, cpu, peak_mb, rc, stderr)."""
+    before = os.times()
+    start = time.perf_counter()
+    out = open(stdout, "wb") if stdout else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, env=env, cwd=cwd)
+    root = psutil.Process(proc.pid)
+    stderr_chunks = []
+    reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()))
+    reader.start()
+    peak_sampled = 0
+    max_single = 0
+    rc = None
+    # Sample the tree's memory while the main process runs; reap it (and any orphans) with wait4.
+    while rc is None:
+        peak_sampled = max(peak_sampled, tree_rss(root))
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            rc = os.waitstatus_to_exitcode(status)
+            max_single = max(max_single, usage.ru_maxrss * 1024)
+            break
+        time.sleep(0.01)
+    wall = time.perf_counter() - start
+    proc.returncode = rc
+    while True:  # orphans reparented to us (subreaper)
+        try:
+            pid, status, usage = os.wait4(-1, 0)
+        except ChildProcessError:
+            break
+        max_single = max(max_single, usage.ru_maxrss * 1024)
+    reader.join()
+    if stdout:
+        out.close()
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "peak_mb": max(peak_sampled, max_single) / 2**20,
+        "rc": rc,
+        "stderr": b"".join(stderr_chunks).decode(errors="replace"),
+    }
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def ensure_data(tally, data_root, count, province, seed):
+    folder = data_root / f"{province}-{label(count)}-seed{seed}"
+    done = folder / "generated.json"
+    if done.exists():
+        return folder
+    if folder.exists():
+        shutil.rmtree(folder)
+    print(f"generating {label(count)} transactions under {folder} ...", file=sys.stderr, flush=True)
+    subprocess.run(
+        [str(tally), "generate", "--transactions", str(count), "--province", province,
+         "--seed", str(seed), "--forms", "validated,parquet", "--out", str(folder)],
+        check=True,
+    )
+    done.write_text(json.dumps({"transactions": count, "seed": seed}))
+    return folder
+
+
+def file_times(folder):
+    """Each validated file's time in epoch microseconds (what tally calls source_time)."""
+    times = {}
+    for f in sorted(folder.iterdir()):
+        if f.suffix == ".csv":
+            st = f.stat()
+            times[str(f)] = st.st_mtime_ns // 1000
+    return times
+
+
+# --- engines --------------------------------------------------------------------------------------
+
+
+def engine_command(engine, tally, data, province, work, times_json):
+    out = work / f"{engine}.csv"
+    validated, parquet = data / "validated", data / "parquet"
+    state = f"sqlite://{work / 'state.db'}"
+    if engine == "tally":
+        return [str(tally), "-q", "run", "--job", "province_sales", "--province", province,
+                "--input", str(validated), "--dry-run", "--format", "csv", "--state", state], out
+    if engine == "tally-parquet":
+        return [str(tally), "-q", "run", "--job", "province_sales", "--province", province,
+                "--input", str(parquet), "--dry-run", "--format", "csv", "--state", state], out
+    if engine == "tally-sinks":
+        for old in ["hudi", "warehouse.db"]:
+            path = work / old
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        return [str(tally), "-q", "run", "--job", "province_sales", "--province", province,
+                "--input", str(validated), "--table", str(work / "hudi"),
+                "--warehouse", f"sqlite://{work / 'warehouse.db'}", "--state", state], None
+    if engine == "duckdb":
+        return [sys.executable, str(PEERS / "duckdb_job.py"), str(validated), province,
+                str(times_json), str(out)], None
+    if engine == "polars":
+        return [sys.executable, str(PEERS / "polars_job.py"), str(validated), province,
+                str(times_json), str(out)], None
+    if engine == "pyspark":
+        return [sys.executable, str(PEERS / "pyspark_reference.py"), str(validated), province,
+                str(work / "pyspark-out")], None
+    raise SystemExit(f"unknown engine {engine}")
+
+
+def result_csv(engine, work):
+    return work / f"{engine}.csv"
+
+
+def check_same_rows(work, engines):
+    """DuckDB compares every engine's rows with tally's: keys, amounts, chosen file. Raises on a difference."""
+    import duckdb
+
+    base = result_csv("tally", work)
+    if not base.exists():
+        return {}
+    con = duckdb.connect()
+    cols = ("store_id, item_id, trans_date::VARCHAR, sale_amount::DECIMAL(18,2), "
+            "tax_amount::DECIMAL(18,2), discount_amount::DECIMAL(18,2), "
+            "regexp_replace(source_file, '^.*/|[.][a-z]+$', '', 'g')")
+
+    def rows(path):
+        return f"(SELECT {cols} FROM read_csv('{path}', header = true, all_varchar = true))"
+
+    counts = {}
+    for engine in engines:
+        path = result_csv(engine, work)
+        if engine in ("tally", "tally-sinks", "pyspark") or not path.exists():
+            continue
+        diff = con.execute(
+            f"SELECT count(*) FROM (({rows(base)} EXCEPT ALL {rows(path)}) "
+            f"UNION ALL ({rows(path)} EXCEPT ALL {rows(base)}))"
+        ).fetchone()[0]
+        if diff:
+            raise SystemExit(f"{engine}'s rows differ from tally's in {diff} rows ({path} vs {base})")
+        counts[engine] = "same rows as tally"
+    n = con.execute(f"SELECT count(*) FROM read_csv('{base}', header = true)").fetchone()[0]
+    return {"result_rows": n, **counts}
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1.8M,10M", help="transactions per province, comma-separated")
+    ap.add_argument("--engines", default=",".join(ALL_ENGINES))
+    ap.add_argument("--repeat", type=int, default=3, help="runs per engine and size (median shown)")
+    ap.add_argument("--spark-repeat", type=int, default=1, help="runs of PySpark (slow) per size")
+    ap.add_argument("--data", default=str(ROOT / "target" / "bench-data"), help="where provinces are generated")
+    ap.add_argument("--tally", help="the tally binary (default: cargo build --release, then target/release/tally)")
+    ap.add_argument("--province", default="IL")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--json", help="also write every measurement to this file")
+    ap.add_argument("--markdown", help="also write the tables to this file")
+    args = ap.parse_args()
+
+    if args.tally:
+        tally = Path(args.tally).resolve()
+    else:
+        subprocess.run(["cargo", "build", "--release", "--bin", "tally"], cwd=ROOT, check=True)
+        target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+        tally = (target / "release" / "tally").resolve()
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    for e in engines:
+        if e not in ALL_ENGINES:
+            raise SystemExit(f"unknown engine `{e}` (known: {', '.join(ALL_ENGINES)})")
+    sizes = [parse_count(s) for s in args.sizes.split(",")]
+    become_subreaper()
+    data_root = Path(args.data)
+    data_root.mkdir(parents=True, exist_ok=True)
+
+    results = []
+    for count in sizes:
+        data = ensure_data(tally, data_root, count, args.province, args.seed)
+        work = data / "runs"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        times_json = work / "file-times.json"
+        times_json.write_text(json.dumps(file_times(data / "validated")))
+        mb = sum(f.stat().st_size for f in (data / "validated").iterdir()) / 1e6
+        for engine in engines:
+            runs = []
+            for i in range(args.spark_repeat if engine == "pyspark" else args.repeat):
+                cmd, stdout = engine_command(engine, tally, data, args.province, work, times_json)
+                m = measure(cmd, stdout=stdout, cwd=work)
+                if m["rc"] != 0:
+                    raise SystemExit(f"{engine} failed at {label(count)} (exit {m['rc']}):\n{m['stderr'][-3000:]}")
+                runs.append(m)
+                print(f"  {label(count):>5} {engine:<14} run {i + 1}: {m['wall']:7.2f} s wall "
+                      f"{m['cpu']:7.2f} s cpu {m['peak_mb']:8.0f} MB", file=sys.stderr, flush=True)
+            median = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
+            results.append({"size": count, "label": label(count), "csv_mb": mb, "engine": engine,
+                            "wall": median["wall"], "cpu": median["cpu"], "peak_mb": median["peak_mb"],
+                            "runs": [r["wall"] for r in runs]})
+        checked = check_same_rows(work, engines)
+        for r in results:
+            if r["size"] == count:
+                r["check"] = checked
+
+    tables = render(results, engines, sizes)
+    print(tables)
+    if args.markdown:
+        Path(args.markdown).write_text(tables)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def render(results, engines, sizes):
+    lines = []
+    machine = f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB"
+    lines.append(f"Whole processes on this machine ({machine}); median of the runs; ratio = engine wall / tally wall.\n")
+    lines.append("| transactions | validated CSV | result rows | engine | wall s | CPU s | peak MB | × tally wall |")
+    lines.append("|---:|---:|---:|---|---:|---:|---:|---:|")
+    for count in sizes:
+        rows = [r for r in results if r["size"] == count]
+        base = next((r["wall"] for r in rows if r["engine"] == "tally"), None)
+        for r in rows:
+            ratio = f"{r['wall'] / base:.2f}" if base else "-"
+            n = r.get("check", {}).get("result_rows", "-")
+            lines.append(f"| {r['label']} | {r['csv_mb']:.0f} MB | {n} | {r['engine']} | {r['wall']:.2f} | "
+                         f"{r['cpu']:.2f} | {r['peak_mb']:.0f} | {ratio} |")
+    lines.append("")
+    lines.append("Scaling (wall seconds per million transactions; flat means linear):\n")
+    lines.append("| engine | " + " | ".join(label(c) for c in sizes) + " |")
+    lines.append("|---|" + "---:|" * len(sizes))
+    for engine in engines:
+        cells = []
+        for count in sizes:
+            r = next((r for r in results if r["size"] == count and r["engine"] == engine), None)
+            cells.append(f"{r['wall']:.2f} s ({r['wall'] / (count / 1e6):.3f}/M)" if r else "-")
+        lines.append(f"| {engine} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
