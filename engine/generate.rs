@@ -121,8 +121,9 @@ pub fn generate(
     forms: Forms,
     mut on_file: impl FnMut(&GenerateReport),
 ) -> Result<GenerateReport, GenerateError> {
-    let first_day = crate::layout::parse_date(&shape.first_day)
-        .ok_or_else(|| GenerateError::Shape(format!("first day `{}` is not YYYY-MM-DD", shape.first_day)))?;
+    let first_day = crate::layout::parse_date(&shape.first_day).ok_or_else(|| {
+        GenerateError::Shape(format!("first day `{}` is not YYYY-MM-DD", shape.first_day))
+    })?;
     if shape.stores == 0 || shape.items == 0 || shape.days == 0 || shape.versions == 0 {
         return Err(GenerateError::Shape(
             "stores, items, days and versions must be at least 1".into(),
@@ -143,7 +144,8 @@ pub fn generate(
     ] {
         if wanted {
             let dir = out.join(form);
-            std::fs::create_dir_all(&dir).map_err(|cause| GenerateError::Io { path: dir, cause })?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|cause| GenerateError::Io { path: dir, cause })?;
         }
     }
     // Files are stamped from a fixed base so that reruns give identical times.
@@ -153,15 +155,21 @@ pub fn generate(
         let store_id = format!("s{}", 101 + store);
         let mut rng = fastrand::Rng::with_seed(shape.seed ^ (u64::from(store) << 32));
         let days: Vec<Vec<Line>> = (0..shape.days)
-            .map(|day| (0..day_lines).map(|_| random_line(&mut rng, shape, day)).collect())
+            .map(|day| {
+                (0..day_lines)
+                    .map(|_| random_line(&mut rng, shape, day))
+                    .collect()
+            })
             .collect();
         // Store systems differ: some send CRLF, some a header line, some junk first.
         let crlf = store % 7 == 3;
         for version in 1..=shape.versions {
             let name = format!("{}-{}-{version}", shape.province, 101 + store);
-            let take = (day_lines * u64::from(version)).div_ceil(u64::from(shape.versions)) as usize;
+            let take =
+                (day_lines * u64::from(version)).div_ceil(u64::from(shape.versions)) as usize;
             let lines = days.iter().flat_map(|day| &day[..take]);
-            let time = base_time + Duration::from_secs(3600 * u64::from(version) + u64::from(store));
+            let time =
+                base_time + Duration::from_secs(3600 * u64::from(version) + u64::from(store));
             let mut files = FileSet::create(out, &name, forms, crlf)?;
             if version % 2 == 1 {
                 files.raw_text("------ additional invalid data")?;
@@ -240,7 +248,10 @@ impl FileSet {
         };
         Ok(FileSet {
             raw: forms.raw.then(|| open("raw", "tdf")).transpose()?,
-            validated: forms.validated.then(|| open("validated", "csv")).transpose()?,
+            validated: forms
+                .validated
+                .then(|| open("validated", "csv"))
+                .transpose()?,
             parquet: forms
                 .parquet
                 .then(|| {
@@ -267,7 +278,13 @@ impl FileSet {
         Ok(())
     }
 
-    fn line(&mut self, store_id: &str, line: &Line, date: &str, first_day: i32) -> Result<(), GenerateError> {
+    fn line(
+        &mut self,
+        store_id: &str,
+        line: &Line,
+        date: &str,
+        first_day: i32,
+    ) -> Result<(), GenerateError> {
         use std::fmt::Write as _;
         let amount = crate::layout::format_decimal(i128::from(line.cents), 2);
         for (sep, target) in [('\t', 0), (',', 1)] {
@@ -283,7 +300,11 @@ impl FileSet {
                 line.code, line.item, line.register, line.receipt, line.tender
             );
             // Validated files always end lines with LF; raw ones as the store system does.
-            self.text.push_str(if target == 0 && self.crlf { "\r\n" } else { "\n" });
+            self.text.push_str(if target == 0 && self.crlf {
+                "\r\n"
+            } else {
+                "\n"
+            });
             w.write_all(self.text.as_bytes())
                 .map_err(|cause| GenerateError::Io {
                     path: path.clone(),
@@ -373,7 +394,13 @@ impl ParquetColumns {
         })
     }
 
-    fn push(&mut self, store_id: &str, line: &Line, first_day: i32, path: &Path) -> Result<(), GenerateError> {
+    fn push(
+        &mut self,
+        store_id: &str,
+        line: &Line,
+        first_day: i32,
+        path: &Path,
+    ) -> Result<(), GenerateError> {
         use std::fmt::Write as _;
         self.store.append_value(store_id);
         self.amount.append_value(i128::from(line.cents));
@@ -404,7 +431,8 @@ impl ParquetColumns {
             Arc::new(self.item.finish()),
             Arc::new(self.date.finish()),
         ];
-        let batch = RecordBatch::try_new(Self::schema(), columns).expect("columns match the schema");
+        let batch =
+            RecordBatch::try_new(Self::schema(), columns).expect("columns match the schema");
         self.writer
             .write(&batch)
             .map_err(|cause| GenerateError::Parquet {

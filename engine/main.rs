@@ -132,12 +132,14 @@ a CRLF file, a bad row, a file of another province and an item master) under the
 them, runs jobs/province_sales.sql and prints the result.")]
     Demo(DemoArgs),
     /// Write a synthetic province (raw, validated CSV and Parquet) for benchmarks and load tests.
-    #[command(after_help = "Examples:\n  tally generate --transactions 1800000 --out bench-data/1.8M\n  \
+    #[command(
+        after_help = "Examples:\n  tally generate --transactions 1800000 --out bench-data/1.8M\n  \
 tally generate --transactions 10M --stores 200 --days 1 --forms validated,parquet --out /data/p10M\n\n\
 Each of --stores stores sends --versions cumulative files: version v holds the first v/versions of each\n\
 day's lines, so --transactions counts lines over all versions (the rows a job reads). raw/ has junk and\n\
 header lines, CRLF files and one malformed row per --bad-row-every lines; validated/ is exactly what\n\
-`tally validate` makes of raw/; parquet/ holds the typed columns. The same seed gives the same bytes.")]
+`tally validate` makes of raw/; parquet/ holds the typed columns. The same seed gives the same bytes."
+    )]
     Generate(GenerateArgs),
 }
 
@@ -657,7 +659,9 @@ fn cmd_generate(args: GenerateArgs, progress: &Progress) -> Result<()> {
         seed: args.seed,
     };
     let bar = progress.count("generating lines", shape.transactions);
-    let report = generate(&shape, &args.out, forms, |r| bar.set_position(r.transactions))?;
+    let report = generate(&shape, &args.out, forms, |r| {
+        bar.set_position(r.transactions)
+    })?;
     bar.finish_and_clear();
     eprintln!(
         "generated {} files, {} transactions ({} malformed raw rows) under {}: raw {:.1} MB, validated {:.1} MB, parquet {:.1} MB",

@@ -167,7 +167,13 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
 
     let stats = Arc::new(SourceStats::new(request.max_bad_rows));
     let ctx = session();
-    let table = input_table(&files, &job.input.layout, stats.clone()).map_err(|e| query_err(&e))?;
+    let table = input_table(
+        &files,
+        &job.input.layout,
+        stats.clone(),
+        ctx.copied_config().target_partitions(),
+    )
+    .map_err(|e| query_err(&e))?;
     ctx.register_table(job.input.table.as_str(), Arc::new(table))
         .map_err(|e| query_err(&e))?;
 
@@ -225,7 +231,7 @@ pub async fn explain_job(job: &JobDefinition) -> Result<String, RunError> {
     };
     let ctx = session();
     let stats = Arc::new(SourceStats::new(0));
-    let table = input_table(&[], &job.input.layout, stats).map_err(|e| query_err(&e))?;
+    let table = input_table(&[], &job.input.layout, stats, 1).map_err(|e| query_err(&e))?;
     ctx.register_table(job.input.table.as_str(), Arc::new(table))
         .map_err(|e| query_err(&e))?;
     let sample_params: BTreeMap<String, String> = job
@@ -275,7 +281,7 @@ pub async fn output_schema(job: &JobDefinition) -> Result<SchemaRef, RunError> {
         message: e.to_string(),
     };
     let ctx = session();
-    let table = input_table(&[], &job.input.layout, Arc::new(SourceStats::new(0)))
+    let table = input_table(&[], &job.input.layout, Arc::new(SourceStats::new(0)), 1)
         .map_err(|e| query_err(&e))?;
     ctx.register_table(job.input.table.as_str(), Arc::new(table))
         .map_err(|e| query_err(&e))?;
@@ -322,11 +328,17 @@ fn check_output_columns(job: &JobDefinition, schema: &SchemaRef) -> Result<(), R
 
 /// Sinks rely on one row per record key; a job whose SQL breaks that is stopped here, before
 /// anything is written.
+///
+/// Keys are hashed column-wise (DataFusion's vectorized hashing) and only the hashes are kept: 8
+/// bytes a row rather than the key itself. Rows whose hash was already seen are then compared on
+/// their actual keys, so a hash collision never passes for a duplicate.
 fn check_unique_keys(
     job: &JobDefinition,
     schema: &SchemaRef,
     batches: &[RecordBatch],
 ) -> Result<(), RunError> {
+    use datafusion::common::hash_utils::{create_hashes, RandomState};
+    use std::collections::HashMap;
     let query_err = |e: &dyn std::fmt::Display| RunError::Query {
         job: job.name.clone(),
         message: e.to_string(),
@@ -337,6 +349,28 @@ fn check_unique_keys(
         .iter()
         .filter_map(|c| schema.index_of(c).ok())
         .collect();
+    let key_columns = |batch: &RecordBatch| -> Vec<_> {
+        indices.iter().map(|&i| batch.column(i).clone()).collect()
+    };
+    let random_state = RandomState::with_seed(0);
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut seen: HashSet<u64> = HashSet::with_capacity(rows);
+    let mut repeated: HashSet<u64> = HashSet::new();
+    let mut hashes = Vec::new();
+    for batch in batches {
+        hashes.clear();
+        hashes.resize(batch.num_rows(), 0);
+        create_hashes(key_columns(batch), &random_state, &mut hashes).map_err(|e| query_err(&e))?;
+        for &hash in &hashes {
+            if !seen.insert(hash) {
+                repeated.insert(hash);
+            }
+        }
+    }
+    if repeated.is_empty() {
+        return Ok(());
+    }
+    // Second pass over the rows whose hash repeats: compare the keys themselves.
     let converter = RowConverter::new(
         indices
             .iter()
@@ -344,16 +378,22 @@ fn check_unique_keys(
             .collect(),
     )
     .map_err(|e| query_err(&e))?;
-    let mut seen: HashSet<Box<[u8]>> = HashSet::new();
+    let mut keys: HashMap<Box<[u8]>, ()> = HashMap::new();
     let mut duplicates = 0usize;
     let mut example = None;
     for batch in batches {
-        let columns: Vec<_> = indices.iter().map(|&i| batch.column(i).clone()).collect();
-        let rows = converter
-            .convert_columns(&columns)
+        hashes.clear();
+        hashes.resize(batch.num_rows(), 0);
+        create_hashes(key_columns(batch), &random_state, &mut hashes).map_err(|e| query_err(&e))?;
+        let converted = converter
+            .convert_columns(&key_columns(batch))
             .map_err(|e| query_err(&e))?;
-        for (row_idx, row) in rows.iter().enumerate() {
-            if !seen.insert(row.as_ref().into()) {
+        for (row_idx, hash) in hashes.iter().enumerate() {
+            if repeated.contains(hash)
+                && keys
+                    .insert(converted.row(row_idx).as_ref().into(), ())
+                    .is_some()
+            {
                 duplicates += 1;
                 if example.is_none() {
                     example = Some(describe_key(job, schema, batch, row_idx));

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use datafusion::arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::streaming::StreamingTable;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 
 use crate::layout::Layout;
@@ -120,31 +122,75 @@ pub(crate) fn lineage_columns(file: &InputFile, rows: usize) -> [ArrayRef; 2] {
 /// Rows per record batch produced by the readers.
 pub const BATCH_ROWS: usize = 8192;
 
-/// The table over a job's input files: one streaming partition per file.
+/// The table over a job's input files, as `partitions` streaming partitions (DataFusion's target
+/// partitions, normally the number of cores). Each partition reads its share of the files one after
+/// another, shares balanced by size: as many files are parsed at once as there are cores, so a
+/// province of hundreds of files neither oversubscribes the CPU nor holds hundreds of read buffers.
 pub fn input_table(
     files: &[InputFile],
     layout: &Layout,
     stats: Arc<SourceStats>,
+    partitions: usize,
 ) -> datafusion::error::Result<StreamingTable> {
     let schema = input_schema(layout);
-    let partitions: Vec<Arc<dyn PartitionStream>> = files
-        .iter()
-        .map(|file| -> Arc<dyn PartitionStream> {
-            match file.format {
-                InputFormat::Csv => Arc::new(csv_file::CsvPartition {
-                    file: file.clone(),
-                    layout: layout.clone(),
-                    schema: schema.clone(),
-                    stats: stats.clone(),
-                }),
-                InputFormat::Parquet => Arc::new(parquet_file::ParquetPartition {
-                    file: file.clone(),
-                    layout: layout.clone(),
-                    schema: schema.clone(),
-                    stats: stats.clone(),
-                }),
-            }
+    let mut groups: Vec<(u64, Vec<Arc<dyn PartitionStream>>)> =
+        vec![(0, Vec::new()); partitions.clamp(1, files.len().max(1))];
+    let mut by_size: Vec<&InputFile> = files.iter().collect();
+    by_size.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.url.cmp(&b.url)));
+    for file in by_size {
+        let reader: Arc<dyn PartitionStream> = match file.format {
+            InputFormat::Csv => Arc::new(csv_file::CsvPartition {
+                file: file.clone(),
+                layout: layout.clone(),
+                schema: schema.clone(),
+                stats: stats.clone(),
+            }),
+            InputFormat::Parquet => Arc::new(parquet_file::ParquetPartition {
+                file: file.clone(),
+                layout: layout.clone(),
+                schema: schema.clone(),
+                stats: stats.clone(),
+            }),
+        };
+        // Largest file first onto the least loaded group.
+        let group = groups
+            .iter_mut()
+            .min_by_key(|(bytes, _)| *bytes)
+            .expect("at least one group");
+        group.0 += file.size.max(1);
+        group.1.push(reader);
+    }
+    let partitions: Vec<Arc<dyn PartitionStream>> = groups
+        .into_iter()
+        .map(|(_, files)| -> Arc<dyn PartitionStream> {
+            Arc::new(FileSequence {
+                schema: schema.clone(),
+                files,
+            })
         })
         .collect();
     StreamingTable::try_new(schema, partitions)
+}
+
+/// One partition made of several files read in sequence; a file is opened only when the one
+/// before it is finished.
+#[derive(Debug)]
+struct FileSequence {
+    schema: SchemaRef,
+    files: Vec<Arc<dyn PartitionStream>>,
+}
+
+impl PartitionStream for FileSequence {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        use futures::StreamExt;
+        let files = self.files.clone();
+        let batches = futures::stream::iter(files)
+            .map(move |file| file.execute(ctx.clone()))
+            .flatten();
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
+    }
 }
