@@ -438,7 +438,7 @@ fn parse_count(text: &str) -> Result<u64, String> {
     let value: f64 = number
         .parse()
         .map_err(|_| format!("`{text}` is not a count like 1800000, 1.8M or 500K"))?;
-    if !(value >= 0.0) || value * scale > 1e13 {
+    if value.is_nan() || value < 0.0 || value * scale > 1e13 {
         return Err(format!("`{text}` is out of range"));
     }
     Ok((value * scale).round() as u64)
