@@ -164,11 +164,12 @@ def engine_command(engine, tally, data, province, work, times_json):
     out = work / f"{engine}.csv"
     validated, parquet = data / "validated", data / "parquet"
     state = f"sqlite://{work / 'state.db'}"
+    jobs = ["--jobs-dir", str(ROOT / "jobs")]
     if engine == "tally":
-        return [str(tally), "-q", "run", "--job", "province_sales", "--province", province,
+        return [str(tally), "-q", *jobs, "run", "--job", "province_sales", "--province", province,
                 "--input", str(validated), "--dry-run", "--format", "csv", "--state", state], out
     if engine == "tally-parquet":
-        return [str(tally), "-q", "run", "--job", "province_sales", "--province", province,
+        return [str(tally), "-q", *jobs, "run", "--job", "province_sales", "--province", province,
                 "--input", str(parquet), "--dry-run", "--format", "csv", "--state", state], out
     if engine == "tally-sinks":
         for old in ["hudi", "warehouse.db"]:
@@ -177,7 +178,7 @@ def engine_command(engine, tally, data, province, work, times_json):
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
-        return [str(tally), "-q", "run", "--job", "province_sales", "--province", province,
+        return [str(tally), "-q", *jobs, "run", "--job", "province_sales", "--province", province,
                 "--input", str(validated), "--table", str(work / "hudi"),
                 "--warehouse", f"sqlite://{work / 'warehouse.db'}", "--state", state], None
     if engine == "duckdb":

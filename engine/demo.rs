@@ -112,6 +112,7 @@ pub async fn run_demo(workdir: &Path, catalog: &JobCatalog, progress: &Progress)
             params: [("province".to_string(), SAMPLE_PROVINCE.to_string())].into(),
             input: validated.display().to_string(),
             max_bad_rows: 0,
+            memory_limit: None,
         },
         progress,
     )

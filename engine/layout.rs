@@ -170,7 +170,19 @@ pub fn parse_date(text: &str) -> Option<i32> {
     if text.len() < 8 || text.len() > 10 || !text.as_bytes()[0].is_ascii_digit() {
         return None;
     }
-    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    let date = match text.as_bytes() {
+        // The canonical form, parsed without a format interpreter: it is most of every file.
+        [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] => {
+            let digits = [*y0, *y1, *y2, *y3, *m0, *m1, *d0, *d1];
+            if !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let n = |a: u8, b: u8| u32::from(a - b'0') * 10 + u32::from(b - b'0');
+            let year = (n(*y0, *y1) * 100 + n(*y2, *y3)) as i32;
+            NaiveDate::from_ymd_opt(year, n(*m0, *m1), n(*d0, *d1))?
+        }
+        _ => NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?,
+    };
     Some(date.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE)
 }
 
@@ -506,6 +518,31 @@ mod tests {
         assert_eq!(parse_date("06/01/2016"), None);
         assert_eq!(parse_date("date"), None);
         assert_eq!(parse_date("2016-06-01x"), None);
+        assert_eq!(parse_date("2016-13-01"), None);
+        assert_eq!(parse_date("2016-00-10"), None);
+        assert_eq!(parse_date("2016-+6-01"), None);
+        assert_eq!(parse_date("2016-06-0 "), None);
+    }
+
+    #[test]
+    fn the_fast_date_path_agrees_with_chrono() {
+        use chrono::Datelike;
+        // Every day from 1900 to 2100, plus the invalid day numbers of each month.
+        for days in -25_567..47_482 {
+            let text = format_date(days);
+            assert_eq!(parse_date(&text), Some(days), "{text}");
+        }
+        for year in [1900, 2000, 2023, 2024] {
+            for month in 1..=12 {
+                for day in 28..=32 {
+                    let text = format!("{year:04}-{month:02}-{day:02}");
+                    let chrono = NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+                        .ok()
+                        .map(|d| d.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE);
+                    assert_eq!(parse_date(&text), chrono, "{text}");
+                }
+            }
+        }
     }
 
     #[test]

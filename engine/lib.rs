@@ -34,6 +34,7 @@
 //!     params: [("province".to_string(), "IL".to_string())].into(),
 //!     input: "validated/".to_string(),
 //!     max_bad_rows: 0,
+//!     memory_limit: None,
 //! };
 //! let result = run_job(&request, &tally::progress::Progress::hidden()).await?;
 //! println!("{}", result.summary.line());

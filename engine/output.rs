@@ -40,6 +40,58 @@ fn decimals_as_text(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
 }
 
+/// The CSV form of a UTC timestamp.
+const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+
+/// UTC microsecond timestamps as text, formatted once per distinct run of values: a job's
+/// `source_time` repeats for every row of a file, and formatting each row anew was a tenth of a
+/// province run.
+fn timestamps_as_text(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    use datafusion::arrow::array::{Array, AsArray, StringBuilder};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMicrosecondType};
+    let is_utc_micros = |t: &DataType| {
+        matches!(t, DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "UTC")
+    };
+    if !batch.schema().fields().iter().any(|f| is_utc_micros(f.data_type())) {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if !is_utc_micros(field.data_type()) {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+            continue;
+        }
+        let values = column.as_primitive::<TimestampMicrosecondType>();
+        let mut text = StringBuilder::with_capacity(values.len(), values.len() * 27);
+        let mut last: Option<(i64, String)> = None;
+        for i in 0..values.len() {
+            if values.is_null(i) {
+                text.append_null();
+                continue;
+            }
+            let v = values.value(i);
+            match &last {
+                Some((seen, formatted)) if *seen == v => text.append_value(formatted),
+                _ => {
+                    let formatted = chrono::DateTime::from_timestamp_micros(v)
+                        .ok_or_else(|| {
+                            ArrowError::CastError(format!("timestamp {v} is out of range"))
+                        })?
+                        .format(TIMESTAMP_FORMAT)
+                        .to_string();
+                    text.append_value(&formatted);
+                    last = Some((v, formatted));
+                }
+            }
+        }
+        fields.push(Field::new(field.name(), DataType::Utf8, field.is_nullable()));
+        columns.push(std::sync::Arc::new(text.finish()));
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
+}
+
 /// Writes `batches` to `out` in `format`.
 pub fn write_rows(
     format: OutputFormat,
@@ -51,13 +103,13 @@ pub fn write_rows(
         OutputFormat::Csv => {
             let mut writer = datafusion::arrow::csv::WriterBuilder::new()
                 .with_header(true)
-                .with_timestamp_tz_format("%Y-%m-%dT%H:%M:%S%.6fZ".to_string())
+                .with_timestamp_tz_format(TIMESTAMP_FORMAT.to_string())
                 .build(out);
             if batches.is_empty() {
                 writer.write(&RecordBatch::new_empty(schema.clone()))?;
             }
             for batch in batches {
-                writer.write(batch)?;
+                writer.write(&timestamps_as_text(batch)?)?;
             }
         }
         OutputFormat::Json => {

@@ -622,3 +622,44 @@ fn generated_validated_files_are_what_tally_validate_makes_of_the_raw_ones() {
         }
     }
 }
+
+#[test]
+fn a_memory_limit_spills_or_says_to_raise_it_and_never_changes_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen = dir.path().join("gen");
+    ok(&[
+        "generate",
+        "--transactions",
+        "150K",
+        "--forms",
+        "validated",
+        "--out",
+        gen.to_str().unwrap(),
+    ]);
+    let input = gen.join("validated");
+    let run_with = |limit: &str| {
+        run(&[
+            "run",
+            "--job",
+            "jobs/province_sales.sql",
+            "--province",
+            "IL",
+            "--input",
+            input.to_str().unwrap(),
+            "--dry-run",
+            "--memory-limit",
+            limit,
+        ])
+    };
+    let roomy = run_with("4G");
+    assert!(roomy.status.success());
+    let tight = run_with("64M");
+    assert!(tight.status.success(), "{}", String::from_utf8_lossy(&tight.stderr));
+    assert!(roomy.stdout == tight.stdout, "a memory limit changed the rows");
+    let starved = run_with("1M");
+    assert!(!starved.status.success());
+    let err = String::from_utf8_lossy(&starved.stderr);
+    assert!(err.contains("raise --memory-limit"), "{err}");
+    let nonsense = run_with("lots");
+    assert!(String::from_utf8_lossy(&nonsense.stderr).contains("not a size like 512M"));
+}

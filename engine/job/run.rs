@@ -60,7 +60,14 @@ pub struct RunRequest {
     pub input: String,
     /// Bad input rows tolerated (skipped and reported) before the run fails.
     pub max_bad_rows: u64,
+    /// Memory the query may hold (hash tables, sort buffers); beyond it, aggregations and sorts
+    /// spill to temporary files. `None`: [`DEFAULT_MEMORY_LIMIT`].
+    pub memory_limit: Option<u64>,
 }
+
+/// The query's memory budget when none is given: enough for a province of 10M transactions to
+/// run without spilling, and small enough that a 50M one stays well inside a 2 GiB machine share.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 1 << 30;
 
 /// The rows a run made, and what it read.
 #[derive(Debug)]
@@ -99,8 +106,14 @@ impl RunSummary {
     }
 }
 
-/// A DataFusion session sized for this machine.
+/// A DataFusion session sized for this machine, with unbounded memory (planning, small queries).
 pub fn session() -> SessionContext {
+    session_with_memory_limit(None)
+}
+
+/// A DataFusion session whose operators share `limit` bytes of memory fairly and spill to
+/// temporary files beyond it (`None`: no limit).
+pub fn session_with_memory_limit(limit: Option<u64>) -> SessionContext {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -109,7 +122,20 @@ pub fn session() -> SessionContext {
         .with_information_schema(false);
     // `VARCHAR` in a job's SQL means plain Utf8, the string type every sink and reader expects.
     config.options_mut().sql_parser.map_string_types_to_utf8view = false;
-    SessionContext::new_with_config(config)
+    let Some(limit) = limit else {
+        return SessionContext::new_with_config(config);
+    };
+    let pool = datafusion::execution::memory_pool::FairSpillPool::new(limit as usize);
+    match datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(pool))
+        .build_arc()
+    {
+        Ok(runtime) => SessionContext::new_with_config_rt(config, runtime),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set up the memory pool; running without a limit");
+            SessionContext::new_with_config(config)
+        }
+    }
 }
 
 /// The job's parameters as SQL values (`$province` → `'IL'`), bound by DataFusion rather than
@@ -166,7 +192,7 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
     tracing::info!(job = %job.name, files = files.len(), input = %location.url, "running job");
 
     let stats = Arc::new(SourceStats::new(request.max_bad_rows));
-    let ctx = session();
+    let ctx = session_with_memory_limit(Some(request.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT)));
     let table = input_table(
         &files,
         &job.input.layout,
@@ -197,7 +223,19 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
     let batches = frame.collect().await;
     ticker.abort();
     bar.finish_and_clear();
-    let batches = batches.map_err(|e| query_err(&e))?;
+    let batches = batches.map_err(|e| {
+        let limit = request.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT);
+        match e.find_root() {
+            datafusion::error::DataFusionError::ResourcesExhausted(_) => RunError::Query {
+                job: job.name.clone(),
+                message: format!(
+                    "the query needs more than --memory-limit {} MiB even when spilling to disk; raise --memory-limit ({e})",
+                    limit >> 20
+                ),
+            },
+            _ => query_err(&e),
+        }
+    })?;
     check_unique_keys(job, &schema, &batches)?;
 
     let summary = RunSummary {

@@ -45,25 +45,43 @@ impl PartitionStream for CsvPartition {
             self.stats.clone(),
         );
         tokio::spawn(async move {
-            let body = match file.store.get(&file.path).await {
-                Ok(body) => body.into_stream().map_err(std::io::Error::other),
-                Err(e) => {
-                    let _ = tx
-                        .send(Err(DataFusionError::Execution(format!(
-                            "cannot read {}: {e}",
-                            file.url
-                        ))))
-                        .await;
-                    return;
-                }
-            };
-            let reader = SyncIoBridge::new(StreamReader::new(body));
             let error_tx = tx.clone();
             let url = file.url.clone();
-            let joined = tokio::task::spawn_blocking(move || {
-                read_csv(reader, &file, &layout, &schema, &stats, &tx)
-            })
-            .await;
+            let joined = match file.local_path.clone() {
+                // A local file is read with plain blocking reads on the parsing thread: going
+                // through the object store would cost a thread hand-off per small chunk.
+                Some(path) => {
+                    tokio::task::spawn_blocking(move || match std::fs::File::open(&path) {
+                        Ok(reader) => read_csv(reader, &file, &layout, &schema, &stats, &tx),
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(DataFusionError::Execution(format!(
+                                "cannot read {}: {e}",
+                                file.url
+                            ))));
+                        }
+                    })
+                    .await
+                }
+                None => {
+                    let body = match file.store.get(&file.path).await {
+                        Ok(body) => body.into_stream().map_err(std::io::Error::other),
+                        Err(e) => {
+                            let _ = tx
+                                .send(Err(DataFusionError::Execution(format!(
+                                    "cannot read {}: {e}",
+                                    file.url
+                                ))))
+                                .await;
+                            return;
+                        }
+                    };
+                    let reader = SyncIoBridge::new(StreamReader::new(body));
+                    tokio::task::spawn_blocking(move || {
+                        read_csv(reader, &file, &layout, &schema, &stats, &tx)
+                    })
+                    .await
+                }
+            };
             if let Err(e) = joined {
                 let _ = error_tx
                     .send(Err(DataFusionError::Execution(format!(

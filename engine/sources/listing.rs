@@ -35,6 +35,8 @@ pub struct InputFile {
     pub url: String,
     pub store: Arc<dyn ObjectStore>,
     pub path: Path,
+    /// The file on disk, for local inputs: read directly rather than through the object store.
+    pub local_path: Option<std::path::PathBuf>,
     pub size: u64,
     /// When the file's data was produced (see [`Location::source_time`]).
     pub source_time: DateTime<Utc>,
@@ -76,6 +78,7 @@ pub async fn list_inputs(
         let source_time = location.source_time(&entry).await?;
         inputs.push(InputFile {
             url: location.child_url(&entry.name),
+            local_path: location.local_path(&entry.name),
             name: entry.name,
             store: location.store.clone(),
             path: entry.path,
