@@ -433,10 +433,24 @@ struct GenerateArgs {
 /// Parses a size in bytes: `1073741824`, `512M`, `1.5G` (binary units).
 fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let (number, scale) = match text.to_ascii_uppercase().trim_end_matches(['B', 'I']).chars().last() {
-        Some('K') => (&text[..text.to_ascii_uppercase().find('K').unwrap_or(text.len())], 1u64 << 10),
-        Some('M') => (&text[..text.to_ascii_uppercase().find('M').unwrap_or(text.len())], 1 << 20),
-        Some('G') => (&text[..text.to_ascii_uppercase().find('G').unwrap_or(text.len())], 1 << 30),
+    let (number, scale) = match text
+        .to_ascii_uppercase()
+        .trim_end_matches(['B', 'I'])
+        .chars()
+        .last()
+    {
+        Some('K') => (
+            &text[..text.to_ascii_uppercase().find('K').unwrap_or(text.len())],
+            1u64 << 10,
+        ),
+        Some('M') => (
+            &text[..text.to_ascii_uppercase().find('M').unwrap_or(text.len())],
+            1 << 20,
+        ),
+        Some('G') => (
+            &text[..text.to_ascii_uppercase().find('G').unwrap_or(text.len())],
+            1 << 30,
+        ),
         _ => (text, 1),
     };
     let value: f64 = number

@@ -48,11 +48,16 @@ const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 /// province run.
 fn timestamps_as_text(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     use datafusion::arrow::array::{Array, AsArray, StringBuilder};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMicrosecondType};
-    let is_utc_micros = |t: &DataType| {
-        matches!(t, DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "UTC")
+    use datafusion::arrow::datatypes::{
+        DataType, Field, Schema, TimeUnit, TimestampMicrosecondType,
     };
-    if !batch.schema().fields().iter().any(|f| is_utc_micros(f.data_type())) {
+    let is_utc_micros = |t: &DataType| matches!(t, DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "UTC");
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| is_utc_micros(f.data_type()))
+    {
         return Ok(batch.clone());
     }
     let mut fields = Vec::with_capacity(batch.num_columns());
@@ -86,7 +91,11 @@ fn timestamps_as_text(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
                 }
             }
         }
-        fields.push(Field::new(field.name(), DataType::Utf8, field.is_nullable()));
+        fields.push(Field::new(
+            field.name(),
+            DataType::Utf8,
+            field.is_nullable(),
+        ));
         columns.push(std::sync::Arc::new(text.finish()));
     }
     RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)

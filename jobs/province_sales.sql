@@ -45,15 +45,21 @@ WITH per_file AS (
     GROUP BY store_id, item_id, trans_date, source_file, source_time
 ),
 -- Stores send cumulative files: when several files carry the same store-item-day, the newest
--- file's totals win (by source time, then by file name).
-ranked AS (
+-- file's totals win (by source time, then by file name). Ordered by key and newest file first,
+-- the winner is each key's first row: the row whose predecessor has another key. (This reads the
+-- same as ROW_NUMBER() OVER (PARTITION BY key ...) = 1, but runs as one sorted pass instead of
+-- hundreds of thousands of tiny window partitions: about 20% of a province run, measured with
+-- benches/compare.py.)
+ordered AS (
     SELECT
         *,
-        ROW_NUMBER() OVER (
-            PARTITION BY store_id, item_id, trans_date
-            ORDER BY source_time DESC, source_file DESC
-        ) AS version_rank
+        LAG(store_id) OVER newest_first AS previous_store_id,
+        LAG(item_id) OVER newest_first AS previous_item_id,
+        LAG(trans_date) OVER newest_first AS previous_trans_date
     FROM per_file
+    WINDOW newest_first AS (
+        ORDER BY store_id, item_id, trans_date, source_time DESC, source_file DESC
+    )
 )
 SELECT
     CAST($province AS VARCHAR) AS province,
@@ -65,6 +71,8 @@ SELECT
     CAST(discount_amount AS DECIMAL(18, 2)) AS discount_amount,
     source_file,
     source_time
-FROM ranked
-WHERE version_rank = 1
+FROM ordered
+WHERE (previous_store_id IS DISTINCT FROM store_id)
+   OR (previous_item_id IS DISTINCT FROM item_id)
+   OR (previous_trans_date IS DISTINCT FROM trans_date)
 ORDER BY store_id, item_id, trans_date

@@ -654,8 +654,15 @@ fn a_memory_limit_spills_or_says_to_raise_it_and_never_changes_rows() {
     let roomy = run_with("4G");
     assert!(roomy.status.success());
     let tight = run_with("64M");
-    assert!(tight.status.success(), "{}", String::from_utf8_lossy(&tight.stderr));
-    assert!(roomy.stdout == tight.stdout, "a memory limit changed the rows");
+    assert!(
+        tight.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tight.stderr)
+    );
+    assert!(
+        roomy.stdout == tight.stdout,
+        "a memory limit changed the rows"
+    );
     let starved = run_with("1M");
     assert!(!starved.status.success());
     let err = String::from_utf8_lossy(&starved.stderr);
