@@ -433,25 +433,14 @@ struct GenerateArgs {
 /// Parses a size in bytes: `1073741824`, `512M`, `1.5G` (binary units).
 fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let (number, scale) = match text
-        .to_ascii_uppercase()
-        .trim_end_matches(['B', 'I'])
-        .chars()
-        .last()
-    {
-        Some('K') => (
-            &text[..text.to_ascii_uppercase().find('K').unwrap_or(text.len())],
-            1u64 << 10,
-        ),
-        Some('M') => (
-            &text[..text.to_ascii_uppercase().find('M').unwrap_or(text.len())],
-            1 << 20,
-        ),
-        Some('G') => (
-            &text[..text.to_ascii_uppercase().find('G').unwrap_or(text.len())],
-            1 << 30,
-        ),
-        _ => (text, 1),
+    let upper = text.to_ascii_uppercase();
+    // `M`, `MB`, `MiB` all mean mebibytes.
+    let stem = upper.trim_end_matches(['B', 'I']);
+    let (number, scale) = match stem.chars().last() {
+        Some('K') => (&stem[..stem.len() - 1], 1u64 << 10),
+        Some('M') => (&stem[..stem.len() - 1], 1 << 20),
+        Some('G') => (&stem[..stem.len() - 1], 1 << 30),
+        _ => (upper.as_str(), 1),
     };
     let value: f64 = number
         .trim()

@@ -537,23 +537,29 @@ fn a_job_making_two_rows_for_one_key_is_stopped_before_writing() {
 fn generated_validated_files_are_what_tally_validate_makes_of_the_raw_ones() {
     let dir = tempfile::tempdir().unwrap();
     let gen = dir.path().join("gen");
-    ok(&[
-        "generate",
-        "--transactions",
-        "30K",
-        "--stores",
-        "7",
-        "--items",
-        "300",
-        "--days",
-        "2",
-        "--bad-row-every",
-        "997",
-        "--seed",
-        "7",
-        "--out",
-        gen.to_str().unwrap(),
-    ]);
+    // One small shape, written whole or as the validated files only.
+    let generate = |out: &Path, forms: &str| {
+        ok(&[
+            "generate",
+            "--transactions",
+            "30K",
+            "--stores",
+            "7",
+            "--items",
+            "300",
+            "--days",
+            "2",
+            "--bad-row-every",
+            "997",
+            "--seed",
+            "7",
+            "--forms",
+            forms,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+    };
+    generate(&gen, "raw,validated,parquet");
     let revalidated = dir.path().join("revalidated");
     validate(&gen.join("raw"), &revalidated);
     let mut names: Vec<_> = std::fs::read_dir(gen.join("validated"))
@@ -579,25 +585,7 @@ fn generated_validated_files_are_what_tally_validate_makes_of_the_raw_ones() {
     );
     // The same seed gives the same bytes; the Parquet files give the same job result as the CSV.
     let again = dir.path().join("again");
-    ok(&[
-        "generate",
-        "--transactions",
-        "30K",
-        "--stores",
-        "7",
-        "--items",
-        "300",
-        "--days",
-        "2",
-        "--bad-row-every",
-        "997",
-        "--seed",
-        "7",
-        "--forms",
-        "validated",
-        "--out",
-        again.to_str().unwrap(),
-    ]);
+    generate(&again, "validated");
     for name in &names {
         assert_eq!(
             std::fs::read(gen.join("validated").join(name)).unwrap(),
