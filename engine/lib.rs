@@ -16,6 +16,7 @@
 //! | sinks: Hudi copy-on-write tables | [`sinks`] |
 //! | SQL over a table's snapshot | [`query`] |
 //! | runs, files and jobs on record | [`state`] |
+//! | URLs that carry secrets: references, redaction | [`secrets`] |
 //! | when jobs run (scheduling) | [`control`] |
 //! | printing rows | [`output`] |
 //! | the bundled end-to-end demo | [`demo`] |
@@ -49,6 +50,7 @@ pub mod layout;
 pub mod output;
 pub mod progress;
 pub mod query;
+pub mod secrets;
 pub mod sinks;
 pub mod sources;
 pub mod state;
@@ -62,4 +64,12 @@ pub fn failpoint(name: &str) {
         eprintln!("tally: failpoint `{name}` reached: aborting");
         std::process::abort();
     }
+}
+
+/// Test hook for failure paths: true when `TALLY_FAILPOINT` is `NAME=error`, so the caller fails
+/// here as if the operation after it had failed; `NAME` alone aborts, as [`failpoint`] does.
+pub fn failpoint_error(name: &str) -> bool {
+    failpoint(name);
+    std::env::var("TALLY_FAILPOINT")
+        .is_ok_and(|v| v.strip_suffix("=error").is_some_and(|n| n == name))
 }

@@ -9,14 +9,14 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use tally::job::{explain_job, output_schema, run_job, JobCatalog, RunRequest};
+mod cli;
+
+use cli::run::RunArgs;
+use cli::{connect_state, parse_count, parse_param};
+use tally::job::{explain_job, output_schema, JobCatalog};
 use tally::layout::LayoutSet;
 use tally::output::{write_rows, OutputFormat};
 use tally::progress::Progress;
-use tally::sinks::hudi::{HudiSink, UpsertOptions};
-use tally::sinks::warehouse::WarehouseSink;
-use tally::sinks::{deliver, JobRows, Sink};
-use tally::state::{RunCounts, StateStore};
 use tally::validate::{summary_line, validate, ValidateOptions};
 
 #[derive(Parser)]
@@ -162,63 +162,6 @@ struct ValidateArgs {
     json: bool,
 }
 
-#[derive(Args)]
-struct RunArgs {
-    /// The job: a path to a .sql file or the name of a job in the jobs folder.
-    #[arg(long)]
-    job: String,
-    /// Province code; sets the job's `province` parameter.
-    #[arg(long)]
-    province: Option<String>,
-    /// Other job parameters, NAME=VALUE (repeatable).
-    #[arg(long = "param", value_parser = parse_param)]
-    params: Vec<(String, String)>,
-    /// Folder of validated input files: a path, file:// or s3:// URL.
-    #[arg(long)]
-    input: String,
-    /// Compute and print the rows; write nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Also write the rows to this local file (in --format).
-    #[arg(long)]
-    output: Option<PathBuf>,
-    /// Upsert the rows into the Hudi copy-on-write table at this URL (created on first write).
-    #[arg(long)]
-    table: Option<String>,
-    /// Upsert the rows into the job's warehouse table: sqlite://PATH, postgres://...,
-    /// redshift://... (wire protocol) or redshift-data://CLUSTER/DB?db_user=..&iam_role=..&staging=s3://...
-    #[arg(long)]
-    warehouse: Option<String>,
-    /// Do not create the warehouse table when it is missing (fail instead).
-    #[arg(long)]
-    no_create_table: bool,
-    /// Hudi: target size of a base file in MiB before new file groups start.
-    #[arg(long, default_value_t = 120)]
-    hudi_target_file_mb: u64,
-    /// Hudi: committed versions kept per file group; older ones are cleaned after each commit.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
-    hudi_retain_versions: u64,
-    /// How rows are printed.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Csv)]
-    format: OutputFormat,
-    /// Bad input rows to skip (and report) before the run fails.
-    #[arg(long, default_value_t = 0)]
-    max_bad_rows: u64,
-    /// Memory the query may use for hash tables and sorts (e.g. 512M, 4G); beyond it, it spills
-    /// to temporary files (TMPDIR). Default: 1G.
-    #[arg(long, value_parser = parse_bytes)]
-    memory_limit: Option<u64>,
-    /// Write the run summary as JSON to this file.
-    #[arg(long)]
-    summary_json: Option<PathBuf>,
-    /// State store that records the run (sqlite://PATH, mysql://..., postgres://...).
-    #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
-    state: String,
-    /// The aggr_job_configuration row this run belongs to (set by `tally schedule`).
-    #[arg(long)]
-    job_config_id: Option<String>,
-}
-
 #[derive(Subcommand)]
 enum JobsCommand {
     /// List the jobs (folder and built-in).
@@ -254,7 +197,8 @@ struct TrackArgs {
     /// S3 event notification JSON: a file path, or - for standard input.
     #[arg(long)]
     s3_event: Option<String>,
-    /// The state store.
+    /// The state store: sqlite://PATH, mysql://..., postgres://..., or env:NAME or a Secrets
+    /// Manager ARN holding the URL.
     #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
     state: String,
 }
@@ -270,12 +214,18 @@ struct ScheduleArgs {
     /// EMR: where the bootstrap action installed tally on the nodes.
     #[arg(long, default_value = "/usr/local/bin/tally")]
     emr_tally_path: String,
-    /// The state store.
+    /// The state store: sqlite://PATH, mysql://..., postgres://..., or env:NAME or a Secrets
+    /// Manager ARN holding the URL.
     #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
     state: String,
-    /// Seconds without a heartbeat after which a RUNNING run counts as failed.
+    /// Seconds without a heartbeat after which a RUNNING run counts as failed (and a claim that
+    /// never became a run is released).
     #[arg(long, default_value_t = 300)]
     lease_secs: u64,
+    /// EMR: how the step's run finds the state store, when --state carries a password (which
+    /// the step's arguments would show): env:NAME or a Secrets Manager ARN, as the nodes see it.
+    #[arg(long)]
+    step_state: Option<String>,
     /// Seconds a job's extra criteria may take.
     #[arg(long, default_value_t = 30)]
     criteria_timeout_secs: u64,
@@ -292,7 +242,8 @@ enum ExecutorArg {
 
 #[derive(Args)]
 struct MonitorArgs {
-    /// The state store.
+    /// The state store: sqlite://PATH, mysql://..., postgres://..., or env:NAME or a Secrets
+    /// Manager ARN holding the URL.
     #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
     state: String,
     /// Print the decisions as JSON.
@@ -337,10 +288,21 @@ struct RegisterArgs {
     /// Hudi table the scheduled run upserts into.
     #[arg(long)]
     table: Option<String>,
-    /// Warehouse the scheduled run upserts into.
+    /// Warehouse the scheduled run upserts into: a URL (kept in the state store), or where it is:
+    /// env:NAME (as the run sees its environment) or a Secrets Manager ARN.
     #[arg(long)]
     warehouse: Option<String>,
-    /// The state store.
+    /// Retries of a failed run, over the same files, before the job waits for new files.
+    #[arg(long, default_value_t = 3)]
+    max_retries: u32,
+    /// Seconds before the second retry; each further retry waits twice as long.
+    #[arg(long, default_value_t = 60)]
+    retry_backoff_secs: u64,
+    /// The longest wait between two retries, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    max_retry_backoff_secs: u64,
+    /// The state store: sqlite://PATH, mysql://..., postgres://..., or env:NAME or a Secrets
+    /// Manager ARN holding the URL.
     #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
     state: String,
 }
@@ -430,53 +392,6 @@ struct GenerateArgs {
     forms: Vec<String>,
 }
 
-/// Parses a size in bytes: `1073741824`, `512M`, `1.5G` (binary units).
-fn parse_bytes(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let upper = text.to_ascii_uppercase();
-    // `M`, `MB`, `MiB` all mean mebibytes.
-    let stem = upper.trim_end_matches(['B', 'I']);
-    let (number, scale) = match stem.chars().last() {
-        Some('K') => (&stem[..stem.len() - 1], 1u64 << 10),
-        Some('M') => (&stem[..stem.len() - 1], 1 << 20),
-        Some('G') => (&stem[..stem.len() - 1], 1 << 30),
-        _ => (upper.as_str(), 1),
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like 512M or 2G"))?;
-    if value.is_nan() || value <= 0.0 || value * scale as f64 > 1e15 {
-        return Err(format!("`{text}` is out of range"));
-    }
-    Ok((value * scale as f64) as u64)
-}
-
-/// Parses `1800000`, `1.8M`, `500K`.
-fn parse_count(text: &str) -> Result<u64, String> {
-    let text = text.trim().replace('_', "");
-    let (number, scale) = match text.chars().last() {
-        Some('k' | 'K') => (&text[..text.len() - 1], 1e3),
-        Some('m' | 'M') => (&text[..text.len() - 1], 1e6),
-        Some('g' | 'G' | 'b' | 'B') => (&text[..text.len() - 1], 1e9),
-        _ => (text.as_str(), 1.0),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a count like 1800000, 1.8M or 500K"))?;
-    if value.is_nan() || value < 0.0 || value * scale > 1e13 {
-        return Err(format!("`{text}` is out of range"));
-    }
-    Ok((value * scale).round() as u64)
-}
-
-fn parse_param(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))
-}
-
 fn init_logging(global: &GlobalArgs) {
     use tracing_subscriber::EnvFilter;
     let default = match global.verbose {
@@ -531,7 +446,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
     let catalog = JobCatalog::new(&cli.global.jobs_dir, layouts.clone());
     match cli.command {
         Command::Validate(args) => cmd_validate(args, layouts, &progress).await,
-        Command::Run(args) => cmd_run(args, &catalog, &progress).await,
+        Command::Run(args) => cli::run::run(args, &catalog, &progress).await,
         Command::Jobs(cmd) => cmd_jobs(cmd, &catalog).await,
         Command::Warehouse(WarehouseCommand::Ddl { job, dialect }) => {
             use tally::sinks::warehouse::dialect::{Dialect, TableSpec};
@@ -557,6 +472,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Schedule(args) => {
+            let (state, state_url) = connect_state(&args.state).await?;
             let executor = match args.executor {
                 ExecutorArg::Local => tally::control::Executor::Local {
                     tally: std::env::current_exe().context("cannot find the tally binary")?,
@@ -570,11 +486,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
             };
             let options = tally::control::ScheduleOptions {
                 executor,
-                state_url: args.state.clone(),
+                state_url: state_url.clone(),
+                step_state: args.step_state.clone(),
                 lease: std::time::Duration::from_secs(args.lease_secs),
                 criteria_timeout: std::time::Duration::from_secs(args.criteria_timeout_secs),
             };
-            let state = StateStore::connect(&args.state).await?;
             let decisions = tally::control::schedule(&state, &options).await?;
             state.close().await;
             if args.json {
@@ -587,7 +503,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Monitor(args) => {
-            let state = StateStore::connect(&args.state).await?;
+            let (state, _) = connect_state(&args.state).await?;
             let decisions = tally::control::monitor(&state, &emr_client().await).await?;
             state.close().await;
             if args.json {
@@ -612,12 +528,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     std::fs::read_to_string(source)
                         .with_context(|| format!("cannot read {source}"))?
                 };
-                files.extend(tally::state::files_from_s3_event(&text).map_err(anyhow::Error::msg)?);
+                files.extend(tally::state::files_from_s3_event(&text)?);
             }
             if files.is_empty() {
                 bail!("nothing to track: pass --file URL or --s3-event FILE");
             }
-            let state = StateStore::connect(&args.state).await?;
+            let (state, _) = connect_state(&args.state).await?;
             let n = state.track_files(&files).await?;
             state.close().await;
             eprintln!("tally track: {n} files recorded as validated");
@@ -747,163 +663,6 @@ fn default_parallelism() -> usize {
         .unwrap_or(2)
 }
 
-async fn cmd_run(args: RunArgs, catalog: &JobCatalog, progress: &Progress) -> Result<()> {
-    let job = catalog.find(&args.job)?;
-    let mut params: BTreeMap<String, String> = args.params.iter().cloned().collect();
-    if let Some(p) = args.province.clone() {
-        params.insert("province".into(), p);
-    }
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if let Some(url) = &args.table {
-        sinks.push(Box::new(HudiSink {
-            url: url.clone(),
-            options: UpsertOptions {
-                target_file_bytes: args.hudi_target_file_mb.max(1) << 20,
-                retain_versions: args.hudi_retain_versions as usize,
-                ..Default::default()
-            },
-        }));
-    }
-    if let Some(url) = &args.warehouse {
-        sinks.push(Box::new(WarehouseSink::new(url, !args.no_create_table)));
-    }
-    if !args.dry_run && args.output.is_none() && sinks.is_empty() {
-        bail!(
-            "nothing to write to: pass --table URL, --warehouse URL, --output FILE, or --dry-run to print the rows"
-        );
-    }
-    let request = RunRequest {
-        job,
-        params,
-        input: args.input.clone(),
-        max_bad_rows: args.max_bad_rows,
-        memory_limit: args.memory_limit,
-    };
-    if args.dry_run {
-        // A dry run writes nothing, the state store included.
-        execute_run(&args, &request, &sinks, progress).await?;
-        return Ok(());
-    }
-    // The run reports itself: RUNNING now (with a heartbeat), then COMPLETED or FAILED.
-    let state = StateStore::connect(&args.state).await?;
-    let province = request.params.get("province").map(String::as_str);
-    let config_id = args.job_config_id.as_deref();
-    let run_id = state
-        .start_run(&request.job.name, config_id, province)
-        .await?;
-    let heartbeat = {
-        let state_url = args.state.clone();
-        let run_id = run_id.clone();
-        tokio::spawn(async move {
-            let Ok(store) = StateStore::connect(&state_url).await else {
-                return;
-            };
-            loop {
-                tokio::time::sleep(HEARTBEAT_EVERY).await;
-                if let Err(e) = store.heartbeat(&run_id).await {
-                    tracing::warn!(error = %e, "heartbeat failed");
-                }
-            }
-        })
-    };
-    let outcome = execute_run(&args, &request, &sinks, progress).await;
-    heartbeat.abort();
-    match &outcome {
-        Ok(counts) => state.complete_run(&run_id, config_id, counts).await?,
-        Err(e) => {
-            state
-                .fail_run(&run_id, config_id, &format!("{e:#}"))
-                .await?
-        }
-    }
-    state.close().await;
-    outcome.map(|_| ())
-}
-
-/// How often a running job tells the state store it is alive (its lease is a few of these).
-const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The run itself: compute the rows, print or deliver them, and say what happened.
-async fn execute_run(
-    args: &RunArgs,
-    request: &RunRequest,
-    sinks: &[Box<dyn Sink>],
-    progress: &Progress,
-) -> Result<RunCounts> {
-    let result = run_job(request, progress).await?;
-    if let Some(path) = &args.output {
-        let mut file = std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?,
-        );
-        write_rows(args.format, &result.schema, &result.batches, &mut file)?;
-        file.flush()?;
-    }
-    if args.dry_run {
-        let stdout = std::io::stdout();
-        let mut out = std::io::BufWriter::new(stdout.lock());
-        write_rows(args.format, &result.schema, &result.batches, &mut out)?;
-        out.flush()?;
-    }
-    let s = &result.summary;
-    eprintln!(
-        "tally run: job {} {}: {}",
-        s.job,
-        describe_params(&s.params),
-        s.line()
-    );
-    let mut reports = Vec::new();
-    if args.dry_run {
-        if !sinks.is_empty() {
-            eprintln!("tally run: --dry-run: nothing was written to the sinks");
-        }
-    } else {
-        let rows = JobRows {
-            job: &request.job,
-            schema: result.schema.clone(),
-            batches: &result.batches,
-        };
-        reports = deliver(&rows, sinks).await?;
-        for r in &reports {
-            eprintln!("tally run: {} {}: {}", r.sink, r.target, r.summary);
-            for statement in r.details["athena_add_partitions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                if let Some(text) = statement.as_str() {
-                    println!("{text}");
-                }
-            }
-        }
-    }
-    for bad in &s.bad_row_samples {
-        eprintln!("  skipped bad row: {bad}");
-    }
-    if let Some(path) = &args.summary_json {
-        let summary = serde_json::json!({ "run": s, "sinks": reports });
-        std::fs::write(path, serde_json::to_string_pretty(&summary)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    let hudi_instant = reports
-        .iter()
-        .find_map(|r| r.details["figures"]["instant"].as_str().map(str::to_string));
-    Ok(RunCounts {
-        rows_in: s.rows_in,
-        bad_rows: s.bad_rows,
-        rows_out: s.rows_out,
-        hudi_instant,
-    })
-}
-
-fn describe_params(params: &BTreeMap<String, String>) -> String {
-    params
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 async fn cmd_jobs(cmd: JobsCommand, catalog: &JobCatalog) -> Result<()> {
     match cmd {
         JobsCommand::List => {
@@ -974,15 +733,20 @@ async fn cmd_jobs(cmd: JobsCommand, catalog: &JobCatalog) -> Result<()> {
                 input_pattern,
                 min_file_count: args.min_files,
                 criteria_sql: args.criteria.clone(),
-                params: serde_json::json!({
-                    "job": job.name,
-                    "params": params,
-                    "input": args.input,
-                    "table": args.table,
-                    "warehouse": args.warehouse,
-                }),
+                params: tally::state::JobParams {
+                    job: job.name.clone(),
+                    params,
+                    input: args.input.clone(),
+                    table: args.table.clone(),
+                    warehouse: args.warehouse.clone(),
+                    retry: tally::state::RetryPolicy {
+                        max_retries: args.max_retries,
+                        backoff_secs: args.retry_backoff_secs,
+                        max_backoff_secs: args.max_retry_backoff_secs,
+                    },
+                },
             };
-            let state = StateStore::connect(&args.state).await?;
+            let (state, _) = connect_state(&args.state).await?;
             state.register_job(&config).await?;
             state.close().await;
             println!(

@@ -59,6 +59,67 @@ pub struct Location {
     pub local_root: Option<PathBuf>,
 }
 
+/// The files directly in a local folder; see [`Location::list_files`].
+fn list_local_files(root: &FsPath) -> Result<Vec<FileEntry>, StorageError> {
+    let entries = std::fs::read_dir(root).map_err(|cause| StorageError::Local {
+        path: root.display().to_string(),
+        cause,
+    })?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(folder = %root.display(), error = %e, "skipped an entry that cannot be read");
+                continue;
+            }
+        };
+        let shown = entry.path().display().to_string();
+        let Ok(name) = entry.file_name().into_string() else {
+            tracing::warn!(file = %shown, "skipped a file whose name is not UTF-8");
+            continue;
+        };
+        let metadata = match std::fs::metadata(entry.path()) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(file = %shown, error = %e, "skipped a file that cannot be read (a broken link?)");
+                continue;
+            }
+        };
+        if !metadata.is_file() {
+            continue;
+        }
+        // object_store's own temporary files while it writes (`name#123`).
+        if name
+            .rsplit_once('#')
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        let representable = !name.chars().any(char::is_control)
+            && Path::parse(&name).is_ok_and(|p| p.filename() == Some(name.as_str()));
+        if !representable {
+            tracing::warn!(file = %shown, "skipped a file whose name cannot be an object path (control characters or reserved forms)");
+            continue;
+        }
+        let last_modified = metadata
+            .modified()
+            .map(DateTime::<Utc>::from)
+            .map_err(|cause| StorageError::Local {
+                path: shown.clone(),
+                cause,
+            })?;
+        files.push(FileEntry {
+            path: Path::from(name.as_str()),
+            name,
+            size: metadata.len(),
+            last_modified,
+        });
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(files)
+}
+
 /// One file found in a [`Location`].
 #[derive(Debug, Clone)]
 pub struct FileEntry {
@@ -152,8 +213,20 @@ impl Location {
         self.local_root.as_ref().map(|r| r.join(name))
     }
 
-    /// Lists the files directly in this folder (not in sub-folders), sorted by name.
+    /// Lists the files directly in this folder (not in sub-folders), sorted by name. Local
+    /// entries that cannot be files of a job (names that are not UTF-8, hold control characters
+    /// or are not a valid object path, broken links) are skipped with a warning naming them,
+    /// rather than failing the whole folder.
     pub async fn list_files(&self) -> Result<Vec<FileEntry>, StorageError> {
+        if let Some(root) = &self.local_root {
+            let root = root.clone();
+            return tokio::task::spawn_blocking(move || list_local_files(&root))
+                .await
+                .map_err(|e| StorageError::Local {
+                    path: self.url.clone(),
+                    cause: std::io::Error::other(e),
+                })?;
+        }
         let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
         let listing = self
             .store

@@ -372,8 +372,7 @@ fn convert_lines<R: std::io::Read>(
         (|| {
             loop {
                 buf.clear();
-                let n = lines
-                    .read_until(b'\n', &mut buf)
+                let (n, overlong) = read_line_capped(&mut lines, &mut buf, MAX_LINE_BYTES)
                     .map_err(|e| format!("read failed after line {}: {e}", pass.counts.lines))?;
                 if n == 0 {
                     break;
@@ -395,8 +394,22 @@ fn convert_lines<R: std::io::Read>(
                     pass.counts.blank += 1;
                     continue;
                 }
-                if line[0] == b'-' {
+                if line[0] == b'-' && !overlong {
                     pass.counts.junk += 1;
+                    continue;
+                }
+                // Lines no row could be: too long to hold (a file without newlines), or holding
+                // a NUL byte, which no layout allows and PostgreSQL refuses in text.
+                let refused = if overlong {
+                    Some(format!(
+                        "line longer than {MAX_LINE_BYTES} bytes ({n} bytes; quarantined truncated)"
+                    ))
+                } else {
+                    memchr::memchr(0, line).map(|at| format!("line contains a NUL byte (byte {})", at + 1))
+                };
+                if let Some(reason) = refused {
+                    seen_content = true;
+                    quarantine(&mut pass, &quarantine_target, file_name, &reason, line)?;
                     continue;
                 }
                 let mut fields = recycle(std::mem::take(&mut spare_fields));
@@ -425,23 +438,7 @@ fn convert_lines<R: std::io::Read>(
                         pass.counts.rows += 1;
                     }
                     Err(reason) => {
-                        pass.counts.bad += 1;
-                        let q = pass.quarantine.get_or_insert_with(|| {
-                            let (location, path, handle) = quarantine_target.clone();
-                            CsvSink::new(ObjectWriter::new(location.store, path), handle)
-                        });
-                        if pass.counts.bad == 1 {
-                            q.write(["file", "line", "reason", "raw"])
-                                .map_err(|e| format!("cannot write quarantine: {e}"))?;
-                        }
-                        let line_no = pass.counts.lines.to_string();
-                        q.write([
-                            file_name.as_bytes(),
-                            line_no.as_bytes(),
-                            reason.as_bytes(),
-                            line,
-                        ])
-                        .map_err(|e| format!("cannot write quarantine: {e}"))?;
+                        quarantine(&mut pass, &quarantine_target, file_name, &reason, line)?;
                     }
                 }
                 spare_fields = recycle(fields);
@@ -458,6 +455,69 @@ fn convert_lines<R: std::io::Read>(
     bar.inc(unreported_bytes);
     pass.error = result.err();
     pass
+}
+
+/// The longest line validation holds in memory. A longer one (a file without newlines, say) is
+/// read through without being kept and quarantined, truncated to this length.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Reads one line, through its `\n`, into `buf`, keeping at most `cap` bytes of it; returns the
+/// bytes consumed and whether the line was longer than `cap`.
+fn read_line_capped<R: BufRead>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<(usize, bool)> {
+    let mut consumed = 0;
+    let mut overlong = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok((consumed, overlong));
+        }
+        let (done, used) = match memchr::memchr(b'\n', available) {
+            Some(i) => (true, i + 1),
+            None => (false, available.len()),
+        };
+        let room = cap.saturating_sub(buf.len());
+        if used <= room {
+            buf.extend_from_slice(&available[..used]);
+        } else {
+            buf.extend_from_slice(&available[..room]);
+            overlong = true;
+        }
+        reader.consume(used);
+        consumed += used;
+        if done {
+            return Ok((consumed, overlong));
+        }
+    }
+}
+
+/// Counts a refused line and writes it to the file's quarantine (created at the first one).
+fn quarantine(
+    pass: &mut Pass,
+    target: &(Location, object_store::path::Path, tokio::runtime::Handle),
+    file_name: &str,
+    reason: &str,
+    line: &[u8],
+) -> Result<(), String> {
+    pass.counts.bad += 1;
+    let q = pass.quarantine.get_or_insert_with(|| {
+        let (location, path, handle) = target.clone();
+        CsvSink::new(ObjectWriter::new(location.store, path), handle)
+    });
+    if pass.counts.bad == 1 {
+        q.write(["file", "line", "reason", "raw"])
+            .map_err(|e| format!("cannot write quarantine: {e}"))?;
+    }
+    let line_no = pass.counts.lines.to_string();
+    q.write([file_name.as_bytes(), line_no.as_bytes(), reason.as_bytes(), line])
+        .map_err(|e| format!("cannot write quarantine: {e}"))
 }
 
 /// Empties a vector of borrowed slices so its allocation can hold slices of the next line.

@@ -108,6 +108,7 @@ fn options(http: &StaticReplayClient, state: &str) -> ScheduleOptions {
             tally_path: "/usr/local/bin/tally".into(),
         },
         state_url: state.to_string(),
+        step_state: None,
         lease: Duration::from_secs(300),
         criteria_timeout: Duration::from_secs(5),
     }
@@ -116,7 +117,7 @@ fn options(http: &StaticReplayClient, state: &str) -> ScheduleOptions {
 #[tokio::test]
 async fn a_ready_job_becomes_one_step_on_the_tagged_waiting_cluster() {
     let dir = tempfile::tempdir().unwrap();
-    let (state, val) = ready_job(dir.path());
+    let (state, _val) = ready_job(dir.path());
     let http = StaticReplayClient::new(vec![
         event(
             "ListClusters",
@@ -162,9 +163,8 @@ async fn a_ready_job_becomes_one_step_on_the_tagged_waiting_cluster() {
                 "HadoopJarStep": {
                     "Jar": "command-runner.jar",
                     "Args": [
-                        "/usr/local/bin/tally", "run", "--job", "province_sales", "--input", val,
-                        "--param", "province=WI", "--table", "s3://lake/sales",
-                        "--state", state, "--job-config-id", "wi-daily"
+                        "/usr/local/bin/tally", "run", "--job-config-id", "wi-daily",
+                        "--state", state
                     ]
                 }
             }]
@@ -289,4 +289,45 @@ async fn monitor_marks_a_completed_step_completed() {
             .as_deref(),
         Some("COMPLETED")
     );
+}
+
+#[tokio::test]
+async fn a_step_never_carries_the_state_store_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = ready_job(dir.path());
+    let store = StateStore::connect(&state).await.unwrap();
+    // The scheduler's own state URL has a password (as a MySQL URL on RDS would): without a
+    // reference for the step, nothing is submitted and the job is not claimed.
+    let idle = StaticReplayClient::new(vec![]);
+    let mut opts = options(&idle, "mysql://tally:Hunter2Pw@state-db/aggr");
+    let decisions = schedule(&store, &opts).await.unwrap();
+    assert_eq!(decisions[0].outcome, "failed");
+    assert!(decisions[0].detail.contains("--step-state"), "{}", decisions[0].detail);
+    assert!(!decisions[0].detail.contains("Hunter2Pw"));
+    assert!(sent_is_empty(&idle));
+    assert_ne!(
+        store.job_configs().await.unwrap()[0].last_exec_status.as_deref(),
+        Some("RUNNING")
+    );
+
+    // With a Secrets Manager ARN for the step, the step names the ARN, never the URL.
+    let http = StaticReplayClient::new(vec![
+        event("ListClusters", json!({"Clusters": [{"Id": "j-TALLY"}]})),
+        event(
+            "DescribeCluster",
+            json!({"Cluster": {"Id": "j-TALLY", "Tags": [{"Key": "edba", "Value": "true"}]}}),
+        ),
+        event("AddJobFlowSteps", json!({"StepIds": ["s-9"]})),
+    ]);
+    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tally-state-AbCdEf";
+    opts = options(&http, "mysql://tally:Hunter2Pw@state-db/aggr");
+    opts.step_state = Some(arn.to_string());
+    let decisions = schedule(&store, &opts).await.unwrap();
+    assert_eq!(decisions[0].outcome, "submitted", "{}", decisions[0].detail);
+    let sent = sent(&http);
+    assert_eq!(
+        sent[2].1["Steps"][0]["HadoopJarStep"]["Args"],
+        json!(["/usr/local/bin/tally", "run", "--job-config-id", "wi-daily", "--state", arn])
+    );
+    assert!(!sent[2].1.to_string().contains("Hunter2Pw"));
 }

@@ -245,3 +245,41 @@ fn no_input_files_is_an_error() {
     ]);
     assert!(err.contains("no .tdf files"), "{err}");
 }
+
+#[test]
+fn nul_bytes_and_endless_lines_are_quarantined_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, out) = (dir.path().join("raw"), dir.path().join("val"));
+    write_file(
+        &raw,
+        "IL-5.tdf",
+        "v5\t1.00\t4\ti1\t2026-01-01\nv5\t2.00\t4\ti\x001\t2026-01-01\nv5\t3.00\t4\ti1\t2026-01-01\n",
+        "2026-01-01T10:00:00Z",
+    );
+    // A file that is one line of 3 MiB (no newline at all): held to the cap, not read whole.
+    let mut endless = b"v6\t1.00\t4\ti1\t2026-01-01\t".to_vec();
+    endless.resize(3 << 20, b'x');
+    write_file(&raw, "IL-6.tdf", &endless, "2026-01-01T10:00:00Z");
+    validate(&raw, &out, &[]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("IL-5.csv")).unwrap(),
+        "v5,1.00,4,i1,2026-01-01\nv5,3.00,4,i1,2026-01-01\n"
+    );
+    let rows = csv_rows(&String::from_utf8_lossy(
+        &std::fs::read(out.join("_quarantine/IL-5.csv")).unwrap(),
+    ));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["line"], "2");
+    assert!(rows[0]["reason"].contains("NUL byte (byte 13)"), "{}", rows[0]["reason"]);
+
+    assert_eq!(std::fs::read(out.join("IL-6.csv")).unwrap(), b"");
+    let q = std::fs::read(out.join("_quarantine/IL-6.csv")).unwrap();
+    let rows = csv_rows(&String::from_utf8_lossy(&q));
+    assert_eq!(rows.len(), 1);
+    assert!(
+        rows[0]["reason"].contains("line longer than 1048576 bytes (3145728 bytes"),
+        "{}",
+        rows[0]["reason"]
+    );
+    assert_eq!(rows[0]["raw"].len(), 1 << 20);
+}

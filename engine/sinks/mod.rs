@@ -5,6 +5,13 @@
 //!    files, a warehouse staging table) and returns a [`StagedWrite`];
 //! 2. [`StagedWrite::publish`] makes it visible in one atomic step (the Hudi `.commit` file, the
 //!    warehouse transaction's COMMIT), or [`StagedWrite::discard`] removes every trace.
+//!
+//! Publishing several sinks cannot be one atomic step. [`deliver`] publishes them in order and,
+//! when one fails after another was published, discards every write not yet published and
+//! returns [`DeliveryError::Partial`] naming what was published: the run is recorded FAILED with
+//! that text, and since every sink upserts idempotently (an equal or older row never replaces a
+//! stored one), the next run of the same inputs, which the scheduler retries, brings the sinks
+//! back into agreement.
 
 pub mod hudi;
 pub mod warehouse;
@@ -60,30 +67,88 @@ pub trait StagedWrite: Send {
     async fn discard(self: Box<Self>) -> Result<(), SinkError>;
 }
 
+/// Why a delivery failed, and whether any sink was already published.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// Nothing was published: every sink is as it was.
+    #[error(transparent)]
+    NothingPublished(SinkError),
+    /// Some sinks were published before another failed: they disagree until the same inputs
+    /// run again.
+    #[error(
+        "{failed}; already published: {}; the sinks disagree until these inputs run again \
+         (a scheduled job retries them)",
+        published.join(", ")
+    )]
+    Partial {
+        published: Vec<String>,
+        #[source]
+        failed: SinkError,
+    },
+}
+
+impl DeliveryError {
+    /// Sinks published before the failure (`hudi s3://...`).
+    pub fn published(&self) -> &[String] {
+        match self {
+            DeliveryError::NothingPublished(_) => &[],
+            DeliveryError::Partial { published, .. } => published,
+        }
+    }
+}
+
 /// Delivers a job's rows to every sink: stages all of them first, and publishes only when every
 /// stage succeeded; otherwise discards what was staged, so a failed run leaves each sink as it
-/// was.
+/// was. A publish that fails discards every write not yet published (see the module docs).
 pub async fn deliver(
     rows: &JobRows<'_>,
     sinks: &[Box<dyn Sink>],
-) -> Result<Vec<SinkReport>, SinkError> {
+) -> Result<Vec<SinkReport>, DeliveryError> {
     let mut staged: Vec<Box<dyn StagedWrite>> = Vec::with_capacity(sinks.len());
     for sink in sinks {
         match sink.stage(rows).await {
             Ok(s) => staged.push(s),
             Err(e) => {
-                for s in staged {
-                    if let Err(d) = s.discard().await {
-                        tracing::error!(error = %d, "could not discard a staged write");
-                    }
-                }
-                return Err(e);
+                discard_all(staged).await;
+                return Err(DeliveryError::NothingPublished(e));
             }
         }
     }
-    let mut reports = Vec::with_capacity(staged.len());
-    for s in staged {
-        reports.push(s.publish().await?);
+    let mut reports: Vec<SinkReport> = Vec::with_capacity(staged.len());
+    let mut pending = staged.into_iter();
+    while let Some(next) = pending.next() {
+        let result = if !reports.is_empty() && crate::failpoint_error("between-publishes") {
+            discard_all(vec![next]).await;
+            Err(SinkError {
+                sink: "delivery",
+                target: "-".into(),
+                message: "failpoint `between-publishes`: the next publish failed".into(),
+            })
+        } else {
+            next.publish().await
+        };
+        match result {
+            Ok(report) => reports.push(report),
+            Err(failed) => {
+                discard_all(pending.collect()).await;
+                if reports.is_empty() {
+                    return Err(DeliveryError::NothingPublished(failed));
+                }
+                let published = reports
+                    .iter()
+                    .map(|r| format!("{} {}", r.sink, r.target))
+                    .collect();
+                return Err(DeliveryError::Partial { published, failed });
+            }
+        }
     }
     Ok(reports)
+}
+
+async fn discard_all(staged: Vec<Box<dyn StagedWrite>>) {
+    for s in staged {
+        if let Err(d) = s.discard().await {
+            tracing::error!(error = %d, "could not discard a staged write");
+        }
+    }
 }

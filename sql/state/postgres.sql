@@ -15,7 +15,12 @@ CREATE TABLE IF NOT EXISTS aggr_job_configuration (
     job_params TEXT,
     last_exec_stepid VARCHAR(256),
     last_exec_status VARCHAR(32),
-    last_run_timestamp VARCHAR(32)
+    last_run_timestamp VARCHAR(32),
+    -- consecutive failed attempts since the last COMPLETED run, and when the last one failed
+    failed_attempts INTEGER NOT NULL DEFAULT 0,
+    last_failed_at TEXT,
+    -- when a scheduler claimed the job (a claim that never becomes a run is released)
+    claimed_at TEXT
 );
 CREATE TABLE IF NOT EXISTS job_runs (
     run_id VARCHAR(64) PRIMARY KEY,
@@ -32,6 +37,8 @@ CREATE TABLE IF NOT EXISTS job_runs (
     error TEXT,
     emr_step_id VARCHAR(256),
     hudi_instant VARCHAR(32),
+    -- when the run listed its inputs: the job's watermark once the run COMPLETED
+    inputs_listed_at TEXT,
     host VARCHAR(256)
 );
 CREATE INDEX IF NOT EXISTS job_runs_status ON job_runs (status, heartbeat_at);

@@ -38,17 +38,14 @@ impl WarehouseSink {
         }
     }
 
-    /// The URL without a password, for messages and summaries.
+    /// The URL without its secrets, for messages and summaries (a Data API URL without its
+    /// query, which names roles and buckets).
     pub fn display_url(&self) -> String {
         match url::Url::parse(&self.url) {
-            Ok(mut u) if u.password().is_some() => {
-                let _ = u.set_password(Some("****"));
-                u.to_string()
-            }
             Ok(u) if u.scheme() == "redshift-data" => {
                 u.as_str().split('?').next().unwrap_or_default().to_string()
             }
-            _ => self.url.clone(),
+            _ => crate::secrets::redact_url(&self.url),
         }
     }
 

@@ -1,0 +1,97 @@
+//! Pieces of the command line shared by several commands: value parsers and the state store
+//! argument. Each command's arguments and its `run` live in a file of their own.
+
+pub mod run;
+
+use anyhow::{Context, Result};
+use tally::secrets::resolve_url;
+use tally::state::StateStore;
+
+/// Connects to the state store named by a `--state` argument: a URL, `env:NAME`, or a Secrets
+/// Manager ARN. Returns the store and the resolved URL.
+pub async fn connect_state(argument: &str) -> Result<(StateStore, String)> {
+    let url = resolve_url(argument)
+        .await
+        .context("cannot find the state store URL")?;
+    Ok((StateStore::connect(&url).await?, url))
+}
+
+/// Parses a size in bytes: `1073741824`, `512M`, `1.5G` (binary units).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let upper = text.to_ascii_uppercase();
+    // `M`, `MB`, `MiB` all mean mebibytes.
+    let stem = upper.trim_end_matches(['B', 'I']);
+    let (number, scale) = match stem.chars().last() {
+        Some('K') => (&stem[..stem.len() - 1], 1u64 << 10),
+        Some('M') => (&stem[..stem.len() - 1], 1 << 20),
+        Some('G') => (&stem[..stem.len() - 1], 1 << 30),
+        _ => (upper.as_str(), 1),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 512M or 2G"))?;
+    if value.is_nan() || value <= 0.0 || value * scale as f64 > 1e15 {
+        return Err(format!("`{text}` is out of range"));
+    }
+    Ok((value * scale as f64) as u64)
+}
+
+/// Parses `1800000`, `1.8M`, `500K`.
+pub fn parse_count(text: &str) -> Result<u64, String> {
+    let text = text.trim().replace('_', "");
+    let (number, scale) = match text.chars().last() {
+        Some('k' | 'K') => (&text[..text.len() - 1], 1e3),
+        Some('m' | 'M') => (&text[..text.len() - 1], 1e6),
+        Some('g' | 'G' | 'b' | 'B') => (&text[..text.len() - 1], 1e9),
+        _ => (text.as_str(), 1.0),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a count like 1800000, 1.8M or 500K"))?;
+    if value.is_nan() || value < 0.0 || value * scale > 1e13 {
+        return Err(format!("`{text}` is out of range"));
+    }
+    Ok((value * scale).round() as u64)
+}
+
+pub fn parse_param(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_binary_units() {
+        assert_eq!(parse_bytes("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn counts_parse_with_suffixes() {
+        assert_eq!(parse_count("1.8M").unwrap(), 1_800_000);
+        assert_eq!(parse_count("500K").unwrap(), 500_000);
+        assert_eq!(parse_count("1_000").unwrap(), 1000);
+        assert!(parse_count("-1").is_err());
+    }
+
+    #[test]
+    fn params_are_name_equals_value() {
+        assert_eq!(
+            parse_param("province = IL").unwrap(),
+            ("province".to_string(), "IL".to_string())
+        );
+        assert_eq!(parse_param("a=b=c").unwrap().1, "b=c");
+        assert!(parse_param("=x").is_err());
+        assert!(parse_param("novalue").is_err());
+    }
+}

@@ -1,0 +1,409 @@
+//! `tally run`: one job over one folder of validated files, into its sinks, reported to the state
+//! store.
+//!
+//! Invariants:
+//! - a run that is not a dry run records itself RUNNING before it reads anything, and COMPLETED
+//!   or FAILED before it exits; every failure after that point (a warehouse that cannot be
+//!   resolved or opened included) is recorded;
+//! - no secret leaves the process: the URLs' passwords are masked in everything printed and
+//!   stored (summary, errors, `job_runs.error`) by one [`Scrubber`] that knows the run's URLs;
+//! - `--job-config-id ID` alone is a complete run: job, input, parameters and sinks come from the
+//!   configuration row (`tally jobs register`), so a scheduler never passes a URL.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::Utc;
+use clap::Args;
+
+use super::{parse_bytes, parse_param};
+use tally::job::{run_job, JobCatalog, RunRequest};
+use tally::output::{write_rows, OutputFormat};
+use tally::progress::Progress;
+use tally::secrets::{resolve_url, Scrubber};
+use tally::sinks::hudi::{HudiSink, UpsertOptions};
+use tally::sinks::warehouse::WarehouseSink;
+use tally::sinks::{deliver, JobRows, Sink};
+use tally::state::{JobParams, RunCounts, StateStore};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The job: a path to a .sql file or the name of a job in the jobs folder (read from the
+    /// configuration row when --job-config-id is given without it).
+    #[arg(long, required_unless_present = "job_config_id")]
+    job: Option<String>,
+    /// Province code; sets the job's `province` parameter.
+    #[arg(long)]
+    province: Option<String>,
+    /// Other job parameters, NAME=VALUE (repeatable).
+    #[arg(long = "param", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+    /// Folder of validated input files: a path, file:// or s3:// URL.
+    #[arg(long, required_unless_present = "job_config_id")]
+    input: Option<String>,
+    /// Compute and print the rows; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also write the rows to this local file (in --format).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Upsert the rows into the Hudi copy-on-write table at this URL (created on first write).
+    #[arg(long)]
+    table: Option<String>,
+    /// Upsert the rows into the job's warehouse table: sqlite://PATH, postgres://...,
+    /// redshift://... (wire protocol) or redshift-data://CLUSTER/DB?db_user=..&iam_role=..&staging=s3://...;
+    /// or where that URL is: env:NAME, or a Secrets Manager ARN (arn:aws:secretsmanager:...).
+    #[arg(long, env = "TALLY_WAREHOUSE")]
+    warehouse: Option<String>,
+    /// Do not create the warehouse table when it is missing (fail instead).
+    #[arg(long)]
+    no_create_table: bool,
+    /// Hudi: target size of a base file in MiB before new file groups start.
+    #[arg(long, default_value_t = 120)]
+    hudi_target_file_mb: u64,
+    /// Hudi: committed versions kept per file group; older ones are cleaned after each commit.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    hudi_retain_versions: u64,
+    /// How rows are printed.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Csv)]
+    format: OutputFormat,
+    /// Bad input rows to skip (and report) before the run fails.
+    #[arg(long, default_value_t = 0)]
+    max_bad_rows: u64,
+    /// Memory the query may use for hash tables and sorts (e.g. 512M, 4G); beyond it, it spills
+    /// to temporary files (TMPDIR). Default: 1G.
+    #[arg(long, value_parser = parse_bytes)]
+    memory_limit: Option<u64>,
+    /// Write the run summary as JSON to this file.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+    /// State store that records the run (sqlite://PATH, mysql://..., postgres://...), or where
+    /// its URL is: env:NAME, or a Secrets Manager ARN.
+    #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
+    state: String,
+    /// The aggr_job_configuration row this run belongs to (`tally schedule` passes only this).
+    /// Without --job or --input, the job, input, parameters, table and warehouse are read from
+    /// it (values given here still win).
+    #[arg(long)]
+    job_config_id: Option<String>,
+}
+
+/// What a run does once its arguments and configuration are merged.
+struct Plan {
+    job: String,
+    input: String,
+    params: BTreeMap<String, String>,
+    table: Option<String>,
+    /// As given: a URL or a reference, resolved inside the reported part of the run.
+    warehouse: Option<String>,
+}
+
+impl Plan {
+    /// The command line's values, completed from the configuration row's `job_params`.
+    fn merge(args: &RunArgs, config: Option<JobParams>) -> Result<Plan> {
+        let config = config.unwrap_or(JobParams {
+            job: String::new(),
+            params: BTreeMap::new(),
+            input: String::new(),
+            table: None,
+            warehouse: None,
+            retry: Default::default(),
+        });
+        let mut params = config.params;
+        params.extend(args.params.iter().cloned());
+        if let Some(p) = &args.province {
+            params.insert("province".into(), p.clone());
+        }
+        let job = args.job.clone().unwrap_or(config.job);
+        let input = args.input.clone().unwrap_or(config.input);
+        if job.is_empty() || input.is_empty() {
+            bail!("the job configuration names no job or input: pass --job and --input");
+        }
+        Ok(Plan {
+            job,
+            input,
+            params,
+            table: args.table.clone().or(config.table),
+            warehouse: args.warehouse.clone().or(config.warehouse),
+        })
+    }
+}
+
+/// `tally run`.
+pub async fn run(args: RunArgs, catalog: &JobCatalog, progress: &Progress) -> Result<()> {
+    let mut scrub = Scrubber::default();
+    let outcome = run_scrubbed(&args, catalog, progress, &mut scrub).await;
+    // Whatever failed, the message shown carries no secret of the run's URLs.
+    outcome.map_err(|e| anyhow!("{}", scrub.scrub(&format!("{e:#}"))))
+}
+
+async fn run_scrubbed(
+    args: &RunArgs,
+    catalog: &JobCatalog,
+    progress: &Progress,
+    scrub: &mut Scrubber,
+) -> Result<()> {
+    // The configuration row completes a run that names no job or input (what `tally schedule`
+    // starts); a run given both on the command line takes its sinks from there too.
+    let needs_config =
+        args.job_config_id.is_some() && (args.job.is_none() || args.input.is_none());
+    let mut state: Option<(StateStore, String)> = None;
+    if needs_config || !args.dry_run {
+        let url = resolve_url(&args.state)
+            .await
+            .context("cannot find the state store URL")?;
+        scrub.add_url(&url);
+        state = Some((StateStore::connect(&url).await?, url));
+    }
+    let config = match (&args.job_config_id, &state) {
+        (Some(id), Some((store, _))) if needs_config => {
+            let row = store.job_config(id).await?;
+            Some(
+                JobParams::parse(row.params.as_deref())
+                    .with_context(|| format!("job configuration `{id}`: job_params is not valid"))?,
+            )
+        }
+        _ => None,
+    };
+    let plan = Plan::merge(args, config)?;
+    if let Some(w) = &plan.warehouse {
+        scrub.add_url(w);
+    }
+    let job = catalog.find(&plan.job)?;
+    if !args.dry_run && args.output.is_none() && plan.table.is_none() && plan.warehouse.is_none()
+    {
+        bail!(
+            "nothing to write to: pass --table URL, --warehouse URL, --output FILE, or --dry-run to print the rows"
+        );
+    }
+    let request = RunRequest {
+        job,
+        params: plan.params.clone(),
+        input: plan.input.clone(),
+        max_bad_rows: args.max_bad_rows,
+        memory_limit: args.memory_limit,
+    };
+    let Some((state, state_url)) = state.filter(|_| !args.dry_run) else {
+        // A dry run writes nothing, the state store included.
+        execute(args, &plan, &request, progress, scrub).await?;
+        return Ok(());
+    };
+    // The run reports itself: RUNNING now (with a heartbeat), then COMPLETED or FAILED.
+    let province = request.params.get("province").map(String::as_str);
+    let config_id = args.job_config_id.as_deref();
+    let run_id = state
+        .start_run(&request.job.name, config_id, province)
+        .await?;
+    let heartbeat = {
+        let run_id = run_id.clone();
+        tokio::spawn(async move {
+            let Ok(store) = StateStore::connect(&state_url).await else {
+                return;
+            };
+            loop {
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                if let Err(e) = store.heartbeat(&run_id).await {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+            }
+        })
+    };
+    let outcome = execute(args, &plan, &request, progress, scrub).await;
+    heartbeat.abort();
+    match &outcome {
+        Ok(counts) => state.complete_run(&run_id, config_id, counts).await?,
+        Err(e) => {
+            let error = scrub.scrub(&format!("{e:#}")).into_owned();
+            state.fail_run(&run_id, config_id, &error).await?
+        }
+    }
+    state.close().await;
+    outcome.map(|_| ())
+}
+
+/// How often a running job tells the state store it is alive (its lease is a few of these).
+const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The sinks a plan writes to, their URLs resolved.
+async fn build_sinks(
+    args: &RunArgs,
+    plan: &Plan,
+    scrub: &mut Scrubber,
+) -> Result<Vec<Box<dyn Sink>>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(url) = &plan.table {
+        sinks.push(Box::new(HudiSink {
+            url: url.clone(),
+            options: UpsertOptions {
+                target_file_bytes: args.hudi_target_file_mb.max(1) << 20,
+                retain_versions: args.hudi_retain_versions as usize,
+                ..Default::default()
+            },
+        }));
+    }
+    if let Some(reference) = &plan.warehouse {
+        let url = resolve_url(reference)
+            .await
+            .context("cannot find the warehouse URL")?;
+        scrub.add_url(&url);
+        sinks.push(Box::new(WarehouseSink::new(&url, !args.no_create_table)));
+    }
+    Ok(sinks)
+}
+
+/// The run itself: compute the rows, print or deliver them, and say what happened.
+async fn execute(
+    args: &RunArgs,
+    plan: &Plan,
+    request: &RunRequest,
+    progress: &Progress,
+    scrub: &mut Scrubber,
+) -> Result<RunCounts> {
+    let sinks = if args.dry_run {
+        Vec::new()
+    } else {
+        build_sinks(args, plan, scrub).await?
+    };
+    // Taken just before the input is listed: a file validated after it may or may not have
+    // been read, so it counts as new for the next run (never as processed without being read).
+    let inputs_listed_at = Utc::now();
+    let result = run_job(request, progress).await?;
+    if let Some(path) = &args.output {
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        );
+        write_rows(args.format, &result.schema, &result.batches, &mut file)?;
+        file.flush()?;
+    }
+    if args.dry_run {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        write_rows(args.format, &result.schema, &result.batches, &mut out)?;
+        out.flush()?;
+    }
+    let s = &result.summary;
+    eprintln!(
+        "tally run: job {} {}: {}",
+        s.job,
+        describe_params(&s.params),
+        s.line()
+    );
+    let mut reports = Vec::new();
+    if args.dry_run {
+        if plan.table.is_some() || plan.warehouse.is_some() {
+            eprintln!("tally run: --dry-run: nothing was written to the sinks");
+        }
+    } else {
+        let rows = JobRows {
+            job: &request.job,
+            schema: result.schema.clone(),
+            batches: &result.batches,
+        };
+        reports = deliver(&rows, &sinks).await?;
+        for r in &reports {
+            eprintln!(
+                "tally run: {} {}: {}",
+                r.sink,
+                scrub.scrub(&r.target),
+                r.summary
+            );
+            for statement in r.details["athena_add_partitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(text) = statement.as_str() {
+                    println!("{text}");
+                }
+            }
+        }
+    }
+    for bad in &s.bad_row_samples {
+        eprintln!("  skipped bad row: {bad}");
+    }
+    if let Some(path) = &args.summary_json {
+        let summary = serde_json::json!({ "run": s, "sinks": reports });
+        let text = serde_json::to_string_pretty(&summary)?;
+        std::fs::write(path, scrub.scrub(&text).as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let hudi_instant = reports
+        .iter()
+        .find_map(|r| r.details["figures"]["instant"].as_str().map(str::to_string));
+    Ok(RunCounts {
+        rows_in: s.rows_in,
+        bad_rows: s.bad_rows,
+        rows_out: s.rows_out,
+        hudi_instant,
+        inputs_listed_at: Some(inputs_listed_at),
+    })
+}
+
+fn describe_params(params: &BTreeMap<String, String>) -> String {
+    params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> RunArgs {
+        Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied()))
+            .unwrap()
+            .run
+    }
+
+    fn config() -> JobParams {
+        JobParams::parse(Some(
+            r#"{"job":"province_sales","input":"s3://pos/validated","params":{"province":"IL"},"warehouse":"env:WH"}"#,
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_configuration_id_alone_makes_a_run() {
+        let args = parse(&["--job-config-id", "il-daily"]);
+        let plan = Plan::merge(&args, Some(config())).unwrap();
+        assert_eq!(
+            (plan.job.as_str(), plan.input.as_str()),
+            ("province_sales", "s3://pos/validated")
+        );
+        assert_eq!(plan.params["province"], "IL");
+        assert_eq!(plan.warehouse.as_deref(), Some("env:WH"));
+    }
+
+    #[test]
+    fn the_command_line_wins_over_the_configuration() {
+        let args = parse(&[
+            "--job-config-id",
+            "il-daily",
+            "--province",
+            "CA",
+            "--input",
+            "local/",
+        ]);
+        let plan = Plan::merge(&args, Some(config())).unwrap();
+        assert_eq!(plan.params["province"], "CA");
+        assert_eq!(plan.input, "local/");
+    }
+
+    #[test]
+    fn without_a_configuration_job_and_input_are_required() {
+        assert!(Cli::try_parse_from(["run", "--input", "x"]).is_err());
+        assert!(Cli::try_parse_from(["run", "--job", "j", "--input", "x"]).is_ok());
+    }
+}
