@@ -81,9 +81,7 @@ pub fn secrets_in_url(url: &str) -> Vec<String> {
     if let Ok(u) = url::Url::parse(url) {
         if let Some(p) = u.password() {
             found.push(p.to_string());
-            if let Ok(decoded) = percent_decode(p) {
-                found.push(decoded);
-            }
+            found.push(percent_decode(p));
         }
         for (k, v) in u.query_pairs() {
             if is_secret_param(&k) && !v.is_empty() {
@@ -106,11 +104,12 @@ pub fn secrets_in_url(url: &str) -> Vec<String> {
     found
 }
 
-fn percent_decode(text: &str) -> Result<String, std::str::Utf8Error> {
+/// `%XX` escapes decoded (a `+` stays a `+`: user-info is not form-encoded).
+fn percent_decode(text: &str) -> String {
     url::form_urlencoded::parse(format!("k={}", text.replace('+', "%2B")).as_bytes())
         .next()
-        .map(|(_, v)| Ok(v.into_owned()))
-        .unwrap_or_else(|| Ok(String::new()))
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 /// Removes known secrets from text before it is printed or stored.
@@ -131,9 +130,10 @@ impl Scrubber {
 
     pub fn add_url(&mut self, url: &str) {
         self.secrets.extend(secrets_in_url(url));
+        self.secrets.sort();
+        self.secrets.dedup();
         // Longest first, so a secret that contains another is masked whole.
         self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        self.secrets.dedup();
     }
 
     /// The text with every known secret masked.
@@ -272,10 +272,7 @@ mod tests {
 
     #[test]
     fn passwords_are_masked_in_user_info_and_query() {
-        assert_eq!(
-            redact_url("mysql://u:secret@h/db"),
-            "mysql://u:****@h/db"
-        );
+        assert_eq!(redact_url("mysql://u:secret@h/db"), "mysql://u:****@h/db");
         assert_eq!(
             redact_url("postgres://h/db?user=u&password=hunter2&sslmode=require"),
             "postgres://h/db?user=u&password=****&sslmode=require"

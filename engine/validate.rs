@@ -405,7 +405,8 @@ fn convert_lines<R: std::io::Read>(
                         "line longer than {MAX_LINE_BYTES} bytes ({n} bytes; quarantined truncated)"
                     ))
                 } else {
-                    memchr::memchr(0, line).map(|at| format!("line contains a NUL byte (byte {})", at + 1))
+                    memchr::memchr(0, line)
+                        .map(|at| format!("line contains a NUL byte (byte {})", at + 1))
                 };
                 if let Some(reason) = refused {
                     seen_content = true;
@@ -516,8 +517,13 @@ fn quarantine(
             .map_err(|e| format!("cannot write quarantine: {e}"))?;
     }
     let line_no = pass.counts.lines.to_string();
-    q.write([file_name.as_bytes(), line_no.as_bytes(), reason.as_bytes(), line])
-        .map_err(|e| format!("cannot write quarantine: {e}"))
+    q.write([
+        file_name.as_bytes(),
+        line_no.as_bytes(),
+        reason.as_bytes(),
+        line,
+    ])
+    .map_err(|e| format!("cannot write quarantine: {e}"))
 }
 
 /// Empties a vector of borrowed slices so its allocation can hold slices of the next line.

@@ -79,8 +79,15 @@ impl Loop {
     /// One `tally schedule --json` pass (with extra environment), as JSON and raw output.
     fn schedule_with(&self, extra: &[&str], env: &[(&str, &str)]) -> (Value, String) {
         let mut cmd = tally();
-        cmd.args(["schedule", "--executor", "local", "--state", &self.state, "--json"])
-            .args(extra);
+        cmd.args([
+            "schedule",
+            "--executor",
+            "local",
+            "--state",
+            &self.state,
+            "--json",
+        ])
+        .args(extra);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -137,6 +144,27 @@ async fn warehouse_rows(db: &Path) -> Vec<String> {
         .collect();
     lines.sort();
     lines
+}
+
+/// The warehouse rows, or none when the database or its table does not exist.
+async fn warehouse_rows_if_any(db: &Path) -> Vec<String> {
+    use sqlx::Connection;
+    if !db.exists() {
+        return Vec::new();
+    }
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'store_item_daily_sales'",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    if tables == 0 {
+        return Vec::new();
+    }
+    warehouse_rows(db).await
 }
 
 /// The Hudi table's rows in the expected file's columns, sorted (read by `tally query`).
@@ -234,7 +262,7 @@ async fn retries_back_off_stop_at_the_limit_and_rearm_on_new_files() {
         "--max-retries",
         "2",
         "--retry-backoff-secs",
-        "3600",
+        "2",
     ]);
     l.track();
     assert_eq!(decision(&l.schedule()).0, "submitted"); // attempt 1 fails
@@ -243,23 +271,16 @@ async fn retries_back_off_stop_at_the_limit_and_rearm_on_new_files() {
     assert_eq!(outcome, "skipped");
     assert!(detail.contains("retry 2 of 2 is due at"), "{detail}");
 
-    // The backoff passed (moved into the past by hand): retry 2 runs and fails; then it gives up.
+    // The backoff passed: retry 2 runs and fails; then it gives up.
     let store = l.store().await;
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&l.state)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE aggr_job_configuration SET last_failed_at = '2000-01-01 00:00:00.000000'")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
     assert_eq!(decision(&l.schedule()).0, "submitted");
-    sqlx::query("UPDATE aggr_job_configuration SET last_failed_at = '2000-01-01 00:00:00.000000'")
-        .execute(&mut conn)
-        .await
-        .unwrap();
     let (outcome, detail) = decision(&l.schedule());
     assert_eq!(outcome, "skipped");
-    assert!(detail.contains("gave up after 3 failed attempts"), "{detail}");
+    assert!(
+        detail.contains("gave up after 3 failed attempts"),
+        "{detail}"
+    );
     assert_eq!(store.recent_runs(10).await.unwrap().len(), 3);
 
     // New versions of the files re-arm it.
@@ -358,7 +379,12 @@ async fn both_sinks_converge_after_a_failure_between_their_publishes() {
     let table = l.path("table");
     let db = l.path("w.db");
     let warehouse = format!("sqlite://{}", db.display());
-    l.register(&["--table", table.to_str().unwrap(), "--warehouse", &warehouse]);
+    l.register(&[
+        "--table",
+        table.to_str().unwrap(),
+        "--warehouse",
+        &warehouse,
+    ]);
     l.track();
 
     // The Hudi commit lands; the warehouse publish then fails.
@@ -373,10 +399,8 @@ async fn both_sinks_converge_after_a_failure_between_their_publishes() {
         "{error}"
     );
     assert_eq!(hudi_rows(&table), expected_sample());
-    // The staged warehouse write was discarded: no rows (the table may exist, empty).
-    if db.exists() {
-        assert!(warehouse_rows(&db).await.is_empty());
-    }
+    // The staged warehouse write was discarded: no table, or an empty one.
+    assert!(warehouse_rows_if_any(&db).await.is_empty());
 
     // The next pass retries and both sinks agree.
     assert_eq!(decision(&l.schedule()).0, "submitted");
@@ -407,14 +431,22 @@ const HOSTILE: [&str; 4] = [
 async fn hostile_criteria_never_run(backend: &str) {
     for criteria in HOSTILE {
         let l = Loop::new(backend).await;
-        l.register(&["--criteria", criteria, "--table", l.path("t").to_str().unwrap()]);
+        l.register(&[
+            "--criteria",
+            criteria,
+            "--table",
+            l.path("t").to_str().unwrap(),
+        ]);
         l.track();
         let (outcome, detail) = decision(&l.schedule());
         assert_eq!(outcome, "failed", "{criteria}: {detail}");
         assert!(detail.contains("criteria refused"), "{detail}");
         let store = l.store().await;
         assert_eq!(store.job_configs().await.unwrap().len(), 1, "{criteria}");
-        assert!(store.recent_runs(10).await.unwrap().is_empty(), "{criteria}");
+        assert!(
+            store.recent_runs(10).await.unwrap().is_empty(),
+            "{criteria}"
+        );
         assert!(!l.path("t").exists(), "the job was not run");
     }
 }
@@ -477,16 +509,23 @@ async fn slow_criteria_are_stopped_on_mariadb() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_password_leaves_the_process() {
-    let base = server_url("TALLY_TEST_POSTGRES_URL");
+    // A fresh schema (the URL sets its search path), with the password added two ways.
+    let base = fresh_postgres_schema("secrets").await;
     let with_user_info = base.replacen("postgres@", "postgres:UserInfoS3cret@", 1);
     assert_ne!(with_user_info, base, "{base}");
-    let in_query = format!("{base}?password=QueryS3cret");
+    let in_query = format!("{base}&password=QueryS3cret");
     // A warehouse that cannot be reached, so the errors get a chance to quote it.
-    let port = base.rsplit_once(':').unwrap().1.split('/').next().unwrap().to_string();
-    let unreachable = base
-        .replacen(&format!(":{port}"), ":1", 1)
-        .replacen("postgres@", "postgres:DeadS3cret@", 1)
-        + "?password=DeadQueryS3cret";
+    let port = base
+        .split("@127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_string();
+    let unreachable = base.replacen(&format!(":{port}/"), ":1/", 1).replacen(
+        "postgres@",
+        "postgres:DeadS3cret@",
+        1,
+    ) + "&password=DeadQueryS3cret";
     let secrets = [
         "UserInfoS3cret",
         "QueryS3cret",
@@ -503,16 +542,38 @@ async fn no_password_leaves_the_process() {
     let l = Loop::new("sqlite").await;
     for url in [&with_user_info, &in_query] {
         let out = run(&[
-            "run", "--job", "province_sales", "--province", "WI", "--input",
-            l.val.to_str().unwrap(), "--warehouse", url, "--state", &l.state,
+            "run",
+            "--job",
+            "province_sales",
+            "--province",
+            "WI",
+            "--input",
+            l.val.to_str().unwrap(),
+            "--warehouse",
+            url,
+            "--state",
+            &l.state,
         ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         clean(&String::from_utf8_lossy(&out.stdout), "run stdout");
         clean(&String::from_utf8_lossy(&out.stderr), "run stderr");
     }
     let out = run(&[
-        "run", "--job", "province_sales", "--province", "WI", "--input",
-        l.val.to_str().unwrap(), "--warehouse", &unreachable, "--state", &l.state,
+        "run",
+        "--job",
+        "province_sales",
+        "--province",
+        "WI",
+        "--input",
+        l.val.to_str().unwrap(),
+        "--warehouse",
+        &unreachable,
+        "--state",
+        &l.state,
     ]);
     assert!(!out.status.success());
     clean(&String::from_utf8_lossy(&out.stdout), "failed run stdout");
@@ -543,14 +604,26 @@ async fn an_odd_file_in_the_folder_does_not_stop_the_province() {
     let dir = tempfile::tempdir().unwrap();
     let val = validated_sample(dir.path());
     let expected = ok(&[
-        "run", "--job", "province_sales", "--province", "WI", "--input",
-        val.to_str().unwrap(), "--dry-run",
+        "run",
+        "--job",
+        "province_sales",
+        "--province",
+        "WI",
+        "--input",
+        val.to_str().unwrap(),
+        "--dry-run",
     ]);
     std::fs::write(val.join("WI-9\u{1}9.csv"), "x\n").unwrap();
     std::os::unix::fs::symlink(dir.path().join("gone.csv"), val.join("WI-broken.csv")).unwrap();
     let out = run(&[
-        "run", "--job", "province_sales", "--province", "WI", "--input",
-        val.to_str().unwrap(), "--dry-run",
+        "run",
+        "--job",
+        "province_sales",
+        "--province",
+        "WI",
+        "--input",
+        val.to_str().unwrap(),
+        "--dry-run",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");

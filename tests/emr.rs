@@ -302,11 +302,17 @@ async fn a_step_never_carries_the_state_store_password() {
     let mut opts = options(&idle, "mysql://tally:Hunter2Pw@state-db/aggr");
     let decisions = schedule(&store, &opts).await.unwrap();
     assert_eq!(decisions[0].outcome, "failed");
-    assert!(decisions[0].detail.contains("--step-state"), "{}", decisions[0].detail);
+    assert!(
+        decisions[0].detail.contains("--step-state"),
+        "{}",
+        decisions[0].detail
+    );
     assert!(!decisions[0].detail.contains("Hunter2Pw"));
     assert!(sent_is_empty(&idle));
     assert_ne!(
-        store.job_configs().await.unwrap()[0].last_exec_status.as_deref(),
+        store.job_configs().await.unwrap()[0]
+            .last_exec_status
+            .as_deref(),
         Some("RUNNING")
     );
 
@@ -327,7 +333,14 @@ async fn a_step_never_carries_the_state_store_password() {
     let sent = sent(&http);
     assert_eq!(
         sent[2].1["Steps"][0]["HadoopJarStep"]["Args"],
-        json!(["/usr/local/bin/tally", "run", "--job-config-id", "wi-daily", "--state", arn])
+        json!([
+            "/usr/local/bin/tally",
+            "run",
+            "--job-config-id",
+            "wi-daily",
+            "--state",
+            arn
+        ])
     );
     assert!(!sent[2].1.to_string().contains("Hunter2Pw"));
 }

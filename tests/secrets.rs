@@ -31,7 +31,13 @@ fn client(http: &StaticReplayClient) -> aws_sdk_secretsmanager::Client {
         aws_sdk_secretsmanager::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("eu-west-1"))
-            .credentials_provider(Credentials::new("AKIDTEST", "SECRETTEST", None, None, "test"))
+            .credentials_provider(Credentials::new(
+                "AKIDTEST",
+                "SECRETTEST",
+                None,
+                None,
+                "test",
+            ))
             .http_client(http.clone())
             .build(),
     )
@@ -44,7 +50,10 @@ async fn an_rds_style_secret_becomes_a_url_that_is_never_shown() {
     )]);
     let url = resolve_secret(&client(&http), ARN).await.unwrap();
     assert_eq!(url, "postgres://loader:Pa55%2Fword@wh.example:5432/sales");
-    assert_eq!(redact_url(&url), "postgres://loader:****@wh.example:5432/sales");
+    assert_eq!(
+        redact_url(&url),
+        "postgres://loader:****@wh.example:5432/sales"
+    );
 
     let request = http.actual_requests().next().unwrap();
     assert_eq!(

@@ -270,7 +270,11 @@ fn nul_bytes_and_endless_lines_are_quarantined_not_loaded() {
     ));
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["line"], "2");
-    assert!(rows[0]["reason"].contains("NUL byte (byte 13)"), "{}", rows[0]["reason"]);
+    assert!(
+        rows[0]["reason"].contains("NUL byte (byte 12)"),
+        "{}",
+        rows[0]["reason"]
+    );
 
     assert_eq!(std::fs::read(out.join("IL-6.csv")).unwrap(), b"");
     let q = std::fs::read(out.join("_quarantine/IL-6.csv")).unwrap();

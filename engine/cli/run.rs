@@ -147,8 +147,7 @@ async fn run_scrubbed(
 ) -> Result<()> {
     // The configuration row completes a run that names no job or input (what `tally schedule`
     // starts); a run given both on the command line takes its sinks from there too.
-    let needs_config =
-        args.job_config_id.is_some() && (args.job.is_none() || args.input.is_none());
+    let needs_config = args.job_config_id.is_some() && (args.job.is_none() || args.input.is_none());
     let mut state: Option<(StateStore, String)> = None;
     if needs_config || !args.dry_run {
         let url = resolve_url(&args.state)
@@ -157,23 +156,22 @@ async fn run_scrubbed(
         scrub.add_url(&url);
         state = Some((StateStore::connect(&url).await?, url));
     }
-    let config = match (&args.job_config_id, &state) {
-        (Some(id), Some((store, _))) if needs_config => {
-            let row = store.job_config(id).await?;
-            Some(
-                JobParams::parse(row.params.as_deref())
-                    .with_context(|| format!("job configuration `{id}`: job_params is not valid"))?,
-            )
-        }
-        _ => None,
-    };
+    let config =
+        match (&args.job_config_id, &state) {
+            (Some(id), Some((store, _))) if needs_config => {
+                let row = store.job_config(id).await?;
+                Some(JobParams::parse(row.params.as_deref()).with_context(|| {
+                    format!("job configuration `{id}`: job_params is not valid")
+                })?)
+            }
+            _ => None,
+        };
     let plan = Plan::merge(args, config)?;
     if let Some(w) = &plan.warehouse {
         scrub.add_url(w);
     }
     let job = catalog.find(&plan.job)?;
-    if !args.dry_run && args.output.is_none() && plan.table.is_none() && plan.warehouse.is_none()
-    {
+    if !args.dry_run && args.output.is_none() && plan.table.is_none() && plan.warehouse.is_none() {
         bail!(
             "nothing to write to: pass --table URL, --warehouse URL, --output FILE, or --dry-run to print the rows"
         );

@@ -42,7 +42,12 @@ pub(crate) async fn submit_emr_step(
                 .cluster_id(id)
                 .send()
                 .await
-                .map_err(|e| EmrError(format!("DescribeCluster {id} failed: {}", DisplayErrorContext(e))))?;
+                .map_err(|e| {
+                    EmrError(format!(
+                        "DescribeCluster {id} failed: {}",
+                        DisplayErrorContext(e)
+                    ))
+                })?;
             let tagged = described.cluster().is_some_and(|c| {
                 c.tags()
                     .iter()
@@ -58,8 +63,12 @@ pub(crate) async fn submit_emr_step(
             break;
         }
     }
-    let cluster =
-        cluster.ok_or_else(|| EmrError(format!("no WAITING EMR cluster is tagged {}={}", tag.0, tag.1)))?;
+    let cluster = cluster.ok_or_else(|| {
+        EmrError(format!(
+            "no WAITING EMR cluster is tagged {}={}",
+            tag.0, tag.1
+        ))
+    })?;
     let mut step_args = vec![tally_path.to_string()];
     step_args.extend(args.iter().cloned());
     let step = StepConfig::builder()
@@ -169,4 +178,3 @@ pub async fn monitor(
     }
     Ok(decisions)
 }
-

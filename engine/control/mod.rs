@@ -19,7 +19,7 @@
 pub mod emr;
 pub mod preconditions;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -234,7 +234,7 @@ pub async fn schedule(
 async fn run_locally(
     store: &StateStore,
     job: &JobConfigRow,
-    tally: &PathBuf,
+    tally: &Path,
     args: &[String],
     state_url: &str,
     retrying: &str,
@@ -266,7 +266,10 @@ async fn run_locally(
                 Decision::new(
                     id,
                     "submitted",
-                    format!("ran locally and failed ({}){retrying}; see job_runs", o.status),
+                    format!(
+                        "ran locally and failed ({}){retrying}; see job_runs",
+                        o.status
+                    ),
                 )
             }
         }

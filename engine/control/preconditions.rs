@@ -68,10 +68,7 @@ pub fn file_readiness(
             .map(|p| p.retry)
             .unwrap_or_default();
         let last_failed = job.last_failed_at();
-        let new_input = job
-            .last_failed_at
-            .as_deref()
-            .is_some_and(validated_after);
+        let new_input = job.last_failed_at.as_deref().is_some_and(validated_after);
         if !new_input {
             match retry_due(&policy, failures, last_failed, now) {
                 Ok(()) => retry = Some(failures),
@@ -189,7 +186,10 @@ mod tests {
             &f,
             at("2026-05-01 10:05:30.000000"),
         );
-        assert!(matches!(&r, Readiness::Waiting(w) if w.contains("due at 2026-05-01 10:06:00")), "{r:?}");
+        assert!(
+            matches!(&r, Readiness::Waiting(w) if w.contains("due at 2026-05-01 10:06:00")),
+            "{r:?}"
+        );
         let r = file_readiness(
             &job(2, Some(T2), None),
             &f,
@@ -197,14 +197,25 @@ mod tests {
         );
         assert!(matches!(r, Readiness::Ready { retry: Some(2), .. }));
         // Spent.
-        let r = file_readiness(&job(3, Some(T2), None), &f, at("2026-06-01 00:00:00.000000"));
-        assert!(matches!(&r, Readiness::Waiting(w) if w.contains("gave up after 3")), "{r:?}");
+        let r = file_readiness(
+            &job(3, Some(T2), None),
+            &f,
+            at("2026-06-01 00:00:00.000000"),
+        );
+        assert!(
+            matches!(&r, Readiness::Waiting(w) if w.contains("gave up after 3")),
+            "{r:?}"
+        );
     }
 
     #[test]
     fn a_new_file_version_rearms_a_job_that_gave_up() {
         let f = files(&[T1, "2026-05-01 11:00:00.000000"]);
-        let r = file_readiness(&job(9, Some(T2), None), &f, at("2026-05-01 11:00:01.000000"));
+        let r = file_readiness(
+            &job(9, Some(T2), None),
+            &f,
+            at("2026-05-01 11:00:01.000000"),
+        );
         assert!(matches!(r, Readiness::Ready { retry: None, .. }), "{r:?}");
     }
 
@@ -212,6 +223,9 @@ mod tests {
     fn the_watermark_still_applies_to_retries() {
         // Both files were read by the last completed run (listed at T2).
         let r = file_readiness(&job(1, Some(T2), Some(T2)), &files(&[T1, T1]), at(T2));
-        assert!(matches!(&r, Readiness::Waiting(w) if w.contains("not validated again")), "{r:?}");
+        assert!(
+            matches!(&r, Readiness::Waiting(w) if w.contains("not validated again")),
+            "{r:?}"
+        );
     }
 }

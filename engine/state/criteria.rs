@@ -138,10 +138,7 @@ impl StateStore {
             Ok(result) => result.map_err(|e| self.query_err("criteria failed", e)),
             Err(_) => Err(StateError::Store {
                 url: self.url.clone(),
-                message: format!(
-                    "criteria did not answer within {}s",
-                    timeout.as_secs_f64()
-                ),
+                message: format!("criteria did not answer within {}s", timeout.as_secs_f64()),
             }),
         }
     }
@@ -271,6 +268,11 @@ mod tests {
             SqlDialect::Postgres,
         )
         .unwrap_err();
-        assert!(e.to_string().contains("DELETE") || e.to_string().contains("not a query") || e.to_string().contains("SQL"), "{e}");
+        assert!(
+            e.to_string().contains("DELETE")
+                || e.to_string().contains("not a query")
+                || e.to_string().contains("SQL"),
+            "{e}"
+        );
     }
 }

@@ -124,7 +124,8 @@ impl JobConfigRow {
     }
 }
 
-const JOB_COLUMNS: &str = "job_config_id, job_input_pattern, job_min_file_count, job_addl_criteria, \
+const JOB_COLUMNS: &str =
+    "job_config_id, job_input_pattern, job_min_file_count, job_addl_criteria, \
     job_params, last_exec_status, last_run_timestamp, last_exec_stepid, failed_attempts, \
     last_failed_at, claimed_at";
 
@@ -180,7 +181,8 @@ impl StateStore {
 
     /// Every job configuration row.
     pub async fn job_configs(&self) -> Result<Vec<JobConfigRow>, StateError> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM aggr_job_configuration ORDER BY job_config_id");
+        let sql =
+            format!("SELECT {JOB_COLUMNS} FROM aggr_job_configuration ORDER BY job_config_id");
         let rows = self
             .fetch_texts(&sql, &[])
             .await
@@ -196,10 +198,14 @@ impl StateStore {
             .fetch_texts(&sql, &[Arg::text(job_config_id)])
             .await
             .map_err(|e| self.query_err("cannot read the job configuration", e))?;
-        rows.first().map(|r| job_row(r)).ok_or_else(|| StateError::Store {
-            url: self.url.clone(),
-            message: format!("no job configuration `{job_config_id}` (see `tally jobs register`)"),
-        })
+        rows.first()
+            .map(|r| job_row(r))
+            .ok_or_else(|| StateError::Store {
+                url: self.url.clone(),
+                message: format!(
+                    "no job configuration `{job_config_id}` (see `tally jobs register`)"
+                ),
+            })
     }
 
     /// Claims a job for one submission: true only for the one caller that moved it to RUNNING.

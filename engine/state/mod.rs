@@ -104,7 +104,7 @@ pub fn parse_store_time(text: &str) -> Option<DateTime<Utc>> {
 }
 
 /// `?` placeholders to PostgreSQL's `$1, $2, ...`.
-fn numbered(sql: &str) -> String {
+pub(crate) fn numbered(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut n = 0;
     for c in sql.chars() {
@@ -158,16 +158,11 @@ macro_rules! on_backend {
                 $body
             }
             $crate::state::Backend::Postgres($pool) => {
-                let $sql = sqlx::AssertSqlSafe($crate::state::numbered_sql($text));
+                let $sql = sqlx::AssertSqlSafe($crate::state::numbered($text));
                 $body
             }
         }
     };
-}
-pub(crate) use on_backend;
-
-pub(crate) fn numbered_sql(sql: &str) -> String {
-    numbered(sql)
 }
 
 impl StateStore {
@@ -316,7 +311,7 @@ impl StateStore {
     ) -> Result<Vec<Vec<Option<String>>>, sqlx::Error> {
         macro_rules! rows {
             ($rows:expr) => {{
-                use sqlx::{Column, Row};
+                use sqlx::Row;
                 $rows
                     .iter()
                     .map(|r| {
@@ -395,7 +390,9 @@ mod tests {
                 .parse::<SqliteConnectOptions>()
                 .unwrap()
                 .create_if_missing(true);
-            let mut c = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+            let mut c = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
             sqlx::query(
                 "CREATE TABLE aggr_job_configuration (job_config_id TEXT PRIMARY KEY, \
                  job_input_pattern TEXT NOT NULL, job_min_file_count INTEGER NOT NULL DEFAULT 1, \
