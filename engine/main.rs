@@ -180,7 +180,7 @@ enum JobsCommand {
 The row's input pattern is the job's file patterns under --input; its params say how `tally schedule`\n\
 runs the job."
     )]
-    Register(RegisterArgs),
+    Register(Box<RegisterArgs>),
     /// Print the DataFusion logical and physical plans of a job.
     #[command(after_help = "Example:\n  tally jobs explain province_sales")]
     Explain {
