@@ -21,12 +21,7 @@ const WI_FILES: [&str; 5] = [
 ];
 
 async fn fresh_store(backend: &str, dir: &Path) -> String {
-    match backend {
-        "sqlite" => format!("sqlite://{}", dir.join("state.db").display()),
-        "postgres" => fresh_postgres_schema("loop").await,
-        "mysql" => fresh_mysql_database("loop").await,
-        other => panic!("unknown backend {other}"),
-    }
+    fresh_state_store(backend, &dir.join("state.db"), "loop").await
 }
 
 struct Loop {

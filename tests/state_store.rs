@@ -9,12 +9,7 @@ use tally::state::StateStore;
 
 /// A fresh, empty state store per test and backend.
 async fn fresh_store(backend: &str, dir: &std::path::Path) -> String {
-    match backend {
-        "sqlite" => format!("sqlite://{}", dir.join("state/state.db").display()),
-        "postgres" => fresh_postgres_schema("state").await,
-        "mysql" => fresh_mysql_database("state").await,
-        other => panic!("unknown backend {other}"),
-    }
+    fresh_state_store(backend, &dir.join("state/state.db"), "state").await
 }
 
 async fn completed_and_failed_runs_are_recorded(backend: &str) {

@@ -224,11 +224,6 @@ impl StateStore {
         Ok(store)
     }
 
-    /// The store's URL with its secrets masked.
-    pub fn display_url(&self) -> &str {
-        &self.url
-    }
-
     pub(crate) fn query_err(&self, context: impl Into<String>, source: sqlx::Error) -> StateError {
         StateError::Query {
             url: self.url.clone(),

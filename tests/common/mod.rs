@@ -284,6 +284,16 @@ pub async fn fresh_mysql_database(prefix: &str) -> String {
     format!("{}/{name}", base.rsplit_once('/').unwrap().0)
 }
 
+/// A fresh, empty state store on `backend` (`sqlite` at `sqlite_path`, `postgres`, `mysql`).
+pub async fn fresh_state_store(backend: &str, sqlite_path: &Path, prefix: &str) -> String {
+    match backend {
+        "sqlite" => format!("sqlite://{}", sqlite_path.display()),
+        "postgres" => fresh_postgres_schema(prefix).await,
+        "mysql" => fresh_mysql_database(prefix).await,
+        other => panic!("unknown backend {other}"),
+    }
+}
+
 /// Writes the bundled sample province under `dir/raw`, validates it into `dir/val`, and returns
 /// the validated folder.
 pub fn validated_sample(dir: &Path) -> std::path::PathBuf {
