@@ -45,6 +45,13 @@ pub enum StorageError {
         url: String,
         cause: object_store::Error,
     },
+    #[error("cannot list {url}: {}", aws_sdk_s3::error::DisplayErrorContext(.cause))]
+    S3List {
+        url: String,
+        #[source]
+        cause:
+            aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error>,
+    },
 }
 
 /// A folder in some object store: the store, the prefix inside it, and how to name things in it.
@@ -57,6 +64,79 @@ pub struct Location {
     pub url: String,
     /// The folder on disk, for local locations.
     pub local_root: Option<PathBuf>,
+    /// How an S3 folder is listed (see [`Location::list_files`]).
+    s3_lister: Option<S3Lister>,
+}
+
+/// Lists an S3 folder with the AWS SDK rather than object_store: object_store fails a whole
+/// listing page when one key cannot be an object path (`raw//x`, a control character), and
+/// one odd upload must not hide a province's other files.
+#[derive(Debug, Clone)]
+struct S3Lister {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Lister {
+    /// The files directly under `prefix` (no sub-folders), skipping keys object_store cannot
+    /// name with a warning, so the rest of the folder still lists.
+    async fn list(&self, prefix: &Path, url: &str) -> Result<Vec<FileEntry>, StorageError> {
+        let folder = if prefix.as_ref().is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&folder)
+            .delimiter("/")
+            // Keys come back percent-encoded: a control character is not valid XML 1.0, and
+            // S3 returns it raw (an unreadable page) unless asked to encode.
+            .encoding_type(aws_sdk_s3::types::EncodingType::Url)
+            .into_paginator()
+            .send();
+        let mut files = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|cause| StorageError::S3List {
+                url: url.to_string(),
+                cause,
+            })?;
+            for object in page.contents() {
+                let Some(key) = object.key().map(decode_listed_key) else {
+                    continue;
+                };
+                let key = key.as_str();
+                let Some(name) = key.strip_prefix(&folder).filter(|n| !n.is_empty()) else {
+                    continue;
+                };
+                let representable = !key.chars().any(char::is_control)
+                    && Path::parse(key).is_ok_and(|p| p.filename() == Some(name));
+                if !representable {
+                    tracing::warn!(
+                        file = %format!("s3://{}/{}", self.bucket, key.escape_debug()),
+                        "skipped an object whose key cannot be an object path (control characters, empty or reserved segments)"
+                    );
+                    continue;
+                }
+                let last_modified = object
+                    .last_modified()
+                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()))
+                    .unwrap_or_default();
+                files.push(FileEntry {
+                    name: name.to_string(),
+                    path: Path::from(key),
+                    size: object
+                        .size()
+                        .and_then(|s| u64::try_from(s).ok())
+                        .unwrap_or(0),
+                    last_modified,
+                });
+            }
+        }
+        Ok(files)
+    }
 }
 
 /// The files directly in a local folder; see [`Location::list_files`].
@@ -146,7 +226,7 @@ impl Location {
             if bucket.is_empty() {
                 return Err(StorageError::Unsupported(spec.to_string()));
             }
-            let store = s3_store(bucket, spec).await?;
+            let (store, s3_lister) = s3_store(bucket, spec).await?;
             let prefix = Path::from(prefix.trim_end_matches('/'));
             let url = format!("s3://{bucket}/{prefix}");
             return Ok(Location {
@@ -154,6 +234,7 @@ impl Location {
                 prefix,
                 url: url.trim_end_matches('/').to_string(),
                 local_root: None,
+                s3_lister: Some(s3_lister),
             });
         }
         let local: PathBuf = if spec.starts_with("file://") {
@@ -191,6 +272,7 @@ impl Location {
                 .map(|u| u.to_string().trim_end_matches('/').to_string())
                 .unwrap_or_else(|_| root.display().to_string()),
             local_root: Some(root),
+            s3_lister: None,
         })
     }
 
@@ -227,6 +309,16 @@ impl Location {
                     cause: std::io::Error::other(e),
                 })?;
         }
+        let mut files = match &self.s3_lister {
+            Some(lister) => lister.list(&self.prefix, &self.url).await?,
+            None => self.list_with_object_store().await?,
+        };
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(files)
+    }
+
+    /// Lists through object_store: for stores built by hand (tests, in-memory stores).
+    async fn list_with_object_store(&self) -> Result<Vec<FileEntry>, StorageError> {
         let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
         let listing = self
             .store
@@ -237,21 +329,18 @@ impl Location {
                 url: self.url.clone(),
                 cause,
             })?;
-        let mut files: Vec<FileEntry> = listing
+        Ok(listing
             .objects
             .into_iter()
             .filter_map(|meta: ObjectMeta| {
-                let name = meta.location.filename()?.to_string();
                 Some(FileEntry {
-                    name,
+                    name: meta.location.filename()?.to_string(),
                     size: meta.size,
                     last_modified: meta.last_modified,
                     path: meta.location,
                 })
             })
-            .collect();
-        files.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(files)
+            .collect())
     }
 
     /// The time the data of `file` was produced: the `tally-source-time` metadata `validate` put on
@@ -354,6 +443,14 @@ impl AsyncFileReader for ObjectFileReader {
     }
 }
 
+/// A key from a listing made with `encoding-type=url`: form-encoded, `+` for a space.
+fn decode_listed_key(encoded: &str) -> String {
+    let spaced = encoded.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 /// Sets a local file's modification time (how `validate` carries a raw file's time forward).
 pub fn set_local_mtime(path: &FsPath, time: DateTime<Utc>) -> std::io::Result<()> {
     let file = std::fs::OpenOptions::new().write(true).open(path)?;
@@ -368,10 +465,26 @@ pub fn s3_endpoint_from_env() -> Option<String> {
         .find(|v| !v.trim().is_empty())
 }
 
-async fn s3_store(bucket: &str, url: &str) -> Result<Arc<dyn ObjectStore>, StorageError> {
+/// The object store for a bucket, and the SDK client that lists it, on one credential chain.
+async fn s3_store(
+    bucket: &str,
+    url: &str,
+) -> Result<(Arc<dyn ObjectStore>, S3Lister), StorageError> {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await;
+    let mut s3_config = aws_sdk_s3::config::Builder::from(&sdk);
+    if sdk.region().is_none() {
+        s3_config = s3_config.region(aws_config::Region::from_static("us-east-1"));
+    }
+    if let Some(endpoint) = s3_endpoint_from_env() {
+        // S3-compatible servers are addressed by path, as object_store does for them.
+        s3_config = s3_config.endpoint_url(endpoint).force_path_style(true);
+    }
+    let lister = S3Lister {
+        client: aws_sdk_s3::Client::from_conf(s3_config.build()),
+        bucket: bucket.to_string(),
+    };
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
     let region = sdk
         .region()
@@ -390,7 +503,7 @@ async fn s3_store(bucket: &str, url: &str) -> Result<Arc<dyn ObjectStore>, Stora
         url: url.to_string(),
         cause,
     })?;
-    Ok(Arc::new(store))
+    Ok((Arc::new(store), lister))
 }
 
 /// Bridges the AWS SDK's credential chain (profiles, SSO, instance profile, ...) to object_store.
@@ -422,6 +535,13 @@ impl CredentialProvider for SdkCredentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_keys_are_decoded_as_s3_encodes_them() {
+        assert_eq!(decode_listed_key("raw/WI-9%019.csv"), "raw/WI-9\u{1}9.csv");
+        assert_eq!(decode_listed_key("raw/a+b%2Bc.csv"), "raw/a b+c.csv");
+        assert_eq!(decode_listed_key("raw/plain.csv"), "raw/plain.csv");
+    }
 
     #[tokio::test]
     async fn local_paths_and_file_urls_resolve_to_the_same_folder() {

@@ -177,3 +177,88 @@ async fn the_quarantine_on_s3_is_a_real_sub_folder() {
         .collect();
     assert_eq!(names, ["WI-203.csv"]);
 }
+
+/// An S3 client on the test server, for keys object_store refuses to name.
+async fn raw_s3_client() -> aws_sdk_s3::Client {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let endpoint = tally::storage::s3_endpoint_from_env()
+        .expect("AWS_ENDPOINT_URL is not set: run the suite with tests/run.sh");
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn odd_keys_in_an_s3_folder_are_skipped_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw");
+    tally::demo::write_sample_files(&raw).unwrap();
+    let val = format!("{}/validated", prefix("odd-keys"));
+    let val2 = val.clone();
+    tokio::task::spawn_blocking(move || {
+        ok(&[
+            "validate",
+            "--input",
+            raw.to_str().unwrap(),
+            "--output",
+            &val2,
+        ])
+    })
+    .await
+    .unwrap();
+    // Keys a careless uploader can make, which object_store cannot represent as paths.
+    let key_prefix = val.strip_prefix(&format!("s3://{}/", bucket())).unwrap();
+    let client = raw_s3_client().await;
+    for odd in ["WI-9\u{1}9.csv", "/WI-double-slash.csv", "WI-8.csv\u{7f}"] {
+        client
+            .put_object()
+            .bucket(bucket())
+            .key(format!("{key_prefix}/{odd}"))
+            .body(b"store_id,x\n".to_vec().into())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{odd:?}: {}", aws_sdk_s3::error::DisplayErrorContext(e)));
+    }
+    let validated = tally::storage::Location::open(&val).await.unwrap();
+    let names: Vec<String> = validated
+        .list_files()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert!(names.contains(&"WI-202.csv".to_string()), "{names:?}");
+    assert!(
+        names.iter().all(|n| !n.chars().any(char::is_control)),
+        "{names:?}"
+    );
+    let val2 = val.clone();
+    let (out, stderr) = tokio::task::spawn_blocking(move || {
+        let output = run(&[
+            "run",
+            "--job",
+            "province_sales",
+            "--province",
+            "WI",
+            "--input",
+            &val2,
+            "--dry-run",
+            "--format",
+            "csv",
+        ]);
+        assert!(output.status.success(), "{output:?}");
+        (
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(project(&csv_rows(&out), RESULT_COLUMNS), expected_sample());
+    assert!(stderr.contains("skipped an object whose key"), "{stderr}");
+}
