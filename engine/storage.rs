@@ -45,12 +45,14 @@ pub enum StorageError {
         url: String,
         cause: object_store::Error,
     },
-    #[error("cannot list {url}: {}", aws_sdk_s3::error::DisplayErrorContext(.cause))]
+    #[error("cannot list {url}: {}", aws_sdk_s3::error::DisplayErrorContext(.cause.as_ref()))]
     S3List {
         url: String,
+        /// Boxed: the SDK's error is large, and every storage result would carry its size.
         #[source]
-        cause:
+        cause: Box<
             aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error>,
+        >,
     },
 }
 
@@ -101,7 +103,7 @@ impl S3Lister {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|cause| StorageError::S3List {
                 url: url.to_string(),
-                cause,
+                cause: Box::new(cause),
             })?;
             for object in page.contents() {
                 let Some(key) = object.key().map(decode_listed_key) else {
