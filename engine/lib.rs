@@ -60,9 +60,24 @@ pub mod validate;
 /// Test hook for crash-safety tests: when `TALLY_FAILPOINT` names this point, the process dies
 /// here at once, as if killed, leaving whatever it had written.
 pub fn failpoint(name: &str) {
-    if std::env::var("TALLY_FAILPOINT").is_ok_and(|v| v == name) {
+    let Ok(value) = std::env::var("TALLY_FAILPOINT") else {
+        return;
+    };
+    if value == name {
         eprintln!("tally: failpoint `{name}` reached: aborting");
         std::process::abort();
+    }
+    // `NAME=pause:FILE`: create FILE, then wait here until it is removed (a paused writer).
+    if let Some(marker) = value
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix("=pause:"))
+    {
+        eprintln!("tally: failpoint `{name}` reached: paused until {marker} is removed");
+        if std::fs::write(marker, b"paused\n").is_ok() {
+            while std::path::Path::new(marker).exists() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
     }
 }
 

@@ -278,6 +278,18 @@ impl Location {
         })
     }
 
+    /// A location over a store built elsewhere (an in-memory store in tests, say), listed
+    /// through object_store.
+    pub fn from_store(store: Arc<dyn ObjectStore>, url: &str) -> Location {
+        Location {
+            store,
+            prefix: Path::default(),
+            url: url.to_string(),
+            local_root: None,
+            s3_lister: None,
+        }
+    }
+
     /// The path of a file inside this folder; `name` may hold sub-folders (`a/b.csv`).
     pub fn child(&self, name: &str) -> Path {
         if self.prefix.as_ref().is_empty() {

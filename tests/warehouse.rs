@@ -288,7 +288,7 @@ async fn a_failed_hudi_write_leaves_the_warehouse_untouched() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Another writer holds the Hudi table: the run fails and the warehouse keeps 5.00.
-    hold_hudi_lock(&table, std::process::id());
+    let _held = hold_hudi_lock(&table, std::process::id());
     write_file(
         &val,
         "ZH-1.csv",
@@ -308,6 +308,8 @@ async fn a_failed_hudi_write_leaves_the_warehouse_untouched() {
             &url,
             "--table",
             table.to_str().unwrap(),
+            "--hudi-lock-wait-secs",
+            "1",
         ])
         .output()
         .unwrap();

@@ -1,6 +1,7 @@
 //! Pieces of the command line shared by several commands: value parsers and the state store
 //! argument. Each command's arguments and its `run` live in a file of their own.
 
+pub mod hudi_args;
 pub mod run;
 
 use anyhow::{Context, Result};

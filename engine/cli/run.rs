@@ -23,7 +23,9 @@ use tally::job::{run_job, JobCatalog, RunRequest};
 use tally::output::{write_rows, OutputFormat};
 use tally::progress::Progress;
 use tally::secrets::{resolve_url, Scrubber};
-use tally::sinks::hudi::{HudiSink, UpsertOptions};
+use tally::sinks::hudi::HudiSink;
+
+use super::hudi_args::HudiArgs;
 use tally::sinks::warehouse::WarehouseSink;
 use tally::sinks::{deliver, JobRows, Sink};
 use tally::state::{JobParams, RunCounts, StateStore};
@@ -60,12 +62,8 @@ pub struct RunArgs {
     /// Do not create the warehouse table when it is missing (fail instead).
     #[arg(long)]
     no_create_table: bool,
-    /// Hudi: target size of a base file in MiB before new file groups start.
-    #[arg(long, default_value_t = 120)]
-    hudi_target_file_mb: u64,
-    /// Hudi: committed versions kept per file group; older ones are cleaned after each commit.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
-    hudi_retain_versions: u64,
+    #[command(flatten)]
+    hudi: HudiArgs,
     /// How rows are printed.
     #[arg(long, value_enum, default_value_t = OutputFormat::Csv)]
     format: OutputFormat,
@@ -234,11 +232,7 @@ async fn build_sinks(
     if let Some(url) = &plan.table {
         sinks.push(Box::new(HudiSink {
             url: url.clone(),
-            options: UpsertOptions {
-                target_file_bytes: args.hudi_target_file_mb.max(1) << 20,
-                retain_versions: args.hudi_retain_versions as usize,
-                ..Default::default()
-            },
+            options: args.hudi.upsert_options(),
         }));
     }
     if let Some(reference) = &plan.warehouse {

@@ -2,6 +2,8 @@
 //! with chosen times, and reading CSV output back.
 #![allow(dead_code)]
 
+pub mod hudi;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -221,7 +223,10 @@ impl Province {
 
 /// Writes a Hudi writer-lock record into `table` as if process `pid` on this host held it with a
 /// lease far in the future (a live writer when `pid` is this process, a dead one otherwise).
-pub fn hold_hudi_lock(table: &Path, pid: u32) {
+/// Leaves a writer's lock record on a local Hudi table as process `pid` would. For this test's own
+/// process the lock is also really held (an exclusive `flock`) until the returned file is dropped;
+/// for another pid it is the record a killed writer leaves, which holds nothing.
+pub fn hold_hudi_lock(table: &Path, pid: u32) -> Option<std::fs::File> {
     let host = gethostname::gethostname().to_string_lossy().to_string();
     let start = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -233,14 +238,17 @@ pub fn hold_hudi_lock(table: &Path, pid: u32) {
                 .ok()
         });
     let record = serde_json::json!({
-        "host": host, "pid": pid, "process_start": start,
+        "host": host, "pid": pid, "process_start": start, "token": "test",
         "acquired_at": "2026-01-01T00:00:00Z", "expires_at": "2999-01-01T00:00:00Z"
     });
-    std::fs::write(
-        table.join(".hoodie/.aux/tally-writer.lock"),
-        record.to_string(),
-    )
-    .unwrap();
+    let path = table.join(".hoodie/.aux/tally-writer.lock");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, record.to_string()).unwrap();
+    (pid == std::process::id()).then(|| {
+        let file = std::fs::File::open(&path).unwrap();
+        file.lock().unwrap();
+        file
+    })
 }
 
 /// A server URL from the environment tests/run.sh sets; a missing server fails the test.

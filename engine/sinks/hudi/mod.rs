@@ -3,12 +3,19 @@
 //! - [`table`]: `hoodie.properties`, partitions, base files;
 //! - [`timeline`]: instants and which base files they make visible;
 //! - [`upsert`]: the copy-on-write merge and its commit protocol;
-//! - [`lock`]: one writer at a time;
+//! - [`lock`]: one writer at a time; [`heartbeat`]: which pending instants have a live writer;
+//! - [`rollback`], [`clean`], [`archive`]: the timeline's housekeeping, each an instant of its own
+//!   ([`instant_avro`] writes their Avro bodies);
 //! - [`athena`]: DDL and partition registration.
 
+pub mod archive;
 pub mod athena;
+pub mod clean;
+pub mod heartbeat;
+pub mod instant_avro;
 pub mod lock;
 pub mod properties;
+pub mod rollback;
 pub mod schema;
 pub mod table;
 pub mod timeline;

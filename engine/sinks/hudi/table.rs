@@ -13,7 +13,7 @@ use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use super::properties;
 use super::timeline::{committed_file_groups, BaseFile, FileGroups, Timeline};
@@ -225,6 +225,64 @@ impl HudiTable {
             .await
             .map(|_| ())
             .map_err(|e| self.err(format!("cannot write {relative}: {e}")))
+    }
+
+    /// Writes a small object only if it does not exist yet (`If-None-Match: *` on S3, an atomic
+    /// link on local disk): two writers can never both create the same instant file.
+    pub async fn create_new(&self, relative: &str, bytes: Vec<u8>) -> Result<(), TableError> {
+        let put = self
+            .location
+            .store
+            .put_opts(
+                &self.path(relative),
+                PutPayload::from(Bytes::from(bytes)),
+                PutOptions {
+                    mode: PutMode::Create,
+                    ..Default::default()
+                },
+            )
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(self.err(format!(
+                "{relative} already exists: another writer made the same instant; nothing was committed"
+            ))),
+            Err(e) => Err(self.err(format!("cannot write {relative}: {e}"))),
+        }
+    }
+
+    /// Whether an object exists.
+    pub async fn exists(&self, relative: &str) -> Result<bool, TableError> {
+        match self.location.store.head(&self.path(relative)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err(format!("cannot check {relative}: {e}"))),
+        }
+    }
+
+    /// On local disk, flushes files (and the folders holding them) to stable storage, so the
+    /// commit never names data a power cut could lose. Object stores are durable on return.
+    pub fn sync_local(&self, relatives: &[String]) -> Result<(), TableError> {
+        let Some(root) = &self.location.local_root else {
+            return Ok(());
+        };
+        let mut folders = std::collections::BTreeSet::new();
+        for relative in relatives {
+            let path = root.join(relative);
+            let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+            sync(&path).map_err(|e| self.err(format!("cannot sync {relative}: {e}")))?;
+            if path.is_file() {
+                if let Some(parent) = path.parent() {
+                    folders.insert(parent.to_path_buf());
+                }
+            }
+        }
+        for folder in folders {
+            std::fs::File::open(&folder)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| self.err(format!("cannot sync {}: {e}", folder.display())))?;
+        }
+        Ok(())
     }
 
     /// Reads a small object.
@@ -465,31 +523,64 @@ impl HudiTable {
         !class.ends_with(".SimpleKeyGenerator")
     }
 
-    /// Record key text per row, as Hudi's key generators make it.
+    /// Record key text per row, as Hudi's key generators make it: `value` for a simple key,
+    /// `f1:v1,f2:v2` for a complex one, with `__null__` / `__empty__` for a null or empty field.
+    ///
+    /// Refused, naming the row and the value, rather than risking two rows with one key: a
+    /// complex-key value holding `,` or `:` (Hudi does not escape them, so `s="A,item_id:B"` could
+    /// read as another row's key), a simple key that is null or empty, and a complex key whose
+    /// fields are all null or empty (Hudi's own generators refuse both).
     pub fn record_keys(&self, batch: &RecordBatch) -> Result<Vec<String>, TableError> {
         let columns = self.columns(batch, &self.config.record_key, "record key")?;
         let complex = self.complex_keys();
+        let bad = |row: usize, reason: String| TableError::Data {
+            url: self.location.url.clone(),
+            message: format!("row {}: {reason}", row + 1),
+        };
         (0..batch.num_rows())
             .map(|row| {
-                let parts: Vec<String> = columns
-                    .iter()
-                    .map(|(name, col)| {
-                        let value = value_text(col, row)
-                            .map(|v| {
-                                if v.is_empty() {
-                                    "__empty__".to_string()
-                                } else {
-                                    v
-                                }
-                            })
-                            .unwrap_or_else(|| "__null__".to_string());
-                        if complex {
-                            format!("{name}:{value}")
-                        } else {
-                            value
+                let mut parts = Vec::with_capacity(columns.len());
+                let mut present = 0;
+                for (name, col) in &columns {
+                    let value = value_text(col, row);
+                    let text = match value.as_deref() {
+                        None => "__null__".to_string(),
+                        Some("") => "__empty__".to_string(),
+                        Some(v) => {
+                            present += 1;
+                            v.to_string()
                         }
-                    })
-                    .collect();
+                    };
+                    if complex {
+                        if text.contains([',', ':']) {
+                            return Err(bad(
+                                row,
+                                format!(
+                                    "record key field `{name}` is `{text}`: a `,` or `:` in a key \
+                                     value makes Hudi's complex key ambiguous"
+                                ),
+                            ));
+                        }
+                        parts.push(format!("{name}:{text}"));
+                    } else {
+                        if value.as_deref().is_none_or(str::is_empty) {
+                            return Err(bad(
+                                row,
+                                format!("record key field `{name}` is null or empty"),
+                            ));
+                        }
+                        parts.push(text);
+                    }
+                }
+                if complex && present == 0 {
+                    return Err(bad(
+                        row,
+                        format!(
+                            "every record key field ({}) is null or empty",
+                            self.config.record_key.join(", ")
+                        ),
+                    ));
+                }
                 Ok(parts.join(","))
             })
             .collect()
@@ -557,3 +648,92 @@ fn value_text(col: &ArrayRef, row: usize) -> Option<String> {
 
 /// Shared reference to a table's object store, for background work.
 pub type SharedTable = Arc<HudiTable>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    fn table(keys: &[&str], keygen: &str) -> HudiTable {
+        HudiTable {
+            location: Location::from_store(
+                Arc::new(object_store::memory::InMemory::new()),
+                "memory://t",
+            ),
+            config: TableConfig {
+                database: "default".into(),
+                name: "t".into(),
+                record_key: keys.iter().map(|k| k.to_string()).collect(),
+                partition_fields: vec!["d".into()],
+                precombine_field: "v".into(),
+                hive_style: false,
+            },
+            properties: [(
+                "hoodie.table.keygenerator.class".to_string(),
+                format!("org.apache.hudi.keygen.{keygen}"),
+            )]
+            .into(),
+        }
+    }
+
+    fn batch(columns: &[(&str, Vec<Option<&str>>)]) -> RecordBatch {
+        let schema = Schema::new(
+            columns
+                .iter()
+                .map(|(n, _)| Field::new(*n, DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        );
+        RecordBatch::try_new(
+            Arc::new(schema),
+            columns
+                .iter()
+                .map(|(_, v)| Arc::new(StringArray::from(v.clone())) as ArrayRef)
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn complex_keys_are_written_as_hudi_does_and_ambiguous_ones_refused() {
+        let t = table(&["s", "i"], "ComplexKeyGenerator");
+        let keys = t
+            .record_keys(&batch(&[
+                ("s", vec![Some("a"), None]),
+                ("i", vec![Some("b"), Some("")]),
+            ]))
+            .unwrap_err();
+        // Row 2 has every key field null or empty.
+        assert!(keys.to_string().contains("row 2"), "{keys}");
+        let keys = t
+            .record_keys(&batch(&[
+                ("s", vec![Some("a"), None]),
+                ("i", vec![Some("b"), Some("c")]),
+            ]))
+            .unwrap();
+        assert_eq!(keys, ["s:a,i:b", "s:__null__,i:c"]);
+        for hostile in ["a,i:b", "a:b"] {
+            let err = t
+                .record_keys(&batch(&[
+                    ("s", vec![Some(hostile)]),
+                    ("i", vec![Some("x")]),
+                ]))
+                .unwrap_err();
+            assert!(err.to_string().contains("ambiguous"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_simple_key_must_be_present() {
+        let t = table(&["s"], "SimpleKeyGenerator");
+        assert_eq!(
+            t.record_keys(&batch(&[("s", vec![Some("a,b:c")])]))
+                .unwrap(),
+            ["a,b:c"]
+        );
+        for missing in [None, Some("")] {
+            let err = t.record_keys(&batch(&[("s", vec![missing])])).unwrap_err();
+            assert!(err.to_string().contains("null or empty"), "{err}");
+        }
+    }
+}

@@ -93,12 +93,60 @@ impl Timeline {
         Ok(Timeline { instants })
     }
 
-    /// Times of completed actions that write base files (`commit`, `replacecommit`).
-    pub fn completed_writes(&self) -> BTreeSet<String> {
+    /// The writes whose base files are visible: completed `commit`/`replacecommit` instants, and
+    /// every instant older than the active timeline's first write (archived ones; Hudi's readers,
+    /// hudi-rs among them, treat those as committed too).
+    pub fn completed_writes(&self) -> CommittedWrites {
+        CommittedWrites {
+            completed: self
+                .instants
+                .iter()
+                .filter(|i| i.state == InstantState::Completed && writes_base_files(&i.action))
+                .map(|i| i.time.clone())
+                .collect(),
+            active_start: self
+                .instants
+                .iter()
+                .filter(|i| writes_base_files(&i.action))
+                .map(|i| i.time.clone())
+                .min(),
+        }
+    }
+
+    /// Actions tally does not carry forward that are pending (a Spark clustering plan, an index
+    /// build, a compaction): writing past them would break the writer that owns them.
+    pub fn pending_foreign(&self) -> Vec<&Instant> {
+        let completed: HashSet<(&str, &str)> = self
+            .instants
+            .iter()
+            .filter(|i| i.state == InstantState::Completed)
+            .map(|i| (i.time.as_str(), i.action.as_str()))
+            .collect();
         self.instants
             .iter()
-            .filter(|i| i.state == InstantState::Completed && writes_base_files(&i.action))
-            .map(|i| i.time.clone())
+            .filter(|i| {
+                i.state != InstantState::Completed
+                    && !matches!(i.action.as_str(), "commit" | "rollback" | "clean")
+                    && !completed.contains(&(i.time.as_str(), i.action.as_str()))
+            })
+            .collect()
+    }
+
+    /// Pending `rollback`/`clean` instants (a tally run killed while rolling back or cleaning).
+    pub fn pending_housekeeping(&self) -> Vec<&Instant> {
+        let completed: HashSet<(&str, &str)> = self
+            .instants
+            .iter()
+            .filter(|i| i.state == InstantState::Completed)
+            .map(|i| (i.time.as_str(), i.action.as_str()))
+            .collect();
+        self.instants
+            .iter()
+            .filter(|i| {
+                i.state != InstantState::Completed
+                    && matches!(i.action.as_str(), "rollback" | "clean")
+                    && !completed.contains(&(i.time.as_str(), i.action.as_str()))
+            })
             .collect()
     }
 
@@ -135,17 +183,50 @@ fn writes_base_files(action: &str) -> bool {
     matches!(action, "commit" | "replacecommit")
 }
 
-/// A new instant time (`yyyyMMddHHmmssSSS`, UTC), later than every instant on the timeline.
-pub fn new_instant_time(now: DateTime<Utc>, timeline: &Timeline) -> String {
-    let mut time = now.format("%Y%m%d%H%M%S%3f").to_string();
-    if let Some(latest) = timeline.latest_time() {
-        if time.as_str() <= latest {
-            // Clocks differ between machines: step just past the newest instant instead.
-            let next: u128 = latest.parse::<u128>().unwrap_or(0) + 1;
-            time = format!("{next:017}");
-        }
+/// Which write instants' base files are visible (see [`Timeline::completed_writes`]).
+#[derive(Debug, Clone, Default)]
+pub struct CommittedWrites {
+    pub completed: BTreeSet<String>,
+    /// The first write instant on the active timeline, of any state.
+    pub active_start: Option<String>,
+}
+
+impl CommittedWrites {
+    pub fn contains(&self, time: &str) -> bool {
+        self.completed.contains(time)
+            || self
+                .active_start
+                .as_deref()
+                .is_some_and(|start| time < start)
     }
-    time
+}
+
+const INSTANT_FORMAT: &str = "%Y%m%d%H%M%S%3f";
+
+/// The time an instant names (`yyyyMMddHHmmssSSS`, or Hudi's older `yyyyMMddHHmmss`), UTC.
+pub fn instant_datetime(time: &str) -> Option<DateTime<Utc>> {
+    let parsed = match time.len() {
+        17 => chrono::NaiveDateTime::parse_from_str(time, INSTANT_FORMAT).ok(),
+        14 => chrono::NaiveDateTime::parse_from_str(time, "%Y%m%d%H%M%S").ok(),
+        _ => None,
+    }?;
+    Some(parsed.and_utc())
+}
+
+/// The instant time of a moment.
+pub fn format_instant(at: DateTime<Utc>) -> String {
+    at.format(INSTANT_FORMAT).to_string()
+}
+
+/// A new instant time, later than every instant on the timeline, and always a real time (a
+/// clock behind the newest instant steps one millisecond past it, carrying into seconds, minutes
+/// and days as a clock would).
+pub fn new_instant_time(now: DateTime<Utc>, timeline: &Timeline) -> String {
+    let latest = timeline.latest_time().and_then(instant_datetime);
+    match latest {
+        Some(latest) if latest >= now => format_instant(latest + chrono::Duration::milliseconds(1)),
+        _ => format_instant(now),
+    }
 }
 
 /// A base file: `<fileId>_<writeToken>_<instant>.parquet`.
@@ -202,7 +283,7 @@ pub type FileGroups = BTreeMap<String, Vec<BaseFile>>;
 /// leaving out file groups a completed replacecommit replaced.
 pub fn committed_file_groups(
     files: impl IntoIterator<Item = BaseFile>,
-    completed: &BTreeSet<String>,
+    completed: &CommittedWrites,
     replaced: &HashSet<String>,
 ) -> FileGroups {
     let mut groups: FileGroups = BTreeMap::new();
@@ -288,6 +369,20 @@ mod tests {
             instants: vec![Instant::parse("20260301100000500.commit").unwrap()],
         };
         assert_eq!(new_instant_time(now, &ahead), "20260301100000501");
+        // A clock behind the newest instant carries across second, minute, hour and day.
+        for (latest, next) in [
+            ("20260301100059999", "20260301100100000"),
+            ("20260301105959999", "20260301110000000"),
+            ("20260301235959999", "20260302000000000"),
+            ("20261231235959999", "20270101000000000"),
+        ] {
+            let ahead = Timeline {
+                instants: vec![Instant::parse(&format!("{latest}.commit")).unwrap()],
+            };
+            let made = new_instant_time(now, &ahead);
+            assert_eq!(made, next);
+            assert!(instant_datetime(&made).is_some());
+        }
     }
 
     #[test]
@@ -297,13 +392,27 @@ mod tests {
             BaseFile::parse("p", "a-0_0-0-0_00000000000000001.parquet", 1),
             BaseFile::parse("p", "a-0_0-0-0_00000000000000002.parquet", 1),
         ];
-        let completed: BTreeSet<String> = completed
-            .into_iter()
-            .map(|_| "00000000000000001".to_string())
-            .collect();
+        let completed = CommittedWrites {
+            completed: completed
+                .into_iter()
+                .map(|_| "00000000000000001".to_string())
+                .collect(),
+            active_start: Some("00000000000000001".into()),
+        };
         let groups =
             committed_file_groups(files.into_iter().flatten(), &completed, &HashSet::new());
         assert_eq!(groups["a-0"].len(), 1);
         assert_eq!(groups["a-0"][0].instant, "00000000000000001");
+        // Instants before the active timeline were archived: their files count as committed.
+        let archived = CommittedWrites {
+            completed: BTreeSet::new(),
+            active_start: Some("00000000000000002".into()),
+        };
+        let files = vec![
+            BaseFile::parse("p", "a-0_0-0-0_00000000000000001.parquet", 1),
+            BaseFile::parse("p", "a-0_0-0-0_00000000000000002.parquet", 1),
+        ];
+        let groups = committed_file_groups(files.into_iter().flatten(), &archived, &HashSet::new());
+        assert_eq!(groups["a-0"].len(), 1);
     }
 }

@@ -1,24 +1,28 @@
 //! Copy-on-write upsert with Hudi's commit protocol.
 //!
 //! Stage (nothing visible yet):
-//! 1. take the writer lock, roll back instants a crashed writer left pending;
+//! 1. take the writer lock ([`super::lock`]), roll back instants whose writer is provably gone
+//!    ([`super::rollback`]);
 //! 2. for each partition the rows touch, read only the record-key column of the latest base files
 //!    to find the file group holding each key; new keys go to small file groups, then new ones;
-//! 3. write `<instant>.commit.requested`, then `<instant>.inflight` (the plan), then, per touched
+//! 3. create `<instant>.commit.requested` (only if absent) and start the instant's heartbeat, write
+//!    `<instant>.inflight` (the plan), then, per touched
 //!    file group, a new base file `<fileId>_<token>_<instant>.parquet` merging the latest slice
 //!    with the incoming rows: a row is replaced only by one whose precombine value is greater or
 //!    equal (an older source never overwrites a newer one), and a group where nothing changes is
 //!    not rewritten.
 //!
-//! Publish: re-read the timeline (refusing to commit over another writer), write the
-//! `<instant>.commit` JSON in one put (the commit point), clean slices beyond the retention,
-//! release the lock. A run killed anywhere before the commit leaves only files of an instant that
-//! never completed, which readers ignore and the next run rolls back.
+//! Publish: check every base file the commit names exists (fsynced first on local disk), that
+//! this writer still holds the lock, and that no other writer's instant appeared; then create the
+//! `<instant>.commit` JSON in one put, only if absent (the commit point). Then clean
+//! ([`super::clean`]), archive ([`super::archive`]) and release the lock. A run killed anywhere
+//! before the commit leaves only files of an instant that never completed, which readers ignore
+//! and the next writer rolls back once the heartbeat shows this one gone.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant as Clock};
+use std::time::Instant as Clock;
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -31,7 +35,10 @@ use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use object_store::ObjectStoreExt;
 use serde_json::{json, Value};
 
-use super::lock::WriterLock;
+use super::archive::ArchivePolicy;
+use super::clean::CleanPolicy;
+use super::heartbeat::Heartbeat;
+use super::lock::{LockOptions, WriterLock};
 use super::schema::{avro_schema, META_COLUMNS};
 use super::table::{HudiTable, TableConfig, TableError, HOODIE_DIR};
 use super::timeline::{new_instant_time, BaseFile, InstantState, Timeline};
@@ -43,18 +50,21 @@ use crate::storage::Location;
 pub struct UpsertOptions {
     /// Base files grow up to about this size before new file groups are started.
     pub target_file_bytes: u64,
-    /// Committed slices kept per file group; older ones are cleaned after each commit.
-    pub retain_versions: usize,
-    /// How long a writer lock is honored if its owner cannot be checked.
-    pub lock_lease: Duration,
+    /// The writer lock: lease, how long to wait, single-writer stores.
+    pub lock: LockOptions,
+    /// How much history cleaning keeps.
+    pub clean: CleanPolicy,
+    /// Bounds of the active timeline.
+    pub archive: ArchivePolicy,
 }
 
 impl Default for UpsertOptions {
     fn default() -> Self {
         UpsertOptions {
             target_file_bytes: 120 << 20,
-            retain_versions: 3,
-            lock_lease: Duration::from_secs(30 * 60),
+            lock: LockOptions::default(),
+            clean: CleanPolicy::default(),
+            archive: ArchivePolicy::default(),
         }
     }
 }
@@ -82,6 +92,8 @@ pub struct UpsertFigures {
     pub older_ignored: u64,
     pub rolled_back: Vec<String>,
     pub files_cleaned: usize,
+    /// Instants moved from the active timeline to `.hoodie/archived/`.
+    pub instants_archived: usize,
 }
 
 fn sink_err(table: &str, e: impl std::fmt::Display) -> SinkError {
@@ -164,74 +176,27 @@ pub async fn open_or_create(
     Ok(table)
 }
 
-/// Removes what a crashed writer left of instant `time`: its base files, then its timeline files.
-pub async fn roll_back(
-    table: &HudiTable,
-    timeline: &Timeline,
-    time: &str,
-) -> Result<(), TableError> {
-    let inflight_name = super::timeline::Instant::file_for(time, "commit", InstantState::Inflight);
-    let mut partitions: BTreeSet<String> = BTreeSet::new();
-    if let Some(plan) = table.get(&format!("{HOODIE_DIR}/{inflight_name}")).await? {
-        let plan: Value = serde_json::from_slice(&plan).unwrap_or_default();
-        if let Some(map) = plan["partitionToWriteStats"].as_object() {
-            partitions.extend(map.keys().cloned());
-        }
-    }
-    for partition in &partitions {
-        for file in table.partition_files(partition).await? {
-            if file.instant == time {
-                table.delete(&file.relative_path()).await?;
-            }
-        }
-        // A base file killed mid-write locally is a `<name>#<n>` temp file listings do not show.
-        if let Some(root) = &table.location.local_root {
-            if let Ok(entries) = std::fs::read_dir(root.join(partition)) {
-                for entry in entries.flatten() {
-                    let name = entry.file_name().to_string_lossy().to_string();
-                    if name.contains(&format!("_{time}.parquet#")) {
-                        let _ = std::fs::remove_file(entry.path());
-                    }
-                }
-            }
-        }
-    }
-    // Timeline files last, newest state first: a rollback interrupted here is simply redone.
-    let mut files = timeline.files_of(time);
-    files.sort_by_key(|i| std::cmp::Reverse(i.state));
-    for instant in files {
-        if instant.state != InstantState::Completed {
-            table
-                .delete(&format!("{HOODIE_DIR}/{}", instant.file_name))
-                .await?;
-        }
-    }
-    tracing::warn!(table = %table.location.url, instant = time, "rolled back an incomplete instant");
-    Ok(())
-}
-
-/// A local write killed between writing its temp file and renaming it leaves `<name>#<n>` behind;
-/// readers ignore such files, and the writer holding the lock removes them from the timeline.
-/// (object_store's local listing hides them, so the folder is read directly.)
-async fn remove_stray_temp_files(table: &HudiTable) -> Result<(), TableError> {
-    let Some(root) = &table.location.local_root else {
-        return Ok(());
-    };
-    let hoodie = root.join(HOODIE_DIR);
-    let fail = |e: std::io::Error| TableError::Storage {
-        url: table.location.url.clone(),
-        message: format!("cannot tidy {}: {e}", hoodie.display()),
-    };
-    let entries = match std::fs::read_dir(&hoodie) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(fail(e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(fail)?;
-        if entry.file_name().to_string_lossy().contains('#') && entry.path().is_file() {
-            std::fs::remove_file(entry.path()).map_err(fail)?;
-        }
+/// Hudi's metadata table indexes every file of the table; a write that does not update it would
+/// leave readers that use it (Spark, Athena with it enabled) seeing a stale file list.
+async fn refuse_metadata_table(table: &HudiTable) -> Result<(), TableError> {
+    let enabled = table
+        .properties
+        .get("hoodie.table.metadata.partitions")
+        .is_some_and(|p| !p.trim().is_empty())
+        || table
+            .get(&format!(
+                "{HOODIE_DIR}/metadata/{HOODIE_DIR}/hoodie.properties"
+            ))
+            .await?
+            .is_some();
+    if enabled {
+        return Err(TableError::Unsupported {
+            url: table.location.url.clone(),
+            message: "the table has Hudi's metadata table (.hoodie/metadata), which tally does not \
+                      maintain; disable it with Hudi (hoodie.metadata.enable=false, which removes it) \
+                      before writing with tally"
+                .into(),
+        });
     }
     Ok(())
 }
@@ -343,6 +308,7 @@ struct GroupPlan {
 pub struct StagedUpsert {
     table: HudiTable,
     lock: Option<WriterLock>,
+    heartbeat: Option<Heartbeat>,
     instant: String,
     latest_before: Option<String>,
     commit: Value,
@@ -369,7 +335,7 @@ pub async fn stage_upsert(
     let started = Clock::now();
     let wanted = job_table_config(rows, "default");
     let table = open_or_create(url, &wanted, &rows.schema).await?;
-    let lock = WriterLock::acquire(&table, options.lock_lease).await?;
+    let lock = WriterLock::acquire(&table, &options.lock).await?;
     match stage_locked(&table, rows, options).await {
         Ok((figures, None)) => {
             lock.release().await?;
@@ -378,6 +344,7 @@ pub async fn stage_upsert(
         Ok((figures, Some(parts))) => Ok(Staged::Instant(Box::new(StagedUpsert {
             table,
             lock: Some(lock),
+            heartbeat: Some(parts.heartbeat),
             instant: parts.instant,
             latest_before: parts.latest_before,
             commit: parts.commit,
@@ -397,6 +364,7 @@ pub async fn stage_upsert(
 }
 
 struct StagedParts {
+    heartbeat: Heartbeat,
     instant: String,
     latest_before: Option<String>,
     commit: Value,
@@ -415,15 +383,9 @@ async fn stage_locked(
         message,
     };
     let mut figures = UpsertFigures::default();
-    remove_stray_temp_files(table).await?;
-    let mut timeline = table.timeline().await?;
-    for time in timeline.pending_writes() {
-        roll_back(table, &timeline, &time).await?;
-        figures.rolled_back.push(time);
-    }
-    if !figures.rolled_back.is_empty() {
-        timeline = table.timeline().await?;
-    }
+    refuse_metadata_table(table).await?;
+    let (rolled_back, timeline) = super::rollback::recover(table, options.lock.lease).await?;
+    figures.rolled_back = rolled_back;
     let instant = new_instant_time(Utc::now(), &timeline);
     let latest_before = timeline.latest_time().map(str::to_string);
 
@@ -568,8 +530,9 @@ async fn stage_locked(
     let requested = super::timeline::Instant::file_for(&instant, "commit", InstantState::Requested);
     let inflight = super::timeline::Instant::file_for(&instant, "commit", InstantState::Inflight);
     table
-        .put(&format!("{HOODIE_DIR}/{requested}"), Vec::new())
+        .create_new(&format!("{HOODIE_DIR}/{requested}"), Vec::new())
         .await?;
+    let heartbeat = Heartbeat::start(table, &instant, options.lock.lease).await?;
     let plan_json = commit_json(
         plans.iter().map(|p| {
             (
@@ -686,6 +649,7 @@ async fn stage_locked(
         // Nothing changed: the instant is withdrawn and the timeline is as it was.
         table.delete(&format!("{HOODIE_DIR}/{inflight}")).await?;
         table.delete(&format!("{HOODIE_DIR}/{requested}")).await?;
+        heartbeat.stop().await?;
         return Ok((figures, None));
     }
     let schema_text = commit_schema(table, &timeline, &data_schema).await?;
@@ -694,6 +658,7 @@ async fn stage_locked(
     Ok((
         figures,
         Some(StagedParts {
+            heartbeat,
             instant,
             latest_before,
             commit,
@@ -958,6 +923,27 @@ impl StagedUpsert {
     }
 
     async fn commit(&mut self) -> Result<(), TableError> {
+        // Every file the commit names is durable and present.
+        self.table.sync_local(&self.written)?;
+        for relative in &self.written {
+            if !self.table.exists(relative).await? {
+                let message = format!(
+                    "base file {relative} of instant {} is missing (removed by another writer?); nothing was committed",
+                    self.instant
+                );
+                self.remove_staged().await?;
+                return Err(TableError::Storage {
+                    url: self.url(),
+                    message,
+                });
+            }
+        }
+        if let Some(lock) = &self.lock {
+            if let Err(e) = lock.ensure_held().await {
+                self.remove_staged().await?;
+                return Err(e);
+            }
+        }
         // Optimistic check: no other writer may have started or finished an instant meanwhile.
         let timeline = self.table.timeline().await?;
         let intruder = timeline.instants.iter().find(|i| {
@@ -983,26 +969,27 @@ impl StagedUpsert {
         let name =
             super::timeline::Instant::file_for(&self.instant, "commit", InstantState::Completed);
         self.table
-            .put(
+            .create_new(
                 &format!("{HOODIE_DIR}/{name}"),
                 serde_json::to_vec_pretty(&self.commit).unwrap_or_default(),
             )
             .await?;
+        self.table.sync_local(&[HOODIE_DIR.to_string()])?;
         crate::failpoint("hudi-after-commit");
         Ok(())
     }
 
-    /// Deletes the oldest slices of the touched file groups beyond the retention. The new slice
-    /// counts as one of the retained versions.
-    async fn clean(&mut self) -> Result<(), TableError> {
-        let keep_old = self.options.retain_versions.saturating_sub(1);
-        for slices in &self.slices {
-            let excess = slices.len().saturating_sub(keep_old);
-            for old in &slices[..excess] {
-                self.table.delete(&old.relative_path()).await?;
-                self.figures.files_cleaned += 1;
-            }
-        }
+    /// Cleans old slices of the touched file groups, then archives old instants.
+    async fn tidy(&mut self) -> Result<(), TableError> {
+        self.figures.files_cleaned += super::clean::clean(
+            &self.table,
+            &self.slices,
+            &self.instant,
+            &self.options.clean,
+        )
+        .await?;
+        self.figures.instants_archived +=
+            super::archive::archive(&self.table, &self.options.archive).await?;
         Ok(())
     }
 }
@@ -1012,9 +999,14 @@ impl StagedWrite for StagedUpsert {
     async fn publish(mut self: Box<Self>) -> Result<SinkReport, SinkError> {
         let url = self.url();
         let outcome = self.commit().await;
+        if let Some(heartbeat) = self.heartbeat.take() {
+            if let Err(e) = heartbeat.stop().await {
+                tracing::warn!(table = %url, error = %e, "removing the heartbeat failed");
+            }
+        }
         if outcome.is_ok() {
-            if let Err(e) = self.clean().await {
-                tracing::warn!(table = %url, error = %e, "cleaning old file slices failed; the next run retries");
+            if let Err(e) = self.tidy().await {
+                tracing::warn!(table = %url, error = %e, "cleaning or archiving failed; the next run retries");
             }
         }
         if let Some(lock) = self.lock.take() {
@@ -1027,6 +1019,9 @@ impl StagedWrite for StagedUpsert {
     async fn discard(mut self: Box<Self>) -> Result<(), SinkError> {
         let url = self.url();
         let removed = self.remove_staged().await;
+        if let Some(heartbeat) = self.heartbeat.take() {
+            heartbeat.stop().await.map_err(|e| sink_err(&url, e))?;
+        }
         if let Some(lock) = self.lock.take() {
             lock.release().await.map_err(|e| sink_err(&url, e))?;
         }
