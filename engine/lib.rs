@@ -81,6 +81,27 @@ pub fn failpoint(name: &str) {
     }
 }
 
+/// Test hook for crash-safety tests that walk every step: when `TALLY_FAILPOINT` is `NAME#N`,
+/// the process dies at the N-th time it reaches `NAME` (before the N-th object write, say).
+pub fn failpoint_counted(name: &str) {
+    static REACHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let Ok(value) = std::env::var("TALLY_FAILPOINT") else {
+        return;
+    };
+    let Some(n) = value
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('#'))
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return;
+    };
+    let reached = REACHED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    if reached == n {
+        eprintln!("tally: failpoint `{name}#{n}` reached: aborting");
+        std::process::abort();
+    }
+}
+
 /// Test hook for failure paths: true when `TALLY_FAILPOINT` is `NAME=error`, so the caller fails
 /// here as if the operation after it had failed; `NAME` alone aborts, as [`failpoint`] does.
 pub fn failpoint_error(name: &str) -> bool {

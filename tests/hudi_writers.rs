@@ -403,3 +403,123 @@ fn ambiguous_or_missing_key_values_are_refused_not_merged() {
     );
     assert!(pending_instants(&table).is_empty());
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_writer_killed_before_any_object_write_leaves_old_or_new_and_the_rerun_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, val, start) = (
+        dir.path().join("raw"),
+        dir.path().join("val"),
+        dir.path().join("start"),
+    );
+    let mut province = Province::new("ZR", 4, 3, 11);
+    province.write_version(&raw, "0900", "2026-05-06T09:00:00Z", |_| true);
+    validate(&raw, &val);
+    run_ok("ZR", &val, start.to_str().unwrap(), &[]);
+    let old = province.expected();
+    province.write_version(&raw, "1500", "2026-05-06T15:00:00Z", |s| s != 1);
+    validate(&raw, &val);
+    let new = province.expected();
+    // Kill the writer before its 1st, 2nd, ... object write, each time from the same table,
+    // until a run gets through all of them.
+    let mut n = 1;
+    loop {
+        let table = dir.path().join(format!("t{n}"));
+        copy_dir(&start, &table);
+        let out = tally()
+            .args(province_run_args(&val, &table))
+            .env("TALLY_FAILPOINT", format!("hudi-write#{n}"))
+            .output()
+            .unwrap();
+        let seen = hudi_rs(table.to_str().unwrap());
+        assert_no_duplicate_keys(&seen);
+        let seen = hudi_lines(&seen);
+        if out.status.success() {
+            assert_eq!(seen, new);
+            break;
+        }
+        assert!(
+            seen == old || seen == new,
+            "killed before write {n}, a reader saw a mixture"
+        );
+        assert_committed_files_exist(&table, "");
+        // The next plain run completes (or finds nothing to do) and leaves nothing pending.
+        run_ok("ZR", &val, table.to_str().unwrap(), &[]);
+        assert_eq!(
+            hudi_lines(&hudi_rs(table.to_str().unwrap())),
+            new,
+            "after a kill before write {n}"
+        );
+        assert!(
+            pending_instants(&table).is_empty(),
+            "after a kill before write {n}"
+        );
+        n += 1;
+        assert!(n < 100, "the run never got through");
+    }
+    assert!(
+        n > 5,
+        "only {n} object writes: the failpoint is not reached"
+    );
+}
+
+#[test]
+fn tables_tally_does_not_maintain_are_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let val = dir.path().join("val");
+    write_file(
+        &val,
+        "ZR-1.csv",
+        "s1,1.00,4,i1,2026-01-01\n",
+        "2026-01-01T09:00:00Z",
+    );
+    let base = dir.path().join("base");
+    run_ok("ZR", &val, base.to_str().unwrap(), &[]);
+    write_file(
+        &val,
+        "ZR-1.csv",
+        "s1,2.00,4,i1,2026-01-01\n",
+        "2026-01-01T10:00:00Z",
+    );
+    let cases: [(&str, &str, &str); 2] = [
+        (
+            "metadata",
+            ".hoodie/metadata/.hoodie/hoodie.properties",
+            "metadata table",
+        ),
+        (
+            "clustering",
+            ".hoodie/20990101000000000.replacecommit.requested",
+            "replacecommit",
+        ),
+    ];
+    for (name, planted, expected) in cases {
+        let table = dir.path().join(name);
+        copy_dir(&base, &table);
+        let path = table.join(planted);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "").unwrap();
+        let before = timeline_files(&table);
+        let out = run_into("ZR", &val, table.to_str().unwrap(), &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert_eq!(timeline_files(&table), before, "{name}");
+        assert_eq!(
+            hudi_lines(&hudi_rs(table.to_str().unwrap())),
+            ["ZR,s1,i1,2026-01-01,1.00,0.00,0.00"]
+        );
+    }
+}

@@ -219,6 +219,7 @@ impl HudiTable {
 
     /// Writes a small object (timeline and metadata files) in one put.
     pub async fn put(&self, relative: &str, bytes: Vec<u8>) -> Result<(), TableError> {
+        crate::failpoint_counted("hudi-write");
         self.location
             .store
             .put(&self.path(relative), PutPayload::from(Bytes::from(bytes)))
@@ -230,6 +231,7 @@ impl HudiTable {
     /// Writes a small object only if it does not exist yet (`If-None-Match: *` on S3, an atomic
     /// link on local disk): two writers can never both create the same instant file.
     pub async fn create_new(&self, relative: &str, bytes: Vec<u8>) -> Result<(), TableError> {
+        crate::failpoint_counted("hudi-write");
         let put = self
             .location
             .store
@@ -300,6 +302,7 @@ impl HudiTable {
 
     /// Deletes an object; a missing one is fine.
     pub async fn delete(&self, relative: &str) -> Result<(), TableError> {
+        crate::failpoint_counted("hudi-write");
         match self.location.store.delete(&self.path(relative)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err(format!("cannot delete {relative}: {e}"))),
