@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod cli;
 
 use cli::run::RunArgs;
-use cli::{connect_state, parse_count, parse_param};
+use cli::{connect_state, parse_count, parse_param, StateArgs};
 use tally::job::{explain_job, output_schema, JobCatalog};
 use tally::layout::LayoutSet;
 use tally::output::{write_rows, OutputFormat};
@@ -111,6 +111,20 @@ timeout) must return a row. The job is then claimed atomically (never submitted 
 Runs report their own outcome; this catches the ones that could not (a lost node, a killed step)."
     )]
     Monitor(MonitorArgs),
+    /// Every job's state from the state store: last status, whether it would run now and why not,
+    /// the last run's counts or error, recent runs, files validated since.
+    #[command(
+        after_help = "Examples:\n  tally status --state sqlite://.tally/state.db\n  \
+tally status --json --job IL-sales\n\n\
+Read-only: the preconditions are the ones `tally schedule` checks, evaluated without claiming anything."
+    )]
+    Status(cli::status::StatusArgs),
+    /// Serve the status view as a read-only page that reloads itself, and as JSON at /api/status.
+    #[command(
+        after_help = "Example:\n  tally serve --state sqlite://.tally/state.db --bind 127.0.0.1:8080\n\n\
+GET only; nothing is written. Bound to loopback by default: the page has no login."
+    )]
+    Serve(cli::status::ServeArgs),
     /// Run SQL over the latest snapshot of a Hudi table (the local stand-in for Athena).
     #[command(
         after_help = "Examples:\n  tally query --table tables/sales \"SELECT trans_date, SUM(sale_amount) FROM store_item_daily_sales GROUP BY 1\"\n  \
@@ -197,10 +211,8 @@ struct TrackArgs {
     /// S3 event notification JSON: a file path, or - for standard input.
     #[arg(long)]
     s3_event: Option<String>,
-    /// The state store: sqlite://PATH, mysql://..., postgres://..., or env:NAME or a Secrets
-    /// Manager ARN holding the URL.
-    #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
-    state: String,
+    #[command(flatten)]
+    state: StateArgs,
 }
 
 #[derive(Args)]
@@ -214,10 +226,8 @@ struct ScheduleArgs {
     /// EMR: where the bootstrap action installed tally on the nodes.
     #[arg(long, default_value = "/usr/local/bin/tally")]
     emr_tally_path: String,
-    /// The state store: sqlite://PATH, mysql://..., postgres://..., or env:NAME or a Secrets
-    /// Manager ARN holding the URL.
-    #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
-    state: String,
+    #[command(flatten)]
+    state: StateArgs,
     /// Seconds without a heartbeat after which a RUNNING run counts as failed (and a claim that
     /// never became a run is released).
     #[arg(long, default_value_t = 300)]
@@ -242,10 +252,8 @@ enum ExecutorArg {
 
 #[derive(Args)]
 struct MonitorArgs {
-    /// The state store: sqlite://PATH, mysql://..., postgres://..., or env:NAME or a Secrets
-    /// Manager ARN holding the URL.
-    #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
-    state: String,
+    #[command(flatten)]
+    state: StateArgs,
     /// Print the decisions as JSON.
     #[arg(long)]
     json: bool,
@@ -301,10 +309,8 @@ struct RegisterArgs {
     /// The longest wait between two retries, in seconds.
     #[arg(long, default_value_t = 3600)]
     max_retry_backoff_secs: u64,
-    /// The state store: sqlite://PATH, mysql://..., postgres://..., or env:NAME or a Secrets
-    /// Manager ARN holding the URL.
-    #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
-    state: String,
+    #[command(flatten)]
+    state: StateArgs,
 }
 
 #[derive(Subcommand)]
@@ -472,7 +478,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Schedule(args) => {
-            let (state, state_url) = connect_state(&args.state).await?;
+            let (state, state_url) = connect_state(&args.state.state).await?;
             let executor = match args.executor {
                 ExecutorArg::Local => tally::control::Executor::Local {
                     tally: std::env::current_exe().context("cannot find the tally binary")?,
@@ -503,7 +509,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Monitor(args) => {
-            let (state, _) = connect_state(&args.state).await?;
+            let (state, _) = connect_state(&args.state.state).await?;
             let decisions = tally::control::monitor(&state, &emr_client().await).await?;
             state.close().await;
             if args.json {
@@ -533,7 +539,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             if files.is_empty() {
                 bail!("nothing to track: pass --file URL or --s3-event FILE");
             }
-            let (state, _) = connect_state(&args.state).await?;
+            let (state, _) = connect_state(&args.state.state).await?;
             let n = state.track_files(&files).await?;
             state.close().await;
             eprintln!("tally track: {n} files recorded as validated");
@@ -571,6 +577,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
             print!("{ddl}");
             Ok(())
         }
+        Command::Status(args) => cli::status::run_status(&args).await,
+        Command::Serve(args) => cli::status::run_serve(&args).await,
         Command::Generate(args) => cmd_generate(args, &progress),
         Command::Demo(args) => {
             tally::demo::run_demo(&args.workdir, &catalog, &progress).await?;
@@ -746,7 +754,7 @@ async fn cmd_jobs(cmd: JobsCommand, catalog: &JobCatalog) -> Result<()> {
                     },
                 },
             };
-            let (state, _) = connect_state(&args.state).await?;
+            let (state, _) = connect_state(&args.state.state).await?;
             state.register_job(&config).await?;
             state.close().await;
             println!(

@@ -8,10 +8,19 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-# hudi-rs, the independent reader the Hudi tests check tables with.
-if ! python3 -c "import hudi" >/dev/null 2>&1; then
+# hudi-rs, the independent reader the Hudi tests check tables with, and fastavro, which reads
+# the Avro timeline instants.
+if ! python3 -c "import hudi, fastavro" >/dev/null 2>&1; then
   python3 -m pip install --quiet -r tests/requirements.txt
 fi
+
+# Chromium (Debian's package), the headless browser the status page is checked with.
+if ! command -v chromium >/dev/null 2>&1; then
+  { apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y --no-install-recommends chromium >/dev/null; }; } ||
+    { echo "chromium could not be installed" >&2; exit 1; }
+fi
+export TALLY_TEST_CHROMIUM=${TALLY_TEST_CHROMIUM:-$(command -v chromium)}
 
 # shellcheck source=tests/servers/garage.sh
 source tests/servers/garage.sh || { echo "the S3 test server (garage) did not start" >&2; exit 1; }

@@ -3,10 +3,20 @@
 
 pub mod hudi_args;
 pub mod run;
+pub mod status;
 
 use anyhow::{Context, Result};
 use tally::secrets::resolve_url;
 use tally::state::StateStore;
+
+/// The `--state` argument, shared by the commands that read or write the state store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArgs {
+    /// The state store: sqlite://PATH, mysql://..., postgres://..., or env:NAME or a Secrets
+    /// Manager ARN holding the URL.
+    #[arg(long, env = "TALLY_STATE", default_value = "sqlite://.tally/state.db")]
+    pub state: String,
+}
 
 /// Connects to the state store named by a `--state` argument: a URL, `env:NAME`, or a Secrets
 /// Manager ARN. Returns the store and the resolved URL.

@@ -18,6 +18,8 @@
 
 pub mod emr;
 pub mod preconditions;
+pub mod status;
+pub mod status_page;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
