@@ -92,6 +92,19 @@ fn read_avro(path: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// A table holding one row (`s1,i1` at 1.00), written from `dir/val`.
+fn one_row_table(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (val, table) = (dir.join("val"), dir.join(name));
+    write_file(
+        &val,
+        "ZR-1.csv",
+        "s1,1.00,4,i1,2026-01-01\n",
+        "2026-01-01T09:00:00Z",
+    );
+    run_ok("ZR", &val, table.to_str().unwrap(), &[]);
+    (val, table)
+}
+
 fn province_run_args<'a>(val: &'a Path, table: &'a Path) -> Vec<&'a str> {
     vec![
         "run",
@@ -205,15 +218,7 @@ fn four_writers_racing_after_a_killed_one_leave_old_or_new_and_converge() {
 #[test]
 fn a_paused_writer_keeps_the_table_and_the_next_one_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let val = dir.path().join("val");
-    let table = dir.path().join("t");
-    write_file(
-        &val,
-        "ZR-1.csv",
-        "s1,1.00,4,i1,2026-01-01\n",
-        "2026-01-01T09:00:00Z",
-    );
-    run_ok("ZR", &val, table.to_str().unwrap(), &[]);
+    let (val, table) = one_row_table(dir.path(), "t");
     write_file(
         &val,
         "ZR-1.csv",
@@ -374,15 +379,7 @@ fn two_hundred_runs_keep_the_timeline_bounded_with_clean_instants() {
 #[test]
 fn ambiguous_or_missing_key_values_are_refused_not_merged() {
     let dir = tempfile::tempdir().unwrap();
-    let val = dir.path().join("val");
-    let table = dir.path().join("t");
-    write_file(
-        &val,
-        "ZR-1.csv",
-        "s1,1.00,4,i1,2026-01-01\n",
-        "2026-01-01T09:00:00Z",
-    );
-    run_ok("ZR", &val, table.to_str().unwrap(), &[]);
+    let (val, table) = one_row_table(dir.path(), "t");
     // A store id that would spell another row's complex key.
     write_file(
         &val,
@@ -478,15 +475,7 @@ fn a_writer_killed_before_any_object_write_leaves_old_or_new_and_the_rerun_conve
 #[test]
 fn tables_tally_does_not_maintain_are_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let val = dir.path().join("val");
-    write_file(
-        &val,
-        "ZR-1.csv",
-        "s1,1.00,4,i1,2026-01-01\n",
-        "2026-01-01T09:00:00Z",
-    );
-    let base = dir.path().join("base");
-    run_ok("ZR", &val, base.to_str().unwrap(), &[]);
+    let (val, base) = one_row_table(dir.path(), "base");
     write_file(
         &val,
         "ZR-1.csv",

@@ -63,6 +63,18 @@ async fn mixed_store(backend: &str, dir: &Path) -> String {
     state
 }
 
+/// What the text view and the rendered page must both say: each job, its last status, the
+/// failed run's error, and why the third job waits.
+const FACTS: [&str; 7] = [
+    "wi-daily",
+    "COMPLETED",
+    "wi-broken",
+    "FAILED",
+    "not-a-folder",
+    "il-daily",
+    "waiting: 0 of 3 files tracked",
+];
+
 fn job<'a>(report: &'a Value, id: &str) -> &'a Value {
     report["jobs"]
         .as_array()
@@ -96,15 +108,7 @@ async fn status_on(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
     let state = mixed_store(backend, dir.path()).await;
     let text = ok(&["status", "--state", &state]);
-    for fact in [
-        "wi-daily",
-        "COMPLETED",
-        "wi-broken",
-        "FAILED",
-        "not-a-folder",
-        "il-daily",
-        "waiting: 0 of 3 files tracked",
-    ] {
+    for fact in FACTS {
         assert!(text.contains(fact), "`{fact}` missing from:\n{text}");
     }
     let json: Value = serde_json::from_str(&ok(&["status", "--state", &state, "--json"])).unwrap();
@@ -256,15 +260,7 @@ async fn the_page_shows_the_same_facts_in_a_real_browser_and_writes_nothing() {
         String::from_utf8_lossy(&dom.stderr)
     );
     let dom = String::from_utf8_lossy(&dom.stdout);
-    for fact in [
-        "wi-daily",
-        "COMPLETED",
-        "wi-broken",
-        "FAILED",
-        "not-a-folder",
-        "il-daily",
-        "waiting: 0 of 3 files tracked",
-    ] {
+    for fact in FACTS {
         assert!(
             dom.contains(fact),
             "`{fact}` missing from the rendered page:\n{dom}"

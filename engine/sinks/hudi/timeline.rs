@@ -116,24 +116,16 @@ impl Timeline {
     /// Actions tally does not carry forward that are pending (a Spark clustering plan, an index
     /// build, a compaction): writing past them would break the writer that owns them.
     pub fn pending_foreign(&self) -> Vec<&Instant> {
-        let completed: HashSet<(&str, &str)> = self
-            .instants
-            .iter()
-            .filter(|i| i.state == InstantState::Completed)
-            .map(|i| (i.time.as_str(), i.action.as_str()))
-            .collect();
-        self.instants
-            .iter()
-            .filter(|i| {
-                i.state != InstantState::Completed
-                    && !matches!(i.action.as_str(), "commit" | "rollback" | "clean")
-                    && !completed.contains(&(i.time.as_str(), i.action.as_str()))
-            })
-            .collect()
+        self.pending_actions(|a| !matches!(a, "commit" | "rollback" | "clean"))
     }
 
     /// Pending `rollback`/`clean` instants (a tally run killed while rolling back or cleaning).
     pub fn pending_housekeeping(&self) -> Vec<&Instant> {
+        self.pending_actions(|a| matches!(a, "rollback" | "clean"))
+    }
+
+    /// Instant files of actions `which` accepts that never completed.
+    fn pending_actions(&self, which: impl Fn(&str) -> bool) -> Vec<&Instant> {
         let completed: HashSet<(&str, &str)> = self
             .instants
             .iter()
@@ -144,7 +136,7 @@ impl Timeline {
             .iter()
             .filter(|i| {
                 i.state != InstantState::Completed
-                    && matches!(i.action.as_str(), "rollback" | "clean")
+                    && which(&i.action)
                     && !completed.contains(&(i.time.as_str(), i.action.as_str()))
             })
             .collect()
