@@ -581,9 +581,12 @@ mod tests {
     async fn a_lapsed_lease_passes_the_lock_on_and_the_old_holder_can_neither_commit_nor_release_it(
     ) {
         let table = memory_table();
-        let a = WriterLock::acquire(&table, &options(400, 0)).await.unwrap();
+        // Leases long enough for a loaded machine to renew in time (every quarter of them).
+        let a = WriterLock::acquire(&table, &options(1500, 0))
+            .await
+            .unwrap();
         // Renewed while A works: B waits past the lease and still cannot take it.
-        let err = WriterLock::acquire(&table, &options(400, 700))
+        let err = WriterLock::acquire(&table, &options(1500, 2000))
             .await
             .unwrap_err();
         assert!(
@@ -593,16 +596,20 @@ mod tests {
         a.ensure_held().await.unwrap();
         // A pauses; its lease runs out and B takes the lock.
         a.pause_renewal();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let b = WriterLock::acquire(&table, &options(400, 0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1700)).await;
+        let b = WriterLock::acquire(&table, &options(1500, 0))
+            .await
+            .unwrap();
         let lost = a.ensure_held().await.unwrap_err();
         assert!(lost.to_string().contains("lapsed"), "{lost}");
         // A's release is conditional on its own version: B keeps the lock.
         a.release().await.unwrap();
         b.ensure_held().await.unwrap();
-        assert!(WriterLock::acquire(&table, &options(400, 0)).await.is_err());
+        assert!(WriterLock::acquire(&table, &options(1500, 0))
+            .await
+            .is_err());
         b.release().await.unwrap();
-        WriterLock::acquire(&table, &options(400, 0))
+        WriterLock::acquire(&table, &options(1500, 0))
             .await
             .unwrap()
             .release()
