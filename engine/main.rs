@@ -572,8 +572,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 &config,
                 &schema,
                 table.trim_end_matches('/'),
-            )
-            .map_err(anyhow::Error::msg)?;
+            )?;
             print!("{ddl}");
             Ok(())
         }

@@ -5,9 +5,12 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 
 use super::table::{HudiTable, TableConfig};
 
-/// The Athena (Hive DDL) type of an Arrow type, exactly: `decimal(18,2)` stays `decimal(18,2)`.
-pub fn athena_type(ty: &DataType) -> Result<String, String> {
-    Ok(match ty {
+use super::schema::UnsupportedType;
+
+/// The Athena (Hive DDL) type of an Arrow type, exactly: `decimal(18,2)` stays `decimal(18,2)`;
+/// `None` when Athena has no exact type for it.
+pub fn athena_type(ty: &DataType) -> Option<String> {
+    Some(match ty {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
         DataType::Boolean => "boolean".into(),
         DataType::Int8 | DataType::Int16 | DataType::Int32 => "int".into(),
@@ -17,7 +20,7 @@ pub fn athena_type(ty: &DataType) -> Result<String, String> {
         DataType::Date32 => "date".into(),
         DataType::Timestamp(..) => "timestamp".into(),
         DataType::Decimal128(p, s) => format!("decimal({p},{s})"),
-        other => return Err(format!("no Athena type for {other}")),
+        _ => return None,
     })
 }
 
@@ -34,14 +37,19 @@ pub fn create_table(
     config: &TableConfig,
     data: &SchemaRef,
     location: &str,
-) -> Result<String, String> {
+) -> Result<String, UnsupportedType> {
     let mut columns = Vec::new();
     for meta in super::schema::META_COLUMNS {
         columns.push(format!("  {} string", quote_ident(meta)));
     }
     let mut partitions = Vec::new();
     for f in data.fields() {
-        let line = format!("{} {}", quote_ident(f.name()), athena_type(f.data_type())?);
+        let ty = athena_type(f.data_type()).ok_or_else(|| UnsupportedType {
+            column: f.name().clone(),
+            data_type: f.data_type().clone(),
+            target: "Athena has no exact type for",
+        })?;
+        let line = format!("{} {ty}", quote_ident(f.name()));
         if config.partition_fields.contains(f.name()) {
             partitions.push(line);
         } else {

@@ -30,15 +30,25 @@ pub fn table_schema(data: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// A job column whose type a Hudi table (or Athena's view of it) cannot hold exactly.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("column `{column}` has type {data_type}, which {target}")]
+pub struct UnsupportedType {
+    pub column: String,
+    pub data_type: DataType,
+    /// Who cannot hold it, as the end of the message.
+    pub target: &'static str,
+}
+
 /// Checks that a job's output can be stored as Hudi columns Athena and Spark read exactly.
-pub fn check_supported(data: &SchemaRef) -> Result<(), String> {
+pub fn check_supported(data: &SchemaRef) -> Result<(), UnsupportedType> {
     for f in data.fields() {
         avro_type(f.name(), f.data_type(), "x")?;
     }
     Ok(())
 }
 
-fn avro_type(name: &str, ty: &DataType, namespace: &str) -> Result<Value, String> {
+fn avro_type(name: &str, ty: &DataType, namespace: &str) -> Result<Value, UnsupportedType> {
     Ok(match ty {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => json!("string"),
         DataType::Boolean => json!("boolean"),
@@ -60,9 +70,11 @@ fn avro_type(name: &str, ty: &DataType, namespace: &str) -> Result<Value, String
             "scale": s,
         }),
         other => {
-            return Err(format!(
-                "column `{name}` has type {other}, which tally does not write to Hudi tables"
-            ))
+            return Err(UnsupportedType {
+                column: name.to_string(),
+                data_type: other.clone(),
+                target: "tally does not write to Hudi tables",
+            })
         }
     })
 }
@@ -76,7 +88,11 @@ fn decimal_bytes(precision: u8) -> usize {
 
 /// The Avro record schema Hudi stores (`hoodie.table.create.schema`, commit `extraMetadata.schema`),
 /// optionally with the meta columns first.
-pub fn avro_schema(table: &str, data: &SchemaRef, with_meta: bool) -> Result<String, String> {
+pub fn avro_schema(
+    table: &str,
+    data: &SchemaRef,
+    with_meta: bool,
+) -> Result<String, UnsupportedType> {
     let record = format!("{table}_record");
     let namespace = format!("hoodie.{table}");
     let mut fields = Vec::new();

@@ -132,16 +132,15 @@ pub async fn open_or_create(
     let table = match HudiTable::open(&location).await? {
         Some(t) => t,
         None => {
-            super::schema::check_supported(data_schema).map_err(|message| TableError::Data {
+            super::schema::check_supported(data_schema).map_err(|e| TableError::Data {
                 url: location.url.clone(),
-                message,
+                message: e.to_string(),
             })?;
-            let schema = avro_schema(&wanted.name, data_schema, false).map_err(|message| {
-                TableError::Data {
+            let schema =
+                avro_schema(&wanted.name, data_schema, false).map_err(|e| TableError::Data {
                     url: location.url.clone(),
-                    message,
-                }
-            })?;
+                    message: e.to_string(),
+                })?;
             return HudiTable::create(&location, wanted.clone(), &schema).await;
         }
     };
@@ -699,9 +698,9 @@ async fn commit_schema(
             }
         }
     }
-    avro_schema(&table.config.name, data, false).map_err(|message| TableError::Data {
+    avro_schema(&table.config.name, data, false).map_err(|e| TableError::Data {
         url: table.location.url.clone(),
-        message,
+        message: e.to_string(),
     })
 }
 
