@@ -113,9 +113,7 @@ impl S3Lister {
                 let Some(name) = key.strip_prefix(&folder).filter(|n| !n.is_empty()) else {
                     continue;
                 };
-                let representable = !key.chars().any(char::is_control)
-                    && Path::parse(key).is_ok_and(|p| p.filename() == Some(name));
-                if !representable {
+                if !nameable(key, name) {
                     tracing::warn!(
                         file = %format!("s3://{}/{}", self.bucket, key.escape_debug()),
                         "skipped an object whose key cannot be an object path (control characters, empty or reserved segments)"
@@ -139,6 +137,13 @@ impl S3Lister {
         }
         Ok(files)
     }
+}
+
+/// Whether an object path (`path`, ending in the file `name`) can be named by object_store and
+/// read by a job: no control characters, no empty or reserved segments. Listings skip the rest.
+fn nameable(path: &str, name: &str) -> bool {
+    !path.chars().any(char::is_control)
+        && Path::parse(path).is_ok_and(|p| p.filename() == Some(name))
 }
 
 /// The files directly in a local folder; see [`Location::list_files`].
@@ -178,9 +183,7 @@ fn list_local_files(root: &FsPath) -> Result<Vec<FileEntry>, StorageError> {
         {
             continue;
         }
-        let representable = !name.chars().any(char::is_control)
-            && Path::parse(&name).is_ok_and(|p| p.filename() == Some(name.as_str()));
-        if !representable {
+        if !nameable(&name, &name) {
             tracing::warn!(file = %shown, "skipped a file whose name cannot be an object path (control characters or reserved forms)");
             continue;
         }

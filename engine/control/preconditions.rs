@@ -25,28 +25,33 @@ pub enum Readiness {
     Waiting(String),
 }
 
+/// The tracked files (URL, validation time) that `job`'s input pattern matches, or why the
+/// pattern cannot match anything.
+pub fn job_files<'f>(
+    job: &JobConfigRow,
+    files: &'f [(String, Option<String>)],
+) -> Result<Vec<&'f (String, Option<String>)>, String> {
+    let matcher = GlobBuilder::new(&job.input_pattern)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| format!("input pattern `{}` is not a glob: {e}", job.input_pattern))?
+        .compile_matcher();
+    Ok(files
+        .iter()
+        .filter(|(url, _)| matcher.is_match(url))
+        .collect())
+}
+
 /// Checks preconditions 1–3 for `job` over the tracked files at time `now`.
 pub fn file_readiness(
     job: &JobConfigRow,
     files: &[(String, Option<String>)],
     now: DateTime<Utc>,
 ) -> Readiness {
-    let matcher = match GlobBuilder::new(&job.input_pattern)
-        .literal_separator(true)
-        .build()
-    {
-        Ok(glob) => glob.compile_matcher(),
-        Err(e) => {
-            return Readiness::Waiting(format!(
-                "input pattern `{}` is not a glob: {e}",
-                job.input_pattern
-            ))
-        }
+    let matching = match job_files(job, files) {
+        Ok(matching) => matching,
+        Err(reason) => return Readiness::Waiting(reason),
     };
-    let matching: Vec<&(String, Option<String>)> = files
-        .iter()
-        .filter(|(url, _)| matcher.is_match(url))
-        .collect();
     if (matching.len() as i64) < job.min_file_count {
         return Readiness::Waiting(format!(
             "{} of {} files tracked for {}",

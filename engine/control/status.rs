@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::preconditions::{file_readiness, Readiness};
+use super::preconditions::{file_readiness, job_files, Readiness};
 use crate::secrets::{redact_url, Scrubber};
 use crate::state::{store_time, JobParams, RunRecord, StateError, StateStore};
 
@@ -76,15 +76,8 @@ pub async fn status(
             continue;
         }
         let params = JobParams::parse(row.params.as_deref()).ok();
-        let matcher = globset::GlobBuilder::new(&row.input_pattern)
-            .literal_separator(true)
-            .build()
-            .ok()
-            .map(|g| g.compile_matcher());
-        let matching: Vec<&(String, Option<String>)> = files
-            .iter()
-            .filter(|(url, _)| matcher.as_ref().is_some_and(|m| m.is_match(url)))
-            .collect();
+        // A pattern that is not a glob matches nothing; `file_readiness` below says why.
+        let matching = job_files(&row, &files).unwrap_or_default();
         let watermark = row.last_run_timestamp.clone();
         let new_files: Vec<String> = matching
             .iter()

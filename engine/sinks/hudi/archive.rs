@@ -16,7 +16,7 @@
 //! - Per instant, the requested and inflight files go first and the completed file last, so an
 //!   interrupted archival never leaves an instant that looks pending.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 
@@ -50,28 +50,28 @@ struct ArchivedFile {
 
 /// The completed instant times to archive, oldest first.
 pub fn to_archive(timeline: &Timeline, policy: &ArchivePolicy) -> Vec<String> {
-    let mut completed: BTreeMap<&str, ()> = BTreeMap::new();
-    let mut pending_floor: Option<&str> = None;
-    let completed_times: std::collections::HashSet<(&str, &str)> = timeline
+    let completed: BTreeSet<&str> = timeline
         .instants
         .iter()
         .filter(|i| i.state == InstantState::Completed)
-        .map(|i| (i.time.as_str(), i.action.as_str()))
+        .map(|i| i.time.as_str())
         .collect();
-    for i in &timeline.instants {
-        if i.state == InstantState::Completed && i.action == "replacecommit" {
-            // Its record of replaced file groups must stay readable: archival stops here.
-            pending_floor = Some(pending_floor.map_or(i.time.as_str(), |f| f.min(i.time.as_str())));
-            completed.insert(i.time.as_str(), ());
-        } else if i.state == InstantState::Completed {
-            completed.insert(i.time.as_str(), ());
-        } else if !completed_times.contains(&(i.time.as_str(), i.action.as_str())) {
-            pending_floor = Some(pending_floor.map_or(i.time.as_str(), |f| f.min(i.time.as_str())));
-        }
-    }
     if completed.len() <= policy.max_active {
         return Vec::new();
     }
+    // Archival stops at the first pending instant, and at the first replacecommit (its record of
+    // replaced file groups must stay readable).
+    let floor = timeline
+        .pending_actions(|_| true)
+        .into_iter()
+        .chain(
+            timeline
+                .instants
+                .iter()
+                .filter(|i| i.action == "replacecommit"),
+        )
+        .map(|i| i.time.as_str())
+        .min();
     let newest_commit = timeline
         .completed_writes()
         .completed
@@ -80,9 +80,9 @@ pub fn to_archive(timeline: &Timeline, policy: &ArchivePolicy) -> Vec<String> {
         .cloned();
     let excess = completed.len() - policy.min_active.min(policy.max_active);
     completed
-        .keys()
+        .iter()
         .take(excess)
-        .filter(|t| pending_floor.is_none_or(|f| **t < f))
+        .filter(|t| floor.is_none_or(|f| **t < f))
         .filter(|t| newest_commit.as_deref() != Some(**t))
         .map(|t| t.to_string())
         .collect()
@@ -134,10 +134,7 @@ async fn open_archive(table: &HudiTable) -> Result<(String, Vec<u8>), TableError
         .store
         .list_with_delimiter(Some(&table.path(&folder)))
         .await
-        .map_err(|e| TableError::Storage {
-            url: table.location.url.clone(),
-            message: format!("cannot list {folder}: {e}"),
-        })?;
+        .map_err(|e| table.err(format!("cannot list {folder}: {e}")))?;
     let newest = listing
         .objects
         .iter()

@@ -113,12 +113,8 @@ pub async fn clean(
             .or_default()
             .push(name.clone());
     }
-    let avro_err = |e: instant_avro::AvroError| TableError::Storage {
-        url: table.location.url.clone(),
-        message: e.to_string(),
-    };
     let time = new_instant_time(Utc::now(), &timeline);
-    let plan = instant_avro::cleaner_plan(&earliest, &paths).map_err(avro_err)?;
+    let plan = instant_avro::cleaner_plan(&earliest, &paths).map_err(|e| table.err(e))?;
     for state in [InstantState::Requested, InstantState::Inflight] {
         let name = Instant::file_for(&time, "clean", state);
         table
@@ -129,8 +125,8 @@ pub async fn clean(
         table.delete(rel).await?;
     }
     let took = started.elapsed().as_millis() as i64;
-    let done =
-        instant_avro::clean_metadata(&time, &earliest, newest, took, &names).map_err(avro_err)?;
+    let done = instant_avro::clean_metadata(&time, &earliest, newest, took, &names)
+        .map_err(|e| table.err(e))?;
     let name = Instant::file_for(&time, "clean", InstantState::Completed);
     table.put(&format!("{HOODIE_DIR}/{name}"), done).await?;
     Ok(relative.len())

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
-use super::lock::Owner;
+use super::lock::{renewal_interval, Owner};
 use super::table::{HudiTable, TableError, HOODIE_DIR};
 
 pub const HEARTBEAT_DIR: &str = ".heartbeat";
@@ -62,7 +62,7 @@ impl Heartbeat {
     ) -> Result<Heartbeat, TableError> {
         beat(table, instant).await?;
         let (table2, instant2) = (table.clone(), instant.to_string());
-        let every = (lease / 4).max(Duration::from_millis(250));
+        let every = renewal_interval(lease);
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
@@ -110,10 +110,9 @@ pub async fn writer_state(
         Ok(got) => got,
         Err(object_store::Error::NotFound { .. }) => return Ok(WriterState::Gone),
         Err(e) => {
-            return Err(TableError::Storage {
-                url: table.location.url.clone(),
-                message: format!("cannot read the heartbeat of instant {instant}: {e}"),
-            })
+            return Err(table.err(format!(
+                "cannot read the heartbeat of instant {instant}: {e}"
+            )))
         }
     };
     let modified = got.meta.last_modified;

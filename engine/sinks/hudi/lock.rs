@@ -172,13 +172,6 @@ impl Drop for ObjectLock {
     }
 }
 
-fn storage_err(table: &HudiTable, message: String) -> TableError {
-    TableError::Storage {
-        url: table.location.url.clone(),
-        message,
-    }
-}
-
 impl WriterLock {
     fn relative() -> String {
         format!("{HOODIE_DIR}/{LOCK_FILE}")
@@ -195,19 +188,16 @@ impl WriterLock {
             let table2 = table.clone();
             let file = tokio::task::spawn_blocking(move || lock_local(&table2, &path, wait))
                 .await
-                .map_err(|e| storage_err(table, format!("cannot take the writer lock: {e}")))??;
+                .map_err(|e| table.err(format!("cannot take the writer lock: {e}")))??;
             return Ok(WriterLock {
                 table: table.clone(),
                 held: Held::Local(file),
             });
         }
         if !conditional_writes_honored(table).await? && !options.single_writer {
-            return Err(storage_err(
-                table,
-                "the object store does not honor conditional writes (If-None-Match / If-Match), so \
+            return Err(table.err("the object store does not honor conditional writes (If-None-Match / If-Match), so \
                  tally cannot keep two writers of this table apart; if only one writer ever runs \
-                 (the scheduler's job claim ensures that for one job), pass --hudi-single-writer"
-                    .into(),
+                 (the scheduler's job claim ensures that for one job), pass --hudi-single-writer",
             ));
         }
         let object = lock_object(table, options).await?;
@@ -223,11 +213,9 @@ impl WriterLock {
             return Ok(());
         };
         let lost = || {
-            storage_err(
-                &self.table,
+            self.table.err(
                 "this writer's lock on the table lapsed and another writer may have taken it; \
-                 nothing was committed"
-                    .into(),
+                 nothing was committed",
             )
         };
         if lock.lost.load(Ordering::SeqCst) {
@@ -263,10 +251,9 @@ impl WriterLock {
                 record.released = true;
                 match put_lock(&self.table, &record, e_tag).await {
                     Ok(_) | Err(object_store::Error::Precondition { .. }) => Ok(()),
-                    Err(e) => Err(storage_err(
-                        &self.table,
-                        format!("cannot release the writer lock: {e}"),
-                    )),
+                    Err(e) => Err(self
+                        .table
+                        .err(format!("cannot release the writer lock: {e}"))),
                 }
             }
         }
@@ -280,10 +267,10 @@ fn lock_local(
     wait: Duration,
 ) -> Result<std::fs::File, TableError> {
     let io_err = |e: std::io::Error| {
-        storage_err(
-            table,
-            format!("cannot take the writer lock {}: {e}", path.display()),
-        )
+        table.err(format!(
+            "cannot take the writer lock {}: {e}",
+            path.display()
+        ))
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err)?;
@@ -306,9 +293,7 @@ fn lock_local(
                     let holder = serde_json::from_str::<LockRecord>(&text)
                         .map(|r| r.describe())
                         .unwrap_or_else(|_| "unknown process".into());
-                    return Err(storage_err(
-                        table,
-                        format!(
+                    return Err(table.err(format!(
                             "another writer holds the table ({holder}); waited {}s, retry when it is done",
                             wait.as_secs()
                         ),
@@ -353,10 +338,9 @@ async fn conditional_writes_honored(table: &HudiTable) -> Result<bool, TableErro
             Err(object_store::Error::AlreadyExists { .. }) => return Ok(true),
             Err(object_store::Error::NotImplemented { .. }) => return Ok(false),
             Err(e) => {
-                return Err(storage_err(
-                    table,
-                    format!("cannot check whether the store honors conditional writes: {e}"),
-                ))
+                return Err(table.err(format!(
+                    "cannot check whether the store honors conditional writes: {e}"
+                )))
             }
         }
     }
@@ -372,7 +356,7 @@ async fn read_lock(table: &HudiTable) -> Result<Option<(LockRecord, Option<Strin
             let bytes = got
                 .bytes()
                 .await
-                .map_err(|e| storage_err(table, format!("cannot read the writer lock: {e}")))?;
+                .map_err(|e| table.err(format!("cannot read the writer lock: {e}")))?;
             // An unreadable record is treated as free: it cannot name a live owner.
             let record = serde_json::from_slice::<LockRecord>(&bytes).unwrap_or(LockRecord {
                 owner: Owner {
@@ -388,10 +372,7 @@ async fn read_lock(table: &HudiTable) -> Result<Option<(LockRecord, Option<Strin
             Ok(Some((record, e_tag)))
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(storage_err(
-            table,
-            format!("cannot read the writer lock: {e}"),
-        )),
+        Err(e) => Err(table.err(format!("cannot read the writer lock: {e}"))),
     }
 }
 
@@ -439,10 +420,9 @@ async fn lock_object(table: &HudiTable, options: &LockOptions) -> Result<ObjectL
                 match e_tag {
                     Some(e_tag) => (put_lock(table, &record, Some(e_tag)).await, None),
                     None => {
-                        return Err(storage_err(
-                            table,
-                            "the store gave no version (ETag) for the writer lock".into(),
-                        ))
+                        return Err(
+                            table.err("the store gave no version (ETag) for the writer lock")
+                        )
                     }
                 }
             }
@@ -481,9 +461,7 @@ async fn lock_object(table: &HudiTable, options: &LockOptions) -> Result<ObjectL
                         Some(h) => h.describe(),
                         None => "another process".into(),
                     };
-                    return Err(storage_err(
-                        table,
-                        format!(
+                    return Err(table.err(format!(
                             "another writer holds the table ({holder}); waited {}s, retry when it is done",
                             options.wait.as_secs()
                         ),
@@ -492,14 +470,15 @@ async fn lock_object(table: &HudiTable, options: &LockOptions) -> Result<ObjectL
                 let pause = 200 + fastrand::u64(0..300);
                 tokio::time::sleep(Duration::from_millis(pause)).await;
             }
-            Err(e) => {
-                return Err(storage_err(
-                    table,
-                    format!("cannot take the writer lock: {e}"),
-                ))
-            }
+            Err(e) => return Err(table.err(format!("cannot take the writer lock: {e}"))),
         }
     }
+}
+
+/// How often a lease (the lock's, an instant's heartbeat) is renewed: every quarter of it, and not
+/// more often than four times a second.
+pub fn renewal_interval(lease: Duration) -> Duration {
+    (lease / 4).max(Duration::from_millis(250))
 }
 
 /// Renews the lease every quarter of it, each time conditional on the version last written. A
@@ -511,7 +490,7 @@ async fn renew(
     e_tag: Arc<Mutex<Option<String>>>,
     lost: Arc<AtomicBool>,
 ) {
-    let every = (lease / 4).max(Duration::from_millis(250));
+    let every = renewal_interval(lease);
     loop {
         tokio::time::sleep(every).await;
         let current = e_tag.lock().map(|t| t.clone()).unwrap_or(None);

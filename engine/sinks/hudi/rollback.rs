@@ -56,13 +56,10 @@ pub async fn recover(
         if let WriterState::Alive { last_beat } =
             heartbeat::writer_state(table, &time, lease).await?
         {
-            return Err(TableError::Storage {
-                url: table.location.url.clone(),
-                message: format!(
-                    "another writer's instant {time} is in progress (last heartbeat {last_beat}); \
-                     retry when it is done"
-                ),
-            });
+            return Err(table.err(format!(
+                "another writer's instant {time} is in progress (last heartbeat {last_beat}); \
+                 retry when it is done"
+            )));
         }
         let current = table.timeline().await?;
         let rollback_time = new_instant_time(Utc::now(), &current);
@@ -107,17 +104,13 @@ pub async fn roll_back(
             .or_default()
             .push(full(relative));
     }
-    let avro_err = |e: instant_avro::AvroError| TableError::Storage {
-        url: table.location.url.clone(),
-        message: e.to_string(),
-    };
     let requested = Instant::file_for(rollback_time, "rollback", InstantState::Requested);
     let inflight = Instant::file_for(rollback_time, "rollback", InstantState::Inflight);
     let completed = Instant::file_for(rollback_time, "rollback", InstantState::Completed);
     table
         .put(
             &format!("{HOODIE_DIR}/{requested}"),
-            instant_avro::rollback_plan(time, &files).map_err(avro_err)?,
+            instant_avro::rollback_plan(time, &files).map_err(|e| table.err(e))?,
         )
         .await?;
     table
@@ -154,7 +147,8 @@ pub async fn roll_back(
     table
         .put(
             &format!("{HOODIE_DIR}/{completed}"),
-            instant_avro::rollback_metadata(rollback_time, time, took, &files).map_err(avro_err)?,
+            instant_avro::rollback_metadata(rollback_time, time, took, &files)
+                .map_err(|e| table.err(e))?,
         )
         .await?;
     tracing::warn!(table = %table.location.url, instant = time, rollback = rollback_time, files = doomed.len(), "rolled back an incomplete instant");

@@ -78,7 +78,8 @@ pub struct HudiTable {
 }
 
 impl HudiTable {
-    fn err(&self, message: impl std::fmt::Display) -> TableError {
+    /// A storage error about this table.
+    pub fn err(&self, message: impl std::fmt::Display) -> TableError {
         TableError::Storage {
             url: self.location.url.clone(),
             message: message.to_string(),

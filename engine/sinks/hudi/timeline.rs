@@ -125,7 +125,7 @@ impl Timeline {
     }
 
     /// Instant files of actions `which` accepts that never completed.
-    fn pending_actions(&self, which: impl Fn(&str) -> bool) -> Vec<&Instant> {
+    pub fn pending_actions(&self, which: impl Fn(&str) -> bool) -> Vec<&Instant> {
         let completed: HashSet<(&str, &str)> = self
             .instants
             .iter()
