@@ -967,13 +967,15 @@ impl StagedUpsert {
         }
         let name =
             super::timeline::Instant::file_for(&self.instant, "commit", InstantState::Completed);
+        let commit_file = format!("{HOODIE_DIR}/{name}");
         self.table
             .create_new(
-                &format!("{HOODIE_DIR}/{name}"),
+                &commit_file,
                 serde_json::to_vec_pretty(&self.commit).unwrap_or_default(),
             )
             .await?;
-        self.table.sync_local(&[HOODIE_DIR.to_string()])?;
+        // The commit file and the `.hoodie/` entry naming it, both durable.
+        self.table.sync_local(&[commit_file])?;
         crate::failpoint("hudi-after-commit");
         Ok(())
     }
