@@ -2,7 +2,8 @@
 //!
 //! The sample province (`samples/raw/`, compiled into the binary) is written under a work folder
 //! with the file times a store system would have given it, validated, and run through the
-//! province job. Every output's location is printed.
+//! province job into every local sink with the same [`Run`] operation `tally run` uses. Every
+//! output's location is printed.
 
 use std::io::Write;
 use std::path::Path;
@@ -10,12 +11,12 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
-use crate::job::{run_job, JobCatalog, RunRequest};
+use crate::job::{JobCatalog, RunRequest};
 use crate::output::{write_rows, OutputFormat};
 use crate::progress::Progress;
-use crate::sinks::hudi::{HudiSink, UpsertOptions};
-use crate::sinks::warehouse::WarehouseSink;
-use crate::sinks::{deliver, JobRows, Sink};
+use crate::run::Run;
+use crate::sinks::hudi::UpsertOptions;
+use crate::sinks::target::SinkTarget;
 use crate::validate::{summary_line, validate, ValidateOptions, ValidateReport};
 
 /// The bundled raw files and the times their stores sent them.
@@ -103,52 +104,41 @@ pub async fn run_demo(workdir: &Path, catalog: &JobCatalog, progress: &Progress)
 
     let job = catalog.find("province_sales")?;
     println!(
-        "2. run job {} ({}) for province {SAMPLE_PROVINCE}",
+        "2. run job {} ({}) for province {SAMPLE_PROVINCE} into the Hudi table, the SQLite warehouse \
+         and a CSV file (each staged, then published)",
         job.name, job.origin
     );
-    let result = run_job(
-        &RunRequest {
-            job: job.clone(),
-            params: [("province".to_string(), SAMPLE_PROVINCE.to_string())].into(),
-            input: validated.display().to_string(),
-            max_bad_rows: 0,
-            memory_limit: None,
-        },
-        progress,
-    )
-    .await?;
-    write_rows(
-        OutputFormat::Table,
-        &result.schema,
-        &result.batches,
-        &mut std::io::stdout(),
-    )?;
-    println!("   {}\n", result.summary.line());
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&result_csv)?);
-    write_rows(
-        OutputFormat::Csv,
-        &result.schema,
-        &result.batches,
-        &mut file,
-    )?;
-    file.flush()?;
-
-    println!(
-        "3. upsert into the Hudi table and the SQLite warehouse (each staged, then published)"
-    );
-    let sinks: Vec<Box<dyn Sink>> = vec![
-        Box::new(HudiSink {
+    let request = RunRequest {
+        job,
+        params: [("province".to_string(), SAMPLE_PROVINCE.to_string())].into(),
+        input: validated.display().to_string(),
+        max_bad_rows: 0,
+        memory_limit: None,
+    };
+    let outcome = Run::new(request)
+        .with_progress(*progress)
+        .with_sink(SinkTarget::Hudi {
             url: table.display().to_string(),
             options: UpsertOptions::default(),
-        }),
-        Box::new(WarehouseSink::new(&warehouse, true)),
-    ];
-    let rows = JobRows {
-        job: &job,
-        schema: result.schema.clone(),
-        batches: &result.batches,
-    };
-    for report in deliver(&rows, &sinks).await? {
+        })
+        .with_sink(SinkTarget::Warehouse {
+            reference: warehouse.clone(),
+            create_table: true,
+        })
+        .with_sink(SinkTarget::File {
+            path: result_csv.clone(),
+            format: OutputFormat::Csv,
+        })
+        .await?;
+    let rows = &outcome.rows;
+    write_rows(
+        OutputFormat::Table,
+        &rows.schema,
+        &rows.batches,
+        &mut std::io::stdout(),
+    )?;
+    println!("   {}", rows.summary.line());
+    for report in &outcome.sinks {
         println!("   {} {}: {}", report.sink, report.target, report.summary);
     }
     println!();

@@ -18,10 +18,11 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use chrono::NaiveDate;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
+
+pub use crate::values::{format_date, format_decimal, parse_date, parse_decimal, FieldError};
 
 /// The layouts shipped with tally (`jobs/layouts.toml`).
 pub const EMBEDDED_LAYOUTS: &str = include_str!("../jobs/layouts.toml");
@@ -88,7 +89,7 @@ impl ColumnType {
     /// Parses one field strictly. Surrounding spaces are ignored; nothing else is forgiven: a
     /// decimal with more fractional digits than the scale (unless they are zeros) is an error, not
     /// a rounding.
-    pub fn parse(&self, raw: &str) -> Result<FieldValue, String> {
+    pub fn parse(&self, raw: &str) -> Result<FieldValue, FieldError> {
         Ok(match self.parse_ref(raw)? {
             FieldRef::String(s) => FieldValue::String(s.to_string()),
             FieldRef::Decimal(v) => FieldValue::Decimal(v),
@@ -98,12 +99,12 @@ impl ColumnType {
     }
 
     /// [`parse`](Self::parse) without allocating: text stays borrowed.
-    pub fn parse_ref<'a>(&self, raw: &'a str) -> Result<FieldRef<'a>, String> {
+    pub fn parse_ref<'a>(&self, raw: &'a str) -> Result<FieldRef<'a>, FieldError> {
         let text = raw.trim();
         match self {
             ColumnType::String => {
                 if text.is_empty() {
-                    Err("is empty".into())
+                    Err(FieldError::Empty)
                 } else {
                     Ok(FieldRef::String(text))
                 }
@@ -111,10 +112,10 @@ impl ColumnType {
             ColumnType::Integer => text
                 .parse::<i64>()
                 .map(FieldRef::Integer)
-                .map_err(|_| format!("`{text}` is not an integer")),
+                .map_err(|_| FieldError::NotAnInteger(text.to_string())),
             ColumnType::Date => parse_date(text)
                 .map(FieldRef::Date)
-                .ok_or_else(|| format!("`{text}` is not a date (YYYY-MM-DD)")),
+                .ok_or_else(|| FieldError::NotADate(text.to_string())),
             ColumnType::Decimal { precision, scale } => {
                 parse_decimal(text, *precision, *scale).map(FieldRef::Decimal)
             }
@@ -162,90 +163,16 @@ pub enum Parsed {
     Date(i32),
 }
 
-const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
-
-/// `YYYY-MM-DD` (one- or two-digit month and day accepted) to days since the Unix epoch.
-pub fn parse_date(text: &str) -> Option<i32> {
-    use chrono::Datelike;
-    if text.len() < 8 || text.len() > 10 || !text.as_bytes()[0].is_ascii_digit() {
-        return None;
-    }
-    let date = match text.as_bytes() {
-        // The canonical form, parsed without a format interpreter: it is most of every file.
-        [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] => {
-            let digits = [*y0, *y1, *y2, *y3, *m0, *m1, *d0, *d1];
-            if !digits.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let n = |a: u8, b: u8| u32::from(a - b'0') * 10 + u32::from(b - b'0');
-            let year = (n(*y0, *y1) * 100 + n(*y2, *y3)) as i32;
-            NaiveDate::from_ymd_opt(year, n(*m0, *m1), n(*d0, *d1))?
-        }
-        _ => NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?,
-    };
-    Some(date.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE)
-}
-
-/// Days since the Unix epoch back to `YYYY-MM-DD`.
-pub fn format_date(days: i32) -> String {
-    NaiveDate::from_num_days_from_ce_opt(days + UNIX_EPOCH_DAYS_FROM_CE)
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .unwrap_or_else(|| format!("day {days}"))
-}
-
-/// Parses `[+-]digits[.digits]` into an unscaled integer at `scale`, refusing anything that would
-/// need rounding or does not fit `precision` digits.
-pub fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128, String> {
-    let not_decimal = || format!("`{text}` is not a decimal number");
-    let (negative, unsigned) = match text.as_bytes().first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
-    };
-    let (int_part, frac_part) = match unsigned.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (unsigned, ""),
-    };
-    if int_part.is_empty() && frac_part.is_empty() {
-        return Err(not_decimal());
-    }
-    if !int_part.bytes().all(|b| b.is_ascii_digit())
-        || !frac_part.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(not_decimal());
-    }
-    let scale = scale.max(0) as usize;
-    let (kept, dropped) = frac_part.split_at(frac_part.len().min(scale));
-    if dropped.bytes().any(|b| b != b'0') {
-        return Err(format!("`{text}` has more than {scale} decimal places"));
-    }
-    let int_digits = int_part.trim_start_matches('0');
-    if int_digits.len() > precision as usize - scale {
-        return Err(format!(
-            "`{text}` does not fit decimal({precision},{scale})"
-        ));
-    }
-    let mut value: i128 = 0;
-    for b in int_digits.bytes().chain(kept.bytes()) {
-        value = value * 10 + i128::from(b - b'0');
-    }
-    for _ in kept.len()..scale {
-        value *= 10;
-    }
-    Ok(if negative { -value } else { value })
-}
-
-/// Formats an unscaled decimal: `format_decimal(45000, 2) == "450.00"`.
-pub fn format_decimal(value: i128, scale: i8) -> String {
-    let scale = scale.max(0) as usize;
-    let digits = value.unsigned_abs().to_string();
-    let sign = if value < 0 { "-" } else { "" };
-    if scale == 0 {
-        return format!("{sign}{digits}");
-    }
-    let padded = format!("{digits:0>width$}", width = scale + 1);
-    let (int_part, frac_part) = padded.split_at(padded.len() - scale);
-    format!("{sign}{int_part}.{frac_part}")
+/// Why a row does not fit its layout; the reason a quarantined row carries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowError {
+    #[error("expected at least {expected} fields, found {found}")]
+    TooFewFields { expected: usize, found: usize },
+    #[error("column `{0}` is not valid UTF-8")]
+    NotUtf8(String),
+    /// The field's reason is part of the message (a quarantine line is one text).
+    #[error("column `{column}`: {reason}")]
+    Field { column: String, reason: FieldError },
 }
 
 /// One declared column.
@@ -285,22 +212,21 @@ impl Layout {
         n_fields: usize,
         field: impl Fn(usize) -> &'a [u8],
         out: &mut Vec<Parsed>,
-    ) -> Result<(), String> {
+    ) -> Result<(), RowError> {
         out.clear();
         if n_fields < self.columns.len() {
-            return Err(format!(
-                "expected at least {} fields, found {}",
-                self.columns.len(),
-                n_fields
-            ));
+            return Err(RowError::TooFewFields {
+                expected: self.columns.len(),
+                found: n_fields,
+            });
         }
         for (i, col) in self.columns.iter().enumerate() {
-            let text = std::str::from_utf8(field(i))
-                .map_err(|_| format!("column `{}` is not valid UTF-8", col.name))?;
-            let value = col
-                .ty
-                .parse_ref(text)
-                .map_err(|reason| format!("column `{}`: {reason}", col.name))?;
+            let text =
+                std::str::from_utf8(field(i)).map_err(|_| RowError::NotUtf8(col.name.clone()))?;
+            let value = col.ty.parse_ref(text).map_err(|reason| RowError::Field {
+                column: col.name.clone(),
+                reason,
+            })?;
             out.push(match value {
                 FieldRef::String(_) => Parsed::String(i),
                 FieldRef::Decimal(v) => Parsed::Decimal(v),
@@ -470,80 +396,6 @@ impl LayoutSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decimals_are_exact_or_refused() {
-        assert_eq!(parse_decimal("450.00", 18, 2), Ok(45000));
-        assert_eq!(parse_decimal("450", 18, 2), Ok(45000));
-        assert_eq!(parse_decimal("0.5", 18, 2), Ok(50));
-        assert_eq!(parse_decimal(".5", 18, 2), Ok(50));
-        assert_eq!(parse_decimal("-12.34", 18, 2), Ok(-1234));
-        assert_eq!(parse_decimal("+1.230", 18, 2), Ok(123));
-        assert_eq!(parse_decimal("0001.10", 18, 2), Ok(110));
-        assert!(parse_decimal("1.234", 18, 2)
-            .unwrap_err()
-            .contains("decimal places"));
-        assert!(parse_decimal("1e3", 18, 2).is_err());
-        assert!(parse_decimal("", 18, 2).is_err());
-        assert!(parse_decimal(".", 18, 2).is_err());
-        assert!(parse_decimal("-", 18, 2).is_err());
-        assert!(parse_decimal("1,000.00", 18, 2).is_err());
-        assert!(parse_decimal("12.3.4", 18, 2).is_err());
-        assert_eq!(
-            parse_decimal("9999999999999999.99", 18, 2),
-            Ok(999_999_999_999_999_999)
-        );
-        assert!(parse_decimal("10000000000000000.00", 18, 2)
-            .unwrap_err()
-            .contains("fit"));
-    }
-
-    #[test]
-    fn decimals_format_back() {
-        assert_eq!(format_decimal(45000, 2), "450.00");
-        assert_eq!(format_decimal(5, 2), "0.05");
-        assert_eq!(format_decimal(-5, 2), "-0.05");
-        assert_eq!(format_decimal(-1234, 2), "-12.34");
-        assert_eq!(format_decimal(0, 2), "0.00");
-        assert_eq!(format_decimal(7, 0), "7");
-    }
-
-    #[test]
-    fn dates_are_iso_only() {
-        assert_eq!(parse_date("1970-01-01"), Some(0));
-        assert_eq!(parse_date("2016-06-01"), Some(16953));
-        assert_eq!(parse_date("2016-6-1"), Some(16953));
-        assert_eq!(format_date(16953), "2016-06-01");
-        assert_eq!(parse_date("2016-02-30"), None);
-        assert_eq!(parse_date("06/01/2016"), None);
-        assert_eq!(parse_date("date"), None);
-        assert_eq!(parse_date("2016-06-01x"), None);
-        assert_eq!(parse_date("2016-13-01"), None);
-        assert_eq!(parse_date("2016-00-10"), None);
-        assert_eq!(parse_date("2016-+6-01"), None);
-        assert_eq!(parse_date("2016-06-0 "), None);
-    }
-
-    #[test]
-    fn the_fast_date_path_agrees_with_chrono() {
-        use chrono::Datelike;
-        // Every day from 1900 to 2100, plus the invalid day numbers of each month.
-        for days in -25_567..47_482 {
-            let text = format_date(days);
-            assert_eq!(parse_date(&text), Some(days), "{text}");
-        }
-        for year in [1900, 2000, 2023, 2024] {
-            for month in 1..=12 {
-                for day in 28..=32 {
-                    let text = format!("{year:04}-{month:02}-{day:02}");
-                    let chrono = NaiveDate::parse_from_str(&text, "%Y-%m-%d")
-                        .ok()
-                        .map(|d| d.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE);
-                    assert_eq!(parse_date(&text), chrono, "{text}");
-                }
-            }
-        }
-    }
 
     #[test]
     fn type_names_round_trip() {

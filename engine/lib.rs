@@ -9,11 +9,12 @@
 //!
 //! | stage | module |
 //! |---|---|
-//! | raw files → validated CSV | [`validate`], using the declared [`layout`]s |
+//! | raw files → validated CSV | [`validate`], using the declared [`layout`]s and exact [`values`] |
 //! | where files live (local, S3) | [`storage`] |
 //! | validated files → one table | [`sources`] |
 //! | SQL job definitions and execution | [`job`] |
-//! | sinks: Hudi copy-on-write tables | [`sinks`] |
+//! | sinks: Hudi copy-on-write tables, warehouses, files | [`sinks`] |
+//! | a run end to end: job → sinks, reported to the state store | [`run`] |
 //! | SQL over a table's snapshot | [`query`] |
 //! | runs, files and jobs on record | [`state`] |
 //! | URLs that carry secrets: references, redaction | [`secrets`] |
@@ -22,12 +23,16 @@
 //! | the bundled end-to-end demo | [`demo`] |
 //! | synthetic provinces for benchmarks | [`generate`] |
 //!
-//! Running the province job over a folder of validated files:
+//! Running the province job over a folder of validated files into a Hudi table and a SQLite
+//! warehouse, reported to a state store:
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
-//! use tally::job::{run_job, JobCatalog, RunRequest};
+//! use tally::job::{JobCatalog, RunRequest};
 //! use tally::layout::LayoutSet;
+//! use tally::run::Run;
+//! use tally::sinks::target::SinkTarget;
+//! use tally::state::StateStore;
 //!
 //! let job = JobCatalog::new("jobs", LayoutSet::embedded()).find("province_sales")?;
 //! let request = RunRequest {
@@ -37,8 +42,19 @@
 //!     max_bad_rows: 0,
 //!     memory_limit: None,
 //! };
-//! let result = run_job(&request, &tally::progress::Progress::hidden()).await?;
-//! println!("{}", result.summary.line());
+//! let state_url = "sqlite://.tally/state.db";
+//! let outcome = Run::new(request)
+//!     .with_sink(SinkTarget::Hudi {
+//!         url: "tables/store_item_daily_sales".into(),
+//!         options: Default::default(),
+//!     })
+//!     .with_sink(SinkTarget::Warehouse {
+//!         reference: "sqlite://warehouse.db".into(),
+//!         create_table: true,
+//!     })
+//!     .report_to(StateStore::connect(state_url).await?, state_url, None)
+//!     .await?;
+//! println!("{}", outcome.rows.summary.line());
 //! # Ok(()) }
 //! ```
 
@@ -50,12 +66,14 @@ pub mod layout;
 pub mod output;
 pub mod progress;
 pub mod query;
+pub mod run;
 pub mod secrets;
 pub mod sinks;
 pub mod sources;
 pub mod state;
 pub mod storage;
 pub mod validate;
+pub mod values;
 
 /// Test hook for crash-safety tests: when `TALLY_FAILPOINT` names this point, the process dies
 /// here at once, as if killed, leaving whatever it had written.

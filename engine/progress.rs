@@ -27,48 +27,37 @@ impl Progress {
 
     /// A bar counting `total` bytes.
     pub fn bytes(&self, message: &'static str, total: u64) -> ProgressBar {
-        if !self.visible {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg:>12} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("static template"),
-        );
-        bar.set_message(message);
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
+        self.bar(
+            message,
+            Some(total),
+            "{msg:>12} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
     }
 
     /// A bar counting `total` items (rows, lines).
     pub fn count(&self, message: &'static str, total: u64) -> ProgressBar {
-        if !self.visible {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg:>12} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} {per_sec} eta {eta}",
-            )
-            .expect("static template"),
-        );
-        bar.set_message(message);
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
+        self.bar(
+            message,
+            Some(total),
+            "{msg:>12} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} {per_sec} eta {eta}",
+        )
     }
 
     /// A spinner for a step of unknown length.
     pub fn spinner(&self, message: &'static str) -> ProgressBar {
+        self.bar(
+            message,
+            None,
+            "{spinner} {msg} [{elapsed_precise}] {pos} rows",
+        )
+    }
+
+    fn bar(&self, message: &'static str, total: Option<u64>, template: &str) -> ProgressBar {
         if !self.visible {
             return ProgressBar::hidden();
         }
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}] {pos} rows")
-                .expect("static template"),
-        );
+        let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+        bar.set_style(ProgressStyle::with_template(template).expect("static template"));
         bar.set_message(message);
         bar.enable_steady_tick(Duration::from_millis(200));
         bar

@@ -50,7 +50,7 @@ pub async fn query_table(
             location.url
         )));
     }
-    let ctx = crate::job::run::session();
+    let ctx = crate::job::execute::session();
     let urls = files
         .iter()
         .map(|f| ListingTableUrl::parse(format!("{}/{}", location.url, f.relative_path())))

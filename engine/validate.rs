@@ -222,7 +222,7 @@ async fn validate_file(
         if let Some(q) = pass.quarantine {
             abort_quietly(q.into_upload()).await;
         }
-        return Err(file_err(message));
+        return Err(file_err(message.to_string()));
     }
     let counts = pass.counts;
     let quarantine_url = match pass.quarantine {
@@ -335,13 +335,24 @@ fn csv_writer(buffer: Vec<u8>) -> csv::Writer<Vec<u8>> {
         .from_writer(buffer)
 }
 
+/// Why the pass over one file could not finish.
+#[derive(Debug, thiserror::Error)]
+enum PassError {
+    #[error("read failed after line {line}: {source}")]
+    Read { line: u64, source: std::io::Error },
+    #[error("cannot write output: {0}")]
+    Output(std::io::Error),
+    #[error("cannot write quarantine: {0}")]
+    Quarantine(std::io::Error),
+}
+
 /// What the blocking pass over one file leaves behind.
 struct Pass {
     counts: Counts,
     out: CsvSink,
     quarantine: Option<CsvSink>,
     /// Set when the pass could not finish (read or write failure).
-    error: Option<String>,
+    error: Option<PassError>,
 }
 
 /// The blocking line loop: reads `reader`, writes CSV to `out`, refused rows to a quarantine file
@@ -368,12 +379,15 @@ fn convert_lines<R: std::io::Read>(
     let mut unreported_bytes = 0u64;
     let n_cols = layout.columns.len();
 
-    let result: Result<(), String> =
+    let result: Result<(), PassError> =
         (|| {
             loop {
                 buf.clear();
                 let (n, overlong) = read_line_capped(&mut lines, &mut buf, MAX_LINE_BYTES)
-                    .map_err(|e| format!("read failed after line {}: {e}", pass.counts.lines))?;
+                    .map_err(|source| PassError::Read {
+                        line: pass.counts.lines,
+                        source,
+                    })?;
                 if n == 0 {
                     break;
                 }
@@ -433,23 +447,19 @@ fn convert_lines<R: std::io::Read>(
                                 *f
                             }
                         });
-                        pass.out
-                            .write(record)
-                            .map_err(|e| format!("cannot write output: {e}"))?;
+                        pass.out.write(record).map_err(PassError::Output)?;
                         pass.counts.rows += 1;
                     }
                     Err(reason) => {
+                        let reason = reason.to_string();
                         quarantine(&mut pass, &quarantine_target, file_name, &reason, line)?;
                     }
                 }
                 spare_fields = recycle(fields);
             }
-            pass.out
-                .drain()
-                .map_err(|e| format!("cannot write output: {e}"))?;
+            pass.out.drain().map_err(PassError::Output)?;
             if let Some(q) = pass.quarantine.as_mut() {
-                q.drain()
-                    .map_err(|e| format!("cannot write quarantine: {e}"))?;
+                q.drain().map_err(PassError::Quarantine)?;
             }
             Ok(())
         })();
@@ -506,7 +516,7 @@ fn quarantine(
     file_name: &str,
     reason: &str,
     line: &[u8],
-) -> Result<(), String> {
+) -> Result<(), PassError> {
     pass.counts.bad += 1;
     let q = pass.quarantine.get_or_insert_with(|| {
         let (location, path, handle) = target.clone();
@@ -514,7 +524,7 @@ fn quarantine(
     });
     if pass.counts.bad == 1 {
         q.write(["file", "line", "reason", "raw"])
-            .map_err(|e| format!("cannot write quarantine: {e}"))?;
+            .map_err(PassError::Quarantine)?;
     }
     let line_no = pass.counts.lines.to_string();
     q.write([
@@ -523,7 +533,7 @@ fn quarantine(
         reason.as_bytes(),
         line,
     ])
-    .map_err(|e| format!("cannot write quarantine: {e}"))
+    .map_err(PassError::Quarantine)
 }
 
 /// Empties a vector of borrowed slices so its allocation can hold slices of the next line.

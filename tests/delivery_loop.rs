@@ -536,19 +536,10 @@ async fn no_password_leaves_the_process() {
     // tally run, succeeding and failing.
     let l = Loop::new("sqlite").await;
     for url in [&with_user_info, &in_query] {
-        let out = run(&[
-            "run",
-            "--job",
-            "province_sales",
-            "--province",
-            "WI",
-            "--input",
-            l.val.to_str().unwrap(),
-            "--warehouse",
-            url,
-            "--state",
-            &l.state,
-        ]);
+        let out = job_run("province_sales", "WI", &l.val)
+            .warehouse(url)
+            .state(&l.state)
+            .run();
         assert!(
             out.status.success(),
             "{}",
@@ -557,19 +548,10 @@ async fn no_password_leaves_the_process() {
         clean(&String::from_utf8_lossy(&out.stdout), "run stdout");
         clean(&String::from_utf8_lossy(&out.stderr), "run stderr");
     }
-    let out = run(&[
-        "run",
-        "--job",
-        "province_sales",
-        "--province",
-        "WI",
-        "--input",
-        l.val.to_str().unwrap(),
-        "--warehouse",
-        &unreachable,
-        "--state",
-        &l.state,
-    ]);
+    let out = job_run("province_sales", "WI", &l.val)
+        .warehouse(&unreachable)
+        .state(&l.state)
+        .run();
     assert!(!out.status.success());
     clean(&String::from_utf8_lossy(&out.stdout), "failed run stdout");
     clean(&String::from_utf8_lossy(&out.stderr), "failed run stderr");
@@ -598,28 +580,10 @@ async fn no_password_leaves_the_process() {
 async fn an_odd_file_in_the_folder_does_not_stop_the_province() {
     let dir = tempfile::tempdir().unwrap();
     let val = validated_sample(dir.path());
-    let expected = ok(&[
-        "run",
-        "--job",
-        "province_sales",
-        "--province",
-        "WI",
-        "--input",
-        val.to_str().unwrap(),
-        "--dry-run",
-    ]);
+    let expected = job_run("province_sales", "WI", &val).dry_run().ok();
     std::fs::write(val.join("WI-9\u{1}9.csv"), "x\n").unwrap();
     std::os::unix::fs::symlink(dir.path().join("gone.csv"), val.join("WI-broken.csv")).unwrap();
-    let out = run(&[
-        "run",
-        "--job",
-        "province_sales",
-        "--province",
-        "WI",
-        "--input",
-        val.to_str().unwrap(),
-        "--dry-run",
-    ]);
+    let out = job_run("province_sales", "WI", &val).dry_run().run();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected);

@@ -13,18 +13,10 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 
 fn dry_run(province: &str, input: &Path, format: &str) -> String {
-    ok(&[
-        "run",
-        "--job",
-        "jobs/province_sales.sql",
-        "--province",
-        province,
-        "--input",
-        input.to_str().unwrap(),
-        "--dry-run",
-        "--format",
-        format,
-    ])
+    job_run("jobs/province_sales.sql", province, &input)
+        .dry_run()
+        .format(format)
+        .ok()
 }
 
 fn validate(raw: &Path, out: &Path) {
@@ -283,16 +275,7 @@ fn a_parquet_file_with_float_amounts_is_a_schema_error() {
             ("trans_date", Arc::new(Date32Array::from(vec![20454]))),
         ],
     );
-    let err = fails(&[
-        "run",
-        "--job",
-        "province_sales",
-        "--province",
-        "ON",
-        "--input",
-        val.to_str().unwrap(),
-        "--dry-run",
-    ]);
+    let err = job_run("province_sales", "ON", &val).dry_run().fails();
     assert!(
         err.contains("ON-3.parquet") && err.contains("schema mismatch") && err.contains("amount"),
         "{err}"
@@ -309,27 +292,13 @@ fn a_province_without_files_is_a_clear_error() {
         "s1,1.00,4,i1,2026-01-01\n",
         "2026-01-01T09:00:00Z",
     );
-    let err = fails(&[
-        "run",
-        "--job",
-        "jobs/province_sales.sql",
-        "--province",
-        "CA",
-        "--input",
-        dir.path().to_str().unwrap(),
-        "--dry-run",
-    ]);
+    let err = job_run("jobs/province_sales.sql", "CA", &dir.path())
+        .dry_run()
+        .fails();
     assert!(err.contains("no input files for province CA"), "{err}");
-    let err = fails(&[
-        "run",
-        "--job",
-        "jobs/province_sales.sql",
-        "--province",
-        "CA",
-        "--input",
-        "/no/such/folder",
-        "--dry-run",
-    ]);
+    let err = job_run("jobs/province_sales.sql", "CA", "/no/such/folder")
+        .dry_run()
+        .fails();
     assert!(err.contains("/no/such/folder"), "{err}");
 }
 
@@ -343,33 +312,16 @@ fn an_unvalidated_row_names_the_file_and_line() {
         "2026-01-01T09:00:00Z",
     );
     let input = dir.path().to_str().unwrap();
-    let err = fails(&[
-        "run",
-        "--job",
-        "province_sales",
-        "--province",
-        "IL",
-        "--input",
-        input,
-        "--dry-run",
-    ]);
+    let err = job_run("province_sales", "IL", input).dry_run().fails();
     assert!(
         err.contains("IL-1.csv line 2") && err.contains("`amount`"),
         "{err}"
     );
     // Tolerated when asked: skipped, counted and reported.
-    let out = run(&[
-        "run",
-        "--job",
-        "province_sales",
-        "--province",
-        "IL",
-        "--input",
-        input,
-        "--dry-run",
-        "--max-bad-rows",
-        "1",
-    ]);
+    let out = job_run("province_sales", "IL", input)
+        .dry_run()
+        .args(&["--max-bad-rows", "1"])
+        .run();
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -381,16 +333,9 @@ fn an_unvalidated_row_names_the_file_and_line() {
 #[test]
 fn unsafe_province_codes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let err = fails(&[
-        "run",
-        "--job",
-        "province_sales",
-        "--province",
-        "*",
-        "--input",
-        dir.path().to_str().unwrap(),
-        "--dry-run",
-    ]);
+    let err = job_run("province_sales", "*", &dir.path())
+        .dry_run()
+        .fails();
     assert!(err.contains("not allowed"), "{err}");
 }
 
@@ -626,18 +571,10 @@ fn a_memory_limit_spills_or_says_to_raise_it_and_never_changes_rows() {
     ]);
     let input = gen.join("validated");
     let run_with = |limit: &str| {
-        run(&[
-            "run",
-            "--job",
-            "jobs/province_sales.sql",
-            "--province",
-            "IL",
-            "--input",
-            input.to_str().unwrap(),
-            "--dry-run",
-            "--memory-limit",
-            limit,
-        ])
+        job_run("jobs/province_sales.sql", "IL", &input)
+            .dry_run()
+            .args(&["--memory-limit", limit])
+            .run()
     };
     let roomy = run_with("4G");
     assert!(roomy.status.success());

@@ -37,18 +37,10 @@ fn local_raw_files_validated_to_s3_then_run_from_s3() {
         "--output",
         &val,
     ]);
-    let out = ok(&[
-        "run",
-        "--job",
-        "jobs/province_sales.sql",
-        "--province",
-        "WI",
-        "--input",
-        &val,
-        "--dry-run",
-        "--format",
-        "csv",
-    ]);
+    let out = job_run("jobs/province_sales.sql", "WI", &val)
+        .dry_run()
+        .format("csv")
+        .ok();
     let rows = csv_rows(&out);
     assert_eq!(project(&rows, RESULT_COLUMNS), expected_sample());
     // The source time travelled as object metadata: store s201's later file won.
@@ -58,20 +50,8 @@ fn local_raw_files_validated_to_s3_then_run_from_s3() {
         .all(|r| r["source_file"] == format!("{val}/WI-201-1500.csv")
             && r["source_time"] == "2026-03-01T15:00:00.000000Z"));
     // The quarantine sits beside the output on S3 too.
-    let stderr = String::from_utf8(
-        run(&[
-            "run",
-            "--job",
-            "province_sales",
-            "--province",
-            "IL",
-            "--input",
-            &val,
-            "--dry-run",
-        ])
-        .stderr,
-    )
-    .unwrap();
+    let stderr =
+        String::from_utf8(job_run("province_sales", "IL", &val).dry_run().run().stderr).unwrap();
     assert!(stderr.contains("1 files"), "{stderr}");
 }
 
@@ -98,16 +78,7 @@ async fn raw_files_on_s3_validated_and_run_on_s3() {
     let (raw_url2, val2) = (raw_url.clone(), val.clone());
     let out = tokio::task::spawn_blocking(move || {
         ok(&["validate", "--input", &raw_url2, "--output", &val2]);
-        ok(&[
-            "run",
-            "--job",
-            "province_sales",
-            "--province",
-            "WI",
-            "--input",
-            &val2,
-            "--dry-run",
-        ])
+        job_run("province_sales", "WI", &val2).dry_run().ok()
     })
     .await
     .unwrap();
@@ -134,16 +105,9 @@ async fn raw_files_on_s3_validated_and_run_on_s3() {
 
 #[test]
 fn a_missing_s3_prefix_is_a_clear_error() {
-    let err = fails(&[
-        "run",
-        "--job",
-        "province_sales",
-        "--province",
-        "WI",
-        "--input",
-        &prefix("empty"),
-        "--dry-run",
-    ]);
+    let err = job_run("province_sales", "WI", &prefix("empty"))
+        .dry_run()
+        .fails();
     assert!(err.contains("no input files for province WI"), "{err}");
 }
 
@@ -239,18 +203,10 @@ async fn odd_keys_in_an_s3_folder_are_skipped_not_fatal() {
     );
     let val2 = val.clone();
     let (out, stderr) = tokio::task::spawn_blocking(move || {
-        let output = run(&[
-            "run",
-            "--job",
-            "province_sales",
-            "--province",
-            "WI",
-            "--input",
-            &val2,
-            "--dry-run",
-            "--format",
-            "csv",
-        ]);
+        let output = job_run("province_sales", "WI", &val2)
+            .dry_run()
+            .format("csv")
+            .run();
         assert!(output.status.success(), "{output:?}");
         (
             String::from_utf8(output.stdout).unwrap(),

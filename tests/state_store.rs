@@ -17,34 +17,16 @@ async fn completed_and_failed_runs_are_recorded(backend: &str) {
     let state = fresh_store(backend, dir.path()).await;
     let val = validated_sample(dir.path());
     let out = dir.path().join("rows.csv");
-    ok(&[
-        "run",
-        "--job",
-        "province_sales",
-        "--province",
-        "WI",
-        "--input",
-        val.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--state",
-        &state,
-    ]);
+    job_run("province_sales", "WI", &val)
+        .output(&out)
+        .state(&state)
+        .ok();
     let result_rows = std::fs::read_to_string(&out).unwrap().lines().count() as i64 - 1;
     let missing = dir.path().join("no-such-folder");
-    let err = fails(&[
-        "run",
-        "--job",
-        "province_sales",
-        "--province",
-        "WI",
-        "--input",
-        missing.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--state",
-        &state,
-    ]);
+    let err = job_run("province_sales", "WI", &missing)
+        .output(&out)
+        .state(&state)
+        .fails();
 
     let store = StateStore::connect(&state).await.unwrap();
     let runs = store.recent_runs(10).await.unwrap();
@@ -130,18 +112,10 @@ fn a_dry_run_records_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("state.db");
     let val = validated_sample(dir.path());
-    ok(&[
-        "run",
-        "--job",
-        "province_sales",
-        "--province",
-        "WI",
-        "--input",
-        val.to_str().unwrap(),
-        "--dry-run",
-        "--state",
-        &format!("sqlite://{}", db.display()),
-    ]);
+    job_run("province_sales", "WI", &val)
+        .dry_run()
+        .state(&format!("sqlite://{}", db.display()))
+        .ok();
     assert!(!db.exists());
 }
 

@@ -1,9 +1,17 @@
 //! Pieces of the command line shared by several commands: value parsers and the state store
 //! argument. Each command's arguments and its `run` live in a file of their own.
 
+pub mod ddl;
+pub mod generate;
+pub mod global;
 pub mod hudi_args;
+pub mod jobs;
+pub mod query;
 pub mod run;
+pub mod schedule;
 pub mod status;
+pub mod track;
+pub mod validate;
 
 use anyhow::{Context, Result};
 use tally::secrets::resolve_url;
@@ -27,8 +35,21 @@ pub async fn connect_state(argument: &str) -> Result<(StateStore, String)> {
     Ok((StateStore::connect(&url).await?, url))
 }
 
+/// Why a flag's value was refused (clap shows it with the flag's name).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum BadValue {
+    #[error("`{0}` is not a size like 512M or 2G")]
+    NotASize(String),
+    #[error("`{0}` is not a count like 1800000, 1.8M or 500K")]
+    NotACount(String),
+    #[error("`{0}` is out of range")]
+    OutOfRange(String),
+    #[error("`{0}` is not NAME=VALUE")]
+    NotNameValue(String),
+}
+
 /// Parses a size in bytes: `1073741824`, `512M`, `1.5G` (binary units).
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
+pub fn parse_bytes(text: &str) -> Result<u64, BadValue> {
     let text = text.trim();
     let upper = text.to_ascii_uppercase();
     // `M`, `MB`, `MiB` all mean mebibytes.
@@ -42,15 +63,15 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let value: f64 = number
         .trim()
         .parse()
-        .map_err(|_| format!("`{text}` is not a size like 512M or 2G"))?;
+        .map_err(|_| BadValue::NotASize(text.to_string()))?;
     if value.is_nan() || value <= 0.0 || value * scale as f64 > 1e15 {
-        return Err(format!("`{text}` is out of range"));
+        return Err(BadValue::OutOfRange(text.to_string()));
     }
     Ok((value * scale as f64) as u64)
 }
 
 /// Parses `1800000`, `1.8M`, `500K`.
-pub fn parse_count(text: &str) -> Result<u64, String> {
+pub fn parse_count(text: &str) -> Result<u64, BadValue> {
     let text = text.trim().replace('_', "");
     let (number, scale) = match text.chars().last() {
         Some('k' | 'K') => (&text[..text.len() - 1], 1e3),
@@ -60,18 +81,19 @@ pub fn parse_count(text: &str) -> Result<u64, String> {
     };
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("`{text}` is not a count like 1800000, 1.8M or 500K"))?;
+        .map_err(|_| BadValue::NotACount(text.clone()))?;
     if value.is_nan() || value < 0.0 || value * scale > 1e13 {
-        return Err(format!("`{text}` is out of range"));
+        return Err(BadValue::OutOfRange(text.to_string()));
     }
     Ok((value * scale).round() as u64)
 }
 
-pub fn parse_param(text: &str) -> Result<(String, String), String> {
+/// Parses `NAME=VALUE` (the value may hold `=`).
+pub fn parse_param(text: &str) -> Result<(String, String), BadValue> {
     text.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))
+        .ok_or_else(|| BadValue::NotNameValue(text.to_string()))
 }
 
 #[cfg(test)]
@@ -83,8 +105,8 @@ mod tests {
         assert_eq!(parse_bytes("512M").unwrap(), 512 << 20);
         assert_eq!(parse_bytes("1.5GiB").unwrap(), 3 << 29);
         assert_eq!(parse_bytes("4096").unwrap(), 4096);
-        assert!(parse_bytes("0").is_err());
-        assert!(parse_bytes("lots").is_err());
+        assert_eq!(parse_bytes("0"), Err(BadValue::OutOfRange("0".into())));
+        assert_eq!(parse_bytes("lots"), Err(BadValue::NotASize("lots".into())));
     }
 
     #[test]

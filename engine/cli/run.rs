@@ -1,10 +1,13 @@
 //! `tally run`: one job over one folder of validated files, into its sinks, reported to the state
 //! store.
 //!
+//! The run itself is the library's [`Run`] operation (which reports RUNNING, COMPLETED or FAILED
+//! and keeps sinks all-or-nothing); this file merges the command line with the configuration
+//! row, builds the operation, and prints what it did.
+//!
 //! Invariants:
-//! - a run that is not a dry run records itself RUNNING before it reads anything, and COMPLETED
-//!   or FAILED before it exits; every failure after that point (a warehouse that cannot be
-//!   resolved or opened included) is recorded;
+//! - a run that is not a dry run reports to the state store (`--state`); a dry run writes
+//!   nothing but `--output`;
 //! - no secret leaves the process: the URLs' passwords are masked in everything printed and
 //!   stored (summary, errors, `job_runs.error`) by one [`Scrubber`] that knows the run's URLs;
 //! - `--job-config-id ID` alone is a complete run: job, input, parameters and sinks come from the
@@ -15,20 +18,24 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
-use chrono::Utc;
 use clap::Args;
-
-use super::{parse_bytes, parse_param};
-use tally::job::{run_job, JobCatalog, RunRequest};
+use tally::job::{JobCatalog, RunRequest};
 use tally::output::{write_rows, OutputFormat};
 use tally::progress::Progress;
+use tally::run::{describe_params, Run, RunOutcome};
 use tally::secrets::{resolve_url, Scrubber};
-use tally::sinks::hudi::HudiSink;
+use tally::sinks::target::SinkTarget;
+use tally::state::{JobParams, StateStore};
 
 use super::hudi_args::HudiArgs;
-use tally::sinks::warehouse::WarehouseSink;
-use tally::sinks::{deliver, JobRows, Sink};
-use tally::state::{JobParams, RunCounts, StateStore};
+use super::{parse_bytes, parse_param};
+
+pub const AFTER_HELP: &str = "Examples:\n  tally run --job jobs/province_sales.sql --province IL --input validated/ --dry-run --format csv\n  \
+tally run --job province_sales --province CA --input s3://pos-raw/validated --dry-run --format table\n\n\
+Input files are those directly under --input matching the job's patterns (province_sales: CODE-*.csv and\n\
+CODE-*.parquet). S3 access uses the standard AWS configuration: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,\n\
+AWS_PROFILE, AWS_REGION, the instance profile on EMR, and AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL for\n\
+S3-compatible servers. The rows go to stdout; the summary goes to stderr.";
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -181,165 +188,74 @@ async fn run_scrubbed(
         max_bad_rows: args.max_bad_rows,
         memory_limit: args.memory_limit,
     };
-    let Some((state, state_url)) = state.filter(|_| !args.dry_run) else {
-        // A dry run writes nothing, the state store included.
-        execute(args, &plan, &request, progress, scrub).await?;
-        return Ok(());
-    };
-    // The run reports itself: RUNNING now (with a heartbeat), then COMPLETED or FAILED.
-    let province = request.params.get("province").map(String::as_str);
-    let config_id = args.job_config_id.as_deref();
-    let run_id = state
-        .start_run(&request.job.name, config_id, province)
-        .await?;
-    let heartbeat = {
-        let run_id = run_id.clone();
-        tokio::spawn(async move {
-            let Ok(store) = StateStore::connect(&state_url).await else {
-                return;
-            };
-            loop {
-                tokio::time::sleep(HEARTBEAT_EVERY).await;
-                if let Err(e) = store.heartbeat(&run_id).await {
-                    tracing::warn!(error = %e, "heartbeat failed");
-                }
-            }
-        })
-    };
-    let outcome = execute(args, &plan, &request, progress, scrub).await;
-    heartbeat.abort();
-    match &outcome {
-        Ok(counts) => state.complete_run(&run_id, config_id, counts).await?,
-        Err(e) => {
-            let error = scrub.scrub(&format!("{e:#}")).into_owned();
-            state.fail_run(&run_id, config_id, &error).await?
+    let mut run = Run::new(request)
+        .with_progress(*progress)
+        .with_scrubber(scrub.clone());
+    if !args.dry_run {
+        if let Some(url) = &plan.table {
+            run = run.with_sink(SinkTarget::Hudi {
+                url: url.clone(),
+                options: args.hudi.upsert_options(),
+            });
+        }
+        if let Some(reference) = &plan.warehouse {
+            run = run.with_sink(SinkTarget::Warehouse {
+                reference: reference.clone(),
+                create_table: !args.no_create_table,
+            });
         }
     }
-    state.close().await;
-    outcome.map(|_| ())
-}
-
-/// How often a running job tells the state store it is alive (its lease is a few of these).
-const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The sinks a plan writes to, their URLs resolved.
-async fn build_sinks(
-    args: &RunArgs,
-    plan: &Plan,
-    scrub: &mut Scrubber,
-) -> Result<Vec<Box<dyn Sink>>> {
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if let Some(url) = &plan.table {
-        sinks.push(Box::new(HudiSink {
-            url: url.clone(),
-            options: args.hudi.upsert_options(),
-        }));
-    }
-    if let Some(reference) = &plan.warehouse {
-        let url = resolve_url(reference)
-            .await
-            .context("cannot find the warehouse URL")?;
-        scrub.add_url(&url);
-        sinks.push(Box::new(WarehouseSink::new(&url, !args.no_create_table)));
-    }
-    Ok(sinks)
-}
-
-/// The run itself: compute the rows, print or deliver them, and say what happened.
-async fn execute(
-    args: &RunArgs,
-    plan: &Plan,
-    request: &RunRequest,
-    progress: &Progress,
-    scrub: &mut Scrubber,
-) -> Result<RunCounts> {
-    let sinks = if args.dry_run {
-        Vec::new()
-    } else {
-        build_sinks(args, plan, scrub).await?
-    };
-    // Taken just before the input is listed: a file validated after it may or may not have
-    // been read, so it counts as new for the next run (never as processed without being read).
-    let inputs_listed_at = Utc::now();
-    let result = run_job(request, progress).await?;
     if let Some(path) = &args.output {
-        let mut file = std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?,
-        );
-        write_rows(args.format, &result.schema, &result.batches, &mut file)?;
-        file.flush()?;
+        run = run.with_sink(SinkTarget::File {
+            path: path.clone(),
+            format: args.format,
+        });
     }
+    // A dry run writes nothing, the state store included.
+    if let Some((store, url)) = state.filter(|_| !args.dry_run) {
+        run = run.report_to(store, &url, args.job_config_id.as_deref());
+    }
+    let outcome = run.await?;
+    report(args, &plan, &outcome)
+}
+
+/// Prints what a run did: the rows (dry run), the summary and each sink's line on stderr, the
+/// statements to run next on stdout, the summary JSON where asked.
+fn report(args: &RunArgs, plan: &Plan, outcome: &RunOutcome) -> Result<()> {
+    let rows = &outcome.rows;
     if args.dry_run {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
-        write_rows(args.format, &result.schema, &result.batches, &mut out)?;
+        write_rows(args.format, &rows.schema, &rows.batches, &mut out)?;
         out.flush()?;
     }
-    let s = &result.summary;
+    let s = &rows.summary;
     eprintln!(
         "tally run: job {} {}: {}",
         s.job,
         describe_params(&s.params),
         s.line()
     );
-    let mut reports = Vec::new();
-    if args.dry_run {
-        if plan.table.is_some() || plan.warehouse.is_some() {
-            eprintln!("tally run: --dry-run: nothing was written to the sinks");
-        }
-    } else {
-        let rows = JobRows {
-            job: &request.job,
-            schema: result.schema.clone(),
-            batches: &result.batches,
-        };
-        reports = deliver(&rows, &sinks).await?;
-        for r in &reports {
-            eprintln!(
-                "tally run: {} {}: {}",
-                r.sink,
-                scrub.scrub(&r.target),
-                r.summary
-            );
-            for statement in r.details["athena_add_partitions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                if let Some(text) = statement.as_str() {
-                    println!("{text}");
-                }
-            }
-        }
+    if args.dry_run && (plan.table.is_some() || plan.warehouse.is_some()) {
+        eprintln!("tally run: --dry-run: nothing was written to the sinks");
+    }
+    for r in outcome.sinks.iter().filter(|r| r.sink != "file") {
+        eprintln!("tally run: {} {}: {}", r.sink, r.target, r.summary);
+    }
+    for statement in outcome.follow_up_sql() {
+        println!("{statement}");
     }
     for bad in &s.bad_row_samples {
         eprintln!("  skipped bad row: {bad}");
     }
     if let Some(path) = &args.summary_json {
-        let summary = serde_json::json!({ "run": s, "sinks": reports });
+        let sinks: Vec<_> = outcome.sinks.iter().filter(|r| r.sink != "file").collect();
+        let summary = serde_json::json!({ "run": s, "sinks": sinks });
         let text = serde_json::to_string_pretty(&summary)?;
-        std::fs::write(path, scrub.scrub(&text).as_bytes())
+        std::fs::write(path, outcome.scrub.scrub(&text).as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let hudi_instant = reports
-        .iter()
-        .find_map(|r| r.details["figures"]["instant"].as_str().map(str::to_string));
-    Ok(RunCounts {
-        rows_in: s.rows_in,
-        bad_rows: s.bad_rows,
-        rows_out: s.rows_out,
-        hudi_instant,
-        inputs_listed_at: Some(inputs_listed_at),
-    })
-}
-
-fn describe_params(params: &BTreeMap<String, String>) -> String {
-    params
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,6 +16,14 @@ use tally::state::StateStore;
 
 use super::{connect_state, StateArgs};
 
+pub const STATUS_HELP: &str = "Examples:\n  tally status --state sqlite://.tally/state.db\n  \
+tally status --json --job IL-sales\n\n\
+Read-only: the preconditions are the ones `tally schedule` checks, evaluated without claiming anything.";
+
+pub const SERVE_HELP: &str =
+    "Example:\n  tally serve --state sqlite://.tally/state.db --bind 127.0.0.1:8080\n\n\
+GET only; nothing is written. Bound to loopback by default: the page has no login.";
+
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     #[command(flatten)]

@@ -5,9 +5,9 @@
 //! S3, so they never carry a secret: the step runs `tally run --job-config-id ID` and reads the
 //! rest of its configuration from the state store (see [`super::run_arguments`]).
 
-use super::Decision;
+use super::{Decision, Outcome};
 use crate::state::runs::is_emr_step;
-use crate::state::{StateError, StateStore};
+use crate::state::{RunStatus, StateError, StateStore};
 
 /// Why an EMR call failed (the SDK's message with its context).
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +110,7 @@ pub async fn monitor(
     use aws_sdk_emr::types::StepState;
     let mut decisions = Vec::new();
     for job in store.job_configs().await? {
-        if job.last_exec_status.as_deref() != Some("RUNNING") {
+        if job.status() != Some(RunStatus::Running) {
             continue;
         }
         let id = job.job_config_id.clone();
@@ -120,7 +120,7 @@ pub async fn monitor(
             .filter(|s| is_emr_step(s))
             .and_then(|s| s.split_once(':'))
         else {
-            decisions.push(Decision::new(&id, "skipped", "not an EMR step"));
+            decisions.push(Decision::new(&id, Outcome::Skipped, "not an EMR step"));
             continue;
         };
         let described = match client
@@ -134,7 +134,7 @@ pub async fn monitor(
             Err(e) => {
                 decisions.push(Decision::new(
                     &id,
-                    "failed",
+                    Outcome::Failed,
                     format!(
                         "DescribeStep failed: {}",
                         aws_sdk_emr::error::DisplayErrorContext(e)
@@ -150,7 +150,7 @@ pub async fn monitor(
                 store.release_job_completed(&id).await?;
                 decisions.push(Decision::new(
                     &id,
-                    "COMPLETED",
+                    Outcome::StepCompleted,
                     format!("EMR step {cluster}:{step} completed"),
                 ));
             }
@@ -162,11 +162,11 @@ pub async fn monitor(
                 let error = format!("EMR step {cluster}:{step} {}: {reason}", s.as_str());
                 store.fail_running_runs_of(&id, &error).await?;
                 store.release_job_failed(&id).await?;
-                decisions.push(Decision::new(&id, "FAILED", error));
+                decisions.push(Decision::new(&id, Outcome::StepFailed, error));
             }
             other => decisions.push(Decision::new(
                 &id,
-                "running",
+                Outcome::StepRunning,
                 format!(
                     "EMR step {cluster}:{step} is {}",
                     other

@@ -28,7 +28,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::secrets::{secrets_in_url, UrlSource};
-use crate::state::{JobConfigRow, JobParams, StateError, StateStore};
+use crate::state::{JobConfigRow, JobParams, RunStatus, StateError, StateStore};
 pub use emr::monitor;
 use preconditions::{file_readiness, Readiness};
 
@@ -66,17 +66,63 @@ pub struct ScheduleOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
     pub job_config_id: String,
-    /// `submitted`, `skipped`, `failed` or `released` (monitor: `running`, `COMPLETED`,
-    /// `FAILED`).
-    pub outcome: String,
+    pub outcome: Outcome,
     pub detail: String,
 }
 
+/// The scheduler's outcomes (`submitted`, `skipped`, `failed`, `released`) and the monitor's
+/// (`running`, and the step's end as the job's status: `COMPLETED`, `FAILED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Outcome {
+    #[serde(rename = "submitted")]
+    Submitted,
+    #[serde(rename = "skipped")]
+    Skipped,
+    #[serde(rename = "failed")]
+    Failed,
+    #[serde(rename = "released")]
+    Released,
+    #[serde(rename = "running")]
+    StepRunning,
+    #[serde(rename = "COMPLETED")]
+    StepCompleted,
+    #[serde(rename = "FAILED")]
+    StepFailed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Submitted => "submitted",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
+            Outcome::Released => "released",
+            Outcome::StepRunning => "running",
+            Outcome::StepCompleted => "COMPLETED",
+            Outcome::StepFailed => "FAILED",
+        }
+    }
+}
+
+/// Compares with the outcome's text, as printed and serialized.
+impl PartialEq<&str> for Outcome {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so that `{:<10}` aligns the decision lines.
+        f.pad(self.as_str())
+    }
+}
+
 impl Decision {
-    pub(crate) fn new(job: &str, outcome: &str, detail: impl Into<String>) -> Decision {
+    pub(crate) fn new(job: &str, outcome: Outcome, detail: impl Into<String>) -> Decision {
         Decision {
             job_config_id: job.to_string(),
-            outcome: outcome.to_string(),
+            outcome,
             detail: detail.into(),
         }
     }
@@ -131,21 +177,21 @@ pub async fn schedule(
     for job in &expired.released_jobs {
         decisions.push(Decision::new(
             job,
-            "released",
+            Outcome::Released,
             "was RUNNING without a live run (run lost or claim never started): marked FAILED",
         ));
     }
     let files = store.tracked_files().await?;
     for job in store.job_configs().await? {
         let id = job.job_config_id.clone();
-        if job.last_exec_status.as_deref() == Some("RUNNING") {
-            decisions.push(Decision::new(&id, "skipped", "already RUNNING"));
+        if job.status() == Some(RunStatus::Running) {
+            decisions.push(Decision::new(&id, Outcome::Skipped, "already RUNNING"));
             continue;
         }
         let (inputs, retry) = match file_readiness(&job, &files, Utc::now()) {
             Readiness::Ready { inputs, retry } => (inputs, retry),
             Readiness::Waiting(reason) => {
-                decisions.push(Decision::new(&id, "skipped", reason));
+                decisions.push(Decision::new(&id, Outcome::Skipped, reason));
                 continue;
             }
         };
@@ -155,13 +201,13 @@ pub async fn schedule(
                 Ok(false) => {
                     decisions.push(Decision::new(
                         &id,
-                        "skipped",
+                        Outcome::Skipped,
                         "the extra criteria returned no row",
                     ));
                     continue;
                 }
                 Err(e) => {
-                    decisions.push(Decision::new(&id, "failed", e.to_string()));
+                    decisions.push(Decision::new(&id, Outcome::Failed, e.to_string()));
                     continue;
                 }
             }
@@ -178,7 +224,7 @@ pub async fn schedule(
         let args = match run_arguments(&job, step_state.as_deref()) {
             Ok(a) => a,
             Err(e) => {
-                decisions.push(Decision::new(&id, "failed", e.to_string()));
+                decisions.push(Decision::new(&id, Outcome::Failed, e.to_string()));
                 continue;
             }
         };
@@ -193,7 +239,7 @@ pub async fn schedule(
         if !store.claim_job(&id, &claim).await? {
             decisions.push(Decision::new(
                 &id,
-                "skipped",
+                Outcome::Skipped,
                 "claimed by another scheduler",
             ));
             continue;
@@ -217,11 +263,15 @@ pub async fn schedule(
                 {
                     Ok(step) => {
                         store.set_step_id(&id, &step).await?;
-                        Decision::new(&id, "submitted", format!("EMR step {step}{retrying}"))
+                        Decision::new(
+                            &id,
+                            Outcome::Submitted,
+                            format!("EMR step {step}{retrying}"),
+                        )
                     }
                     Err(e) => {
                         fail_unreported(store, &job, &e.to_string()).await?;
-                        Decision::new(&id, "failed", e.to_string())
+                        Decision::new(&id, Outcome::Failed, e.to_string())
                     }
                 }
             }
@@ -257,7 +307,11 @@ async fn run_locally(
             let _ = err.write_all(&o.stdout);
             let _ = err.write_all(&o.stderr);
             if o.status.success() {
-                Decision::new(id, "submitted", format!("ran locally: {shown}{retrying}"))
+                Decision::new(
+                    id,
+                    Outcome::Submitted,
+                    format!("ran locally: {shown}{retrying}"),
+                )
             } else {
                 // A run that reported FAILED has settled its job; one that died first has not.
                 let error = format!(
@@ -267,7 +321,7 @@ async fn run_locally(
                 fail_unreported(store, job, &error).await?;
                 Decision::new(
                     id,
-                    "submitted",
+                    Outcome::Submitted,
                     format!(
                         "ran locally and failed ({}){retrying}; see job_runs",
                         o.status
@@ -278,7 +332,7 @@ async fn run_locally(
         Err(e) => {
             let error = format!("cannot start {}: {e}", tally.display());
             fail_unreported(store, job, &error).await?;
-            Decision::new(id, "failed", error)
+            Decision::new(id, Outcome::Failed, error)
         }
     })
 }

@@ -25,16 +25,40 @@ pub enum Readiness {
     Waiting(String),
 }
 
+/// A job's input pattern that is not a glob.
+#[derive(Debug, thiserror::Error)]
+#[error("input pattern `{pattern}` is not a glob: {source}")]
+pub struct PatternError {
+    pub pattern: String,
+    source: globset::Error,
+}
+
+/// Why a failed job's retry may not start yet.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RetryWait {
+    #[error("gave up after {failures} failed attempts (retry limit {limit}): waiting for a new version of an input file")]
+    GaveUp { failures: u32, limit: u32 },
+    #[error("retry {failures} of {limit} is due at {} (backoff after {failures} failed attempts)", store_time(*due))]
+    NotYet {
+        failures: u32,
+        limit: u32,
+        due: DateTime<Utc>,
+    },
+}
+
 /// The tracked files (URL, validation time) that `job`'s input pattern matches, or why the
 /// pattern cannot match anything.
 pub fn job_files<'f>(
     job: &JobConfigRow,
     files: &'f [(String, Option<String>)],
-) -> Result<Vec<&'f (String, Option<String>)>, String> {
+) -> Result<Vec<&'f (String, Option<String>)>, PatternError> {
     let matcher = GlobBuilder::new(&job.input_pattern)
         .literal_separator(true)
         .build()
-        .map_err(|e| format!("input pattern `{}` is not a glob: {e}", job.input_pattern))?
+        .map_err(|source| PatternError {
+            pattern: job.input_pattern.clone(),
+            source,
+        })?
         .compile_matcher();
     Ok(files
         .iter()
@@ -50,7 +74,7 @@ pub fn file_readiness(
 ) -> Readiness {
     let matching = match job_files(job, files) {
         Ok(matching) => matching,
-        Err(reason) => return Readiness::Waiting(reason),
+        Err(reason) => return Readiness::Waiting(reason.to_string()),
     };
     if (matching.len() as i64) < job.min_file_count {
         return Readiness::Waiting(format!(
@@ -77,7 +101,7 @@ pub fn file_readiness(
         if !new_input {
             match retry_due(&policy, failures, last_failed, now) {
                 Ok(()) => retry = Some(failures),
-                Err(reason) => return Readiness::Waiting(reason),
+                Err(wait) => return Readiness::Waiting(wait.to_string()),
             }
         }
     }
@@ -108,22 +132,22 @@ fn retry_due(
     failures: u32,
     last_failed: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> Result<(), String> {
+) -> Result<(), RetryWait> {
     let Some(delay) = policy.delay_after(failures) else {
-        return Err(format!(
-            "gave up after {failures} failed attempts (retry limit {}): waiting for a new version of an input file",
-            policy.max_retries
-        ));
+        return Err(RetryWait::GaveUp {
+            failures,
+            limit: policy.max_retries,
+        });
     };
     let due = last_failed
         .map(|t| t + chrono::Duration::from_std(delay).unwrap_or_default())
         .unwrap_or(now);
     if now < due {
-        return Err(format!(
-            "retry {failures} of {} is due at {} (backoff after {failures} failed attempts)",
-            policy.max_retries,
-            store_time(due)
-        ));
+        return Err(RetryWait::NotYet {
+            failures,
+            limit: policy.max_retries,
+            due,
+        });
     }
     Ok(())
 }

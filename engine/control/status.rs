@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::preconditions::{file_readiness, job_files, Readiness};
 use crate::secrets::{redact_url, Scrubber};
-use crate::state::{store_time, JobParams, RunRecord, StateError, StateStore};
+use crate::state::{store_time, JobParams, RunRecord, RunStatus, StateError, StateStore};
 
 /// Files listed per job at most (the count is always complete).
 const FILES_SHOWN: usize = 20;
@@ -89,7 +89,7 @@ pub async fn status(
             .map(|(url, _)| redact_url(url))
             .collect();
         let mut next_retry = None;
-        let (ready, waiting_reason) = if row.last_exec_status.as_deref() == Some("RUNNING") {
+        let (ready, waiting_reason) = if row.status() == Some(RunStatus::Running) {
             (false, Some("running now".to_string()))
         } else {
             match file_readiness(&row, &files, now) {
@@ -185,13 +185,13 @@ impl JobStatus {
         let Some(run) = &self.last_run else {
             return "no run yet".to_string();
         };
-        match run.status.as_str() {
-            "FAILED" => format!(
+        match RunStatus::parse(&run.status) {
+            Some(RunStatus::Failed) => format!(
                 "FAILED at {}: {}",
                 run.finished_at.as_deref().unwrap_or(&run.started_at),
                 run.error.as_deref().unwrap_or("no error recorded")
             ),
-            "COMPLETED" => format!(
+            Some(RunStatus::Completed) => format!(
                 "COMPLETED at {}: {} rows in, {} bad, {} out{}",
                 run.finished_at.as_deref().unwrap_or(&run.started_at),
                 run.rows_in.unwrap_or(0),
@@ -202,7 +202,7 @@ impl JobStatus {
                     .map(|i| format!(", Hudi commit {i}"))
                     .unwrap_or_default()
             ),
-            other => format!("{other} since {}", run.started_at),
+            _ => format!("{} since {}", run.status, run.started_at),
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use super::status::{JobStatus, StatusReport};
+use crate::state::RunStatus;
 
 /// The terminal view: one line per job, then what each job is waiting for or how its last run
 /// ended, then the most recent runs.
@@ -111,11 +112,11 @@ fn escape(text: &str) -> String {
 }
 
 fn job_row(job: &JobStatus) -> String {
-    let state_class = match job.last_status.as_deref() {
-        Some("COMPLETED") => "completed",
-        Some("FAILED") => "failed",
-        Some("RUNNING") => "running",
-        _ => "none",
+    let state_class = match job.last_status.as_deref().and_then(RunStatus::parse) {
+        Some(RunStatus::Completed) => "completed",
+        Some(RunStatus::Failed) => "failed",
+        Some(RunStatus::Running) => "running",
+        None => "none",
     };
     format!(
         "<tr class=\"job\" id=\"job-{id}\"><td>{id}</td><td>{job_name}</td>\

@@ -1,9 +1,10 @@
-//! SQL-defined jobs: their definitions ([`definition`]) and how they run ([`run`]).
+//! SQL-defined jobs: their definitions ([`definition`]) and how their SQL runs over the input
+//! files ([`execute`]). Delivering the rows to sinks and reporting the run is [`crate::run`].
 
 pub mod definition;
-pub mod run;
+pub mod execute;
 
 pub use definition::{DefinitionError, JobCatalog, JobDefinition, OutputSpec, SinkSpec};
-pub use run::{
+pub use execute::{
     explain_job, find_inputs, output_schema, run_job, RunError, RunRequest, RunResult, RunSummary,
 };

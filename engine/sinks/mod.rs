@@ -13,7 +13,9 @@
 //! stored one), the next run of the same inputs, which the scheduler retries, brings the sinks
 //! back into agreement.
 
+pub mod file;
 pub mod hudi;
+pub mod target;
 pub mod warehouse;
 
 use async_trait::async_trait;
@@ -40,7 +42,55 @@ pub struct SinkReport {
     /// One human line.
     pub summary: String,
     /// Sink-specific figures (instant, files written, partitions created, ...).
-    pub details: serde_json::Value,
+    pub details: SinkDetails,
+}
+
+/// What each kind of sink reports beyond its summary line. Serialized without a tag: the
+/// summary JSON of a run holds each sink's own fields under `details`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum SinkDetails {
+    Hudi {
+        figures: hudi::UpsertFigures,
+        /// `ALTER TABLE ... ADD PARTITION` statements Athena needs for the partitions created.
+        athena_add_partitions: Vec<String>,
+    },
+    Warehouse {
+        table: String,
+        rows: u64,
+        /// Rows inserted or replaced (known over a connection, not through the Data API).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        changed: Option<u64>,
+        /// The Data API statement that loaded the rows.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        statement_id: Option<String>,
+    },
+    File {
+        path: String,
+        rows: u64,
+        bytes: u64,
+    },
+}
+
+impl SinkReport {
+    /// The Hudi instant this sink committed, if it is a Hudi sink that committed one.
+    pub fn hudi_instant(&self) -> Option<&str> {
+        match &self.details {
+            SinkDetails::Hudi { figures, .. } => figures.instant.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Statements someone must run after this write (Athena's new partitions).
+    pub fn follow_up_sql(&self) -> &[String] {
+        match &self.details {
+            SinkDetails::Hudi {
+                athena_add_partitions,
+                ..
+            } => athena_add_partitions,
+            _ => &[],
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +99,29 @@ pub struct SinkError {
     pub sink: &'static str,
     pub target: String,
     pub message: String,
+}
+
+impl SinkError {
+    /// A sink error whose message is `cause` followed by each of its sources, `a: b: c`, as
+    /// `anyhow` prints a chain: the library keeps typed causes, the run's summary a line.
+    pub fn caused_by(
+        sink: &'static str,
+        target: impl Into<String>,
+        context: Option<&str>,
+        cause: &(dyn std::error::Error + 'static),
+    ) -> SinkError {
+        let mut message: Vec<String> = context.map(str::to_string).into_iter().collect();
+        let mut next = Some(cause);
+        while let Some(e) = next {
+            message.push(e.to_string());
+            next = e.source();
+        }
+        SinkError {
+            sink,
+            target: target.into(),
+            message: message.join(": "),
+        }
+    }
 }
 
 /// One destination for a job's rows.

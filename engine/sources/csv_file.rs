@@ -196,7 +196,7 @@ fn read_csv<R: Read>(
                 if let Err(row) = stats.refuse(BadRow {
                     file: file.url.clone(),
                     line,
-                    reason,
+                    reason: reason.to_string(),
                 }) {
                     return fail(format!(
                         "{row} (a job's input must be validated rows; raise --max-bad-rows to skip such rows)"

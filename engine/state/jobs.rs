@@ -117,6 +117,13 @@ pub struct JobConfigRow {
 }
 
 impl JobConfigRow {
+    /// The job's last status as stored.
+    pub fn status(&self) -> Option<super::RunStatus> {
+        self.last_exec_status
+            .as_deref()
+            .and_then(super::RunStatus::parse)
+    }
+
     pub fn last_failed_at(&self) -> Option<DateTime<Utc>> {
         self.last_failed_at
             .as_deref()

@@ -53,6 +53,88 @@ pub fn fails(args: &[&str]) -> String {
     String::from_utf8(out.stderr).expect("utf-8 stderr")
 }
 
+/// One `tally run` of a job for a province over a folder, built up flag by flag: the
+/// invocation most tests make, written once.
+///
+/// ```ignore
+/// job_run("province_sales", "WI", &val).table(&url).state(&state).ok();
+/// ```
+#[derive(Debug, Clone)]
+pub struct JobRun {
+    args: Vec<String>,
+}
+
+/// `tally run --job JOB --province PROVINCE --input INPUT`.
+pub fn job_run(job: &str, province: &str, input: impl AsRef<Path>) -> JobRun {
+    JobRun {
+        args: vec![
+            "run".into(),
+            "--job".into(),
+            job.into(),
+            "--province".into(),
+            province.into(),
+            "--input".into(),
+            input.as_ref().display().to_string(),
+        ],
+    }
+}
+
+impl JobRun {
+    /// Any other flags, as given.
+    pub fn args(mut self, more: &[&str]) -> JobRun {
+        self.args.extend(more.iter().map(|a| a.to_string()));
+        self
+    }
+
+    fn flag(self, name: &str, value: impl std::fmt::Display) -> JobRun {
+        let value = value.to_string();
+        self.args(&[name, &value])
+    }
+
+    pub fn dry_run(self) -> JobRun {
+        self.args(&["--dry-run"])
+    }
+
+    pub fn format(self, format: &str) -> JobRun {
+        self.flag("--format", format)
+    }
+
+    pub fn output(self, path: impl AsRef<Path>) -> JobRun {
+        self.flag("--output", path.as_ref().display())
+    }
+
+    pub fn table(self, url: &str) -> JobRun {
+        self.flag("--table", url)
+    }
+
+    pub fn warehouse(self, url: &str) -> JobRun {
+        self.flag("--warehouse", url)
+    }
+
+    pub fn state(self, url: &str) -> JobRun {
+        self.flag("--state", url)
+    }
+
+    fn argv(&self) -> Vec<&str> {
+        self.args.iter().map(String::as_str).collect()
+    }
+
+    /// Runs it, whatever the exit status.
+    pub fn run(&self) -> Output {
+        run(&self.argv())
+    }
+
+    /// Runs it and insists on success; returns stdout.
+    pub fn ok(&self) -> String {
+        ok(&self.argv())
+    }
+
+    /// Runs it and insists on failure; returns stderr.
+    pub fn fails(&self) -> String {
+        fails(&self.argv())
+    }
+}
+
 /// Writes a file and sets its modification time.
 pub fn write_file(dir: &Path, name: &str, content: impl AsRef<[u8]>, time: &str) {
     std::fs::create_dir_all(dir).unwrap();

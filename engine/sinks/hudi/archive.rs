@@ -104,10 +104,7 @@ pub async fn archive(table: &HudiTable, policy: &ArchivePolicy) -> Result<usize,
     }
     let mut lines = Vec::new();
     for instant in &files {
-        let bytes = table
-            .get(&format!("{HOODIE_DIR}/{}", instant.file_name))
-            .await?
-            .unwrap_or_default();
+        let bytes = table.get(&instant.path()).await?.unwrap_or_default();
         let line = ArchivedFile {
             file: instant.file_name.clone(),
             base64: base64_encode(&bytes),
@@ -119,9 +116,7 @@ pub async fn archive(table: &HudiTable, policy: &ArchivePolicy) -> Result<usize,
     table.put(&name, body).await?;
     tracing::debug!(table = %table.location.url, first = %first, last = %last, archive = %name, "archived instants");
     for instant in &files {
-        table
-            .delete(&format!("{HOODIE_DIR}/{}", instant.file_name))
-            .await?;
+        table.delete(&instant.path()).await?;
     }
     Ok(times.len())
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant as Clock};
 use chrono::{DateTime, Utc};
 
 use super::instant_avro::{self, FilesByPartition};
-use super::table::{HudiTable, TableError, HOODIE_DIR};
+use super::table::{HudiTable, TableError};
 use super::timeline::{format_instant, new_instant_time, BaseFile, Instant, InstantState};
 
 /// How much history cleaning keeps.
@@ -116,9 +116,8 @@ pub async fn clean(
     let time = new_instant_time(Utc::now(), &timeline);
     let plan = instant_avro::cleaner_plan(&earliest, &paths).map_err(|e| table.err(e))?;
     for state in [InstantState::Requested, InstantState::Inflight] {
-        let name = Instant::file_for(&time, "clean", state);
         table
-            .put(&format!("{HOODIE_DIR}/{name}"), plan.clone())
+            .put(&Instant::path_for(&time, "clean", state), plan.clone())
             .await?;
     }
     for (_, rel, _) in &relative {
@@ -127,8 +126,8 @@ pub async fn clean(
     let took = started.elapsed().as_millis() as i64;
     let done = instant_avro::clean_metadata(&time, &earliest, newest, took, &names)
         .map_err(|e| table.err(e))?;
-    let name = Instant::file_for(&time, "clean", InstantState::Completed);
-    table.put(&format!("{HOODIE_DIR}/{name}"), done).await?;
+    let path = Instant::path_for(&time, "clean", InstantState::Completed);
+    table.put(&path, done).await?;
     Ok(relative.len())
 }
 

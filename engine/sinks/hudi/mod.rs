@@ -1,8 +1,11 @@
 //! The Hudi copy-on-write sink: tables Athena, Spark and hudi-rs read, written without a JVM.
 //!
-//! - [`table`]: `hoodie.properties`, partitions, base files;
+//! - [`table`]: `hoodie.properties`, partitions, base files; [`keys`]: record keys and
+//!   partition paths as Hudi's key generators make them;
 //! - [`timeline`]: instants and which base files they make visible;
-//! - [`upsert`]: the copy-on-write merge and its commit protocol;
+//! - [`upsert`]: one copy-on-write write, staged then published, in steps: [`open`] the table,
+//!   [`plan`] which file group each row goes to, [`merge`] each group's new base file,
+//!   [`commit`] the instant (prepare → commit with its conflict check, or abort);
 //! - [`lock`]: one writer at a time; [`heartbeat`]: which pending instants have a live writer;
 //! - [`rollback`], [`clean`], [`archive`]: the timeline's housekeeping, each an instant of its own
 //!   ([`instant_avro`] writes their Avro bodies);
@@ -11,9 +14,14 @@
 pub mod archive;
 pub mod athena;
 pub mod clean;
+pub mod commit;
 pub mod heartbeat;
 pub mod instant_avro;
+pub mod keys;
 pub mod lock;
+pub mod merge;
+pub mod open;
+pub mod plan;
 pub mod properties;
 pub mod rollback;
 pub mod schema;

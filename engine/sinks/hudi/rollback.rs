@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant as Clock};
 
 use chrono::Utc;
-use serde_json::Value;
 
+use super::commit::CommitMetadata;
 use super::heartbeat::{self, WriterState};
 use super::instant_avro::{self, FilesByPartition};
 use super::table::{HudiTable, TableError, HOODIE_DIR};
@@ -47,9 +47,7 @@ pub async fn recover(
         ));
     }
     for leftover in timeline.pending_housekeeping() {
-        table
-            .delete(&format!("{HOODIE_DIR}/{}", leftover.file_name))
-            .await?;
+        table.delete(&leftover.path()).await?;
     }
     let mut rolled_back = Vec::new();
     for time in timeline.pending_writes() {
@@ -80,12 +78,11 @@ pub async fn roll_back(
     rollback_time: &str,
 ) -> Result<(), TableError> {
     let started = Clock::now();
-    let inflight_name = Instant::file_for(time, "commit", InstantState::Inflight);
     let mut partitions: BTreeSet<String> = BTreeSet::new();
-    if let Some(plan) = table.get(&format!("{HOODIE_DIR}/{inflight_name}")).await? {
-        let plan: Value = serde_json::from_slice(&plan).unwrap_or_default();
-        if let Some(map) = plan["partitionToWriteStats"].as_object() {
-            partitions.extend(map.keys().cloned());
+    let inflight_path = Instant::path_for(time, "commit", InstantState::Inflight);
+    if let Some(plan) = table.get(&inflight_path).await? {
+        if let Some(plan) = CommitMetadata::parse(&plan) {
+            partitions.extend(plan.partition_to_write_stats.into_keys());
         }
     }
     let mut doomed: Vec<(String, String)> = Vec::new();
@@ -104,18 +101,16 @@ pub async fn roll_back(
             .or_default()
             .push(full(relative));
     }
-    let requested = Instant::file_for(rollback_time, "rollback", InstantState::Requested);
-    let inflight = Instant::file_for(rollback_time, "rollback", InstantState::Inflight);
-    let completed = Instant::file_for(rollback_time, "rollback", InstantState::Completed);
+    let requested = Instant::path_for(rollback_time, "rollback", InstantState::Requested);
+    let inflight = Instant::path_for(rollback_time, "rollback", InstantState::Inflight);
+    let completed = Instant::path_for(rollback_time, "rollback", InstantState::Completed);
     table
         .put(
-            &format!("{HOODIE_DIR}/{requested}"),
+            &requested,
             instant_avro::rollback_plan(time, &files).map_err(|e| table.err(e))?,
         )
         .await?;
-    table
-        .put(&format!("{HOODIE_DIR}/{inflight}"), Vec::new())
-        .await?;
+    table.put(&inflight, Vec::new()).await?;
     for (_, relative) in &doomed {
         table.delete(relative).await?;
     }
@@ -137,16 +132,14 @@ pub async fn roll_back(
     target.sort_by_key(|i| std::cmp::Reverse(i.state));
     for instant in target {
         if instant.state != InstantState::Completed {
-            table
-                .delete(&format!("{HOODIE_DIR}/{}", instant.file_name))
-                .await?;
+            table.delete(&instant.path()).await?;
         }
     }
     heartbeat::remove(table, time).await?;
     let took = started.elapsed().as_millis() as i64;
     table
         .put(
-            &format!("{HOODIE_DIR}/{completed}"),
+            &completed,
             instant_avro::rollback_metadata(rollback_time, time, took, &files)
                 .map_err(|e| table.err(e))?,
         )

@@ -11,6 +11,9 @@ use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use object_store::ObjectStore;
 
+/// The folder of a table's timeline and properties.
+pub const HOODIE_DIR: &str = ".hoodie";
+
 /// Where an action is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum InstantState {
@@ -68,6 +71,16 @@ impl Instant {
             (a, InstantState::Inflight) => format!("{time}.{a}.inflight"),
             (a, InstantState::Completed) => format!("{time}.{a}"),
         }
+    }
+
+    /// The table-relative path of this instant's file: `.hoodie/<file>`.
+    pub fn path(&self) -> String {
+        format!("{HOODIE_DIR}/{}", self.file_name)
+    }
+
+    /// The table-relative path of this instant's action in `state`: `.hoodie/<file>`.
+    pub fn path_for(time: &str, action: &str, state: InstantState) -> String {
+        format!("{HOODIE_DIR}/{}", Instant::file_for(time, action, state))
     }
 }
 

@@ -1,49 +1,41 @@
-//! Copy-on-write upsert with Hudi's commit protocol.
+//! Copy-on-write upsert: one instant of Hudi's commit protocol, staged then published.
 //!
-//! Stage (nothing visible yet):
-//! 1. take the writer lock ([`super::lock`]), roll back instants whose writer is provably gone
-//!    ([`super::rollback`]);
-//! 2. for each partition the rows touch, read only the record-key column of the latest base files
-//!    to find the file group holding each key; new keys go to small file groups, then new ones;
-//! 3. create `<instant>.commit.requested` (only if absent) and start the instant's heartbeat, write
-//!    `<instant>.inflight` (the plan), then, per touched
-//!    file group, a new base file `<fileId>_<token>_<instant>.parquet` merging the latest slice
-//!    with the incoming rows: a row is replaced only by one whose precombine value is greater or
-//!    equal (an older source never overwrites a newer one), and a group where nothing changes is
-//!    not rewritten.
+//! Stage (nothing visible yet), with the writer lock held ([`super::lock`]):
+//! 1. roll back instants whose writer is provably gone ([`super::rollback`]);
+//! 2. open or create the table and take its data schema ([`super::open`]);
+//! 3. plan: find the file group of each incoming key by reading only the record-key column of
+//!    the touched partitions' latest base files, and pack new keys ([`super::plan`]);
+//! 4. request the instant and start its heartbeat, write the plan, then per touched file group a
+//!    new base file `<fileId>_<token>_<instant>.parquet` merging the latest slice with the
+//!    incoming rows ([`super::merge`]); a group where nothing changes is not rewritten.
 //!
-//! Publish: check every base file the commit names exists (fsynced first on local disk), that
-//! this writer still holds the lock, and that no other writer's instant appeared; then create the
-//! `<instant>.commit` JSON in one put, only if absent (the commit point). Then clean
-//! ([`super::clean`]), archive ([`super::archive`]) and release the lock. A run killed anywhere
-//! before the commit leaves only files of an instant that never completed, which readers ignore
-//! and the next writer rolls back once the heartbeat shows this one gone.
+//! Publish: the commit with its checks ([`super::commit`]), then clean ([`super::clean`]),
+//! archive ([`super::archive`]) and release the lock. A run killed anywhere before the commit
+//! leaves only files of an instant that never completed, which readers ignore and the next
+//! writer rolls back once the heartbeat shows this one gone.
 
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant as Clock;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use datafusion::arrow::array::{
-    make_comparator, new_null_array, Array, ArrayRef, AsArray, RecordBatch, StringArray,
-};
-use datafusion::arrow::compute::kernels::interleave::interleave;
-use datafusion::arrow::compute::{cast, concat_batches, SortOptions};
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
-use object_store::ObjectStoreExt;
-use serde_json::{json, Value};
 
 use super::archive::ArchivePolicy;
 use super::clean::CleanPolicy;
+use super::commit::{self, CommitMetadata, PreparedCommit, WriteStat};
 use super::heartbeat::Heartbeat;
 use super::lock::{LockOptions, WriterLock};
-use super::schema::{avro_schema, META_COLUMNS};
-use super::table::{HudiTable, TableConfig, TableError, HOODIE_DIR};
-use super::timeline::{new_instant_time, BaseFile, InstantState, Timeline};
-use crate::sinks::{JobRows, SinkError, SinkReport, StagedWrite};
-use crate::storage::Location;
+use super::merge::{conform, conform_all, merge_group, with_meta_columns, MergeTarget};
+use super::open::{commit_schema, existing_data_schema, job_table_config, open_or_create};
+use super::plan::{locate_keys, place_rows, GroupPlan};
+use super::schema::avro_schema;
+use super::table::{HudiTable, TableError};
+use super::timeline::{new_instant_time, BaseFile, Timeline};
+use crate::sinks::{JobRows, SinkDetails, SinkError, SinkReport, StagedWrite};
 
 /// Tuning of the upsert.
 #[derive(Debug, Clone)]
@@ -104,215 +96,13 @@ fn sink_err(table: &str, e: impl std::fmt::Display) -> SinkError {
     }
 }
 
-/// The table configuration a job declares.
-pub fn job_table_config(rows: &JobRows<'_>, database: &str) -> TableConfig {
-    TableConfig {
-        database: database.to_string(),
-        name: rows.job.sinks.hudi_table.clone(),
-        record_key: rows.job.output.record_key.clone(),
-        partition_fields: vec![rows.job.output.partition_field.clone()],
-        precombine_field: rows.job.output.precombine_field.clone(),
-        hive_style: rows.job.sinks.hive_style_partitioning,
-    }
-}
-
-/// Opens the table at `url`, creating it from the job's declaration when there is none, and
-/// checks that an existing table is keyed the way the job says.
-pub async fn open_or_create(
-    url: &str,
-    wanted: &TableConfig,
-    data_schema: &SchemaRef,
-) -> Result<HudiTable, TableError> {
-    let location = Location::create(url)
-        .await
-        .map_err(|e| TableError::Storage {
-            url: url.to_string(),
-            message: e.to_string(),
-        })?;
-    let table = match HudiTable::open(&location).await? {
-        Some(t) => t,
-        None => {
-            super::schema::check_supported(data_schema).map_err(|e| TableError::Data {
-                url: location.url.clone(),
-                message: e.to_string(),
-            })?;
-            let schema =
-                avro_schema(&wanted.name, data_schema, false).map_err(|e| TableError::Data {
-                    url: location.url.clone(),
-                    message: e.to_string(),
-                })?;
-            return HudiTable::create(&location, wanted.clone(), &schema).await;
-        }
-    };
-    let c = &table.config;
-    let checks: [(&'static str, String, String); 3] = [
-        (
-            "record key",
-            wanted.record_key.join(","),
-            c.record_key.join(","),
-        ),
-        (
-            "partition fields",
-            wanted.partition_fields.join(","),
-            c.partition_fields.join(","),
-        ),
-        (
-            "precombine field",
-            wanted.precombine_field.clone(),
-            c.precombine_field.clone(),
-        ),
-    ];
-    for (what, job, have) in checks {
-        if job != have {
-            return Err(TableError::Mismatch {
-                url: table.location.url.clone(),
-                what,
-                job,
-                table: have,
-            });
-        }
-    }
-    Ok(table)
-}
-
-/// Hudi's metadata table indexes every file of the table; a write that does not update it would
-/// leave readers that use it (Spark, Athena with it enabled) seeing a stale file list.
-async fn refuse_metadata_table(table: &HudiTable) -> Result<(), TableError> {
-    let enabled = table
-        .properties
-        .get("hoodie.table.metadata.partitions")
-        .is_some_and(|p| !p.trim().is_empty())
-        || table
-            .get(&format!(
-                "{HOODIE_DIR}/metadata/{HOODIE_DIR}/hoodie.properties"
-            ))
-            .await?
-            .is_some();
-    if enabled {
-        return Err(TableError::Unsupported {
-            url: table.location.url.clone(),
-            message: "the table has Hudi's metadata table (.hoodie/metadata), which tally does not \
-                      maintain; disable it with Hudi (hoodie.metadata.enable=false, which removes it) \
-                      before writing with tally"
-                .into(),
-        });
-    }
-    Ok(())
-}
-
-/// The data columns (no meta columns) of the table's latest base files, if it has any.
-async fn existing_data_schema(
-    table: &HudiTable,
-    timeline: &Timeline,
-) -> Result<Option<SchemaRef>, TableError> {
-    let Some(latest) = timeline
-        .instants
-        .iter()
-        .rev()
-        .find(|i| i.state == InstantState::Completed && i.action == "commit")
-    else {
-        return Ok(None);
-    };
-    let Some(bytes) = table
-        .get(&format!("{HOODIE_DIR}/{}", latest.file_name))
-        .await?
-    else {
-        return Ok(None);
-    };
-    let meta: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    let path = meta["partitionToWriteStats"].as_object().and_then(|m| {
-        m.values()
-            .flat_map(|v| v.as_array().into_iter().flatten())
-            .find_map(|s| s["path"].as_str().map(str::to_string))
-    });
-    let Some(path) = path else { return Ok(None) };
-    let (partition, name) = path.rsplit_once('/').unwrap_or(("", &path));
-    let size = table
-        .location
-        .store
-        .head(&table.path(&path))
-        .await
-        .map(|m| m.size);
-    let Ok(size) = size else { return Ok(None) };
-    let Some(file) = BaseFile::parse(partition, name, size) else {
-        return Ok(None);
-    };
-    let reader = crate::storage::ObjectFileReader::new(
-        table.location.store.clone(),
-        table.path(&file.relative_path()),
-        file.size,
-    );
-    let builder = datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
-        .await
-        .map_err(|e| TableError::Storage {
-            url: table.location.url.clone(),
-            message: format!("cannot read the schema of {path}: {e}"),
-        })?;
-    let fields: Vec<Field> = builder
-        .schema()
-        .fields()
-        .iter()
-        .filter(|f| !META_COLUMNS.contains(&f.name().as_str()))
-        .map(|f| Field::new(f.name(), f.data_type().clone(), true))
-        .collect();
-    Ok(Some(Arc::new(Schema::new(fields))))
-}
-
-/// Brings the job's rows to the table's data schema: columns by name, cast to the table's types;
-/// table columns the job does not produce are null. A job column the table lacks is an error.
-fn conform(batch: &RecordBatch, data: &SchemaRef, url: &str) -> Result<RecordBatch, TableError> {
-    let err = |message: String| TableError::Data {
-        url: url.to_string(),
-        message,
-    };
-    for f in batch.schema().fields() {
-        if data.index_of(f.name()).is_err() {
-            return Err(err(format!(
-                "the job produces column `{}`, which the table does not have",
-                f.name()
-            )));
-        }
-    }
-    let columns = data
-        .fields()
-        .iter()
-        .map(|f| match batch.column_by_name(f.name()) {
-            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-            Some(c) => cast(c, f.data_type()).map_err(|e| {
-                err(format!(
-                    "column `{}` is {} in the job but {} in the table: {e}",
-                    f.name(),
-                    c.data_type(),
-                    f.data_type()
-                ))
-            }),
-            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(data.clone(), columns).map_err(|e| err(e.to_string()))
-}
-
-/// What one file group gets in this instant.
-struct GroupPlan {
-    partition: String,
-    file_id: String,
-    base: Option<BaseFile>,
-    /// Incoming rows whose key the group already holds.
-    updates: Vec<usize>,
-    /// Incoming rows with new keys placed in this group.
-    inserts: Vec<usize>,
-}
-
 /// A staged upsert: base files written, `.commit` not yet.
 pub struct StagedUpsert {
     table: HudiTable,
     lock: Option<WriterLock>,
     heartbeat: Option<Heartbeat>,
-    instant: String,
-    latest_before: Option<String>,
-    commit: Value,
-    written: Vec<String>,
-    /// Older slices of the touched file groups, oldest first, for cleaning.
+    prepared: PreparedCommit,
+    /// Slices of the touched file groups, oldest first, for cleaning.
     slices: Vec<Vec<BaseFile>>,
     options: UpsertOptions,
     figures: UpsertFigures,
@@ -344,10 +134,7 @@ pub async fn stage_upsert(
             table,
             lock: Some(lock),
             heartbeat: Some(parts.heartbeat),
-            instant: parts.instant,
-            latest_before: parts.latest_before,
-            commit: parts.commit,
-            written: parts.written,
+            prepared: parts.prepared,
             slices: parts.slices,
             options: options.clone(),
             figures,
@@ -362,13 +149,105 @@ pub async fn stage_upsert(
     }
 }
 
+/// What staging leaves for publishing.
 struct StagedParts {
     heartbeat: Heartbeat,
-    instant: String,
-    latest_before: Option<String>,
-    commit: Value,
-    written: Vec<String>,
+    prepared: PreparedCommit,
     slices: Vec<Vec<BaseFile>>,
+}
+
+/// The incoming rows, ready to merge: in the table's schema with meta columns, with their keys
+/// and partitions.
+struct Incoming {
+    rows: RecordBatch,
+    keys: Vec<String>,
+    partitions: Vec<String>,
+    data_schema: SchemaRef,
+    precombine_idx: usize,
+}
+
+impl Incoming {
+    async fn new(
+        table: &HudiTable,
+        timeline: &Timeline,
+        rows: &JobRows<'_>,
+        instant: &str,
+    ) -> Result<Incoming, TableError> {
+        let url = &table.location.url;
+        let data_err = |message: String| TableError::Data {
+            url: url.clone(),
+            message,
+        };
+        let data_schema = existing_data_schema(table, timeline)
+            .await?
+            .unwrap_or_else(|| {
+                Arc::new(Schema::new(
+                    rows.schema
+                        .fields()
+                        .iter()
+                        .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+                        .collect::<Vec<_>>(),
+                ))
+            });
+        let batch =
+            concat_batches(&rows.schema, rows.batches).map_err(|e| data_err(e.to_string()))?;
+        let batch = conform(&batch, &data_schema, url)?;
+        let keys = table.record_keys(&batch)?;
+        let partitions = table.partition_paths(&batch)?;
+        let table_schema = super::schema::table_schema(&data_schema);
+        let rows = with_meta_columns(&batch, &table_schema, instant, &keys, &partitions)
+            .map_err(|e| data_err(e.to_string()))?;
+        let precombine = &table.config.precombine_field;
+        let precombine_idx = table_schema
+            .index_of(precombine)
+            .map_err(|_| data_err(format!("no precombine column `{precombine}`")))?;
+        Ok(Incoming {
+            rows,
+            keys,
+            partitions,
+            data_schema,
+            precombine_idx,
+        })
+    }
+}
+
+/// Plans the instant: every touched partition's rows placed in file groups, with the slices of
+/// the groups that exist.
+async fn plan_instant(
+    table: &HudiTable,
+    timeline: &Timeline,
+    incoming: &Incoming,
+    options: &UpsertOptions,
+    figures: &mut UpsertFigures,
+) -> Result<(Vec<GroupPlan>, BTreeMap<String, Vec<BaseFile>>), TableError> {
+    let mut by_partition: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (row, p) in incoming.partitions.iter().enumerate() {
+        by_partition.entry(p.as_str()).or_default().push(row);
+    }
+    figures.partitions_touched = by_partition.len();
+    let replaced: HashSet<String> = table.replaced_file_ids(timeline).await?;
+    let mut plans = Vec::new();
+    let mut slices_of = BTreeMap::new();
+    for (partition, rows_here) in &by_partition {
+        let (groups, key_owner) =
+            locate_keys(table, partition, timeline, &replaced, figures).await?;
+        if groups.is_empty() {
+            figures.partitions_created.push(partition.to_string());
+        }
+        let placed = place_rows(
+            partition,
+            rows_here,
+            &incoming.keys,
+            &groups,
+            &key_owner,
+            options.target_file_bytes,
+            || format!("{}-0", uuid::Uuid::new_v4()),
+        )
+        .map_err(|e| table.data_err(e))?;
+        plans.extend(placed);
+        slices_of.extend(groups.into_iter().map(|g| (g.file_id, g.slices)));
+    }
+    Ok((plans, slices_of))
 }
 
 async fn stage_locked(
@@ -377,190 +256,36 @@ async fn stage_locked(
     options: &UpsertOptions,
 ) -> Result<(UpsertFigures, Option<StagedParts>), TableError> {
     let url = table.location.url.clone();
-    let data_err = |message: String| TableError::Data {
-        url: url.clone(),
-        message,
-    };
     let mut figures = UpsertFigures::default();
-    refuse_metadata_table(table).await?;
+    super::open::refuse_metadata_table(table).await?;
     let (rolled_back, timeline) = super::rollback::recover(table, options.lock.lease).await?;
     figures.rolled_back = rolled_back;
     let instant = new_instant_time(Utc::now(), &timeline);
     let latest_before = timeline.latest_time().map(str::to_string);
-
-    let data_schema = existing_data_schema(table, &timeline)
-        .await?
-        .unwrap_or_else(|| {
-            Arc::new(Schema::new(
-                rows.schema
-                    .fields()
-                    .iter()
-                    .map(|f| Field::new(f.name(), f.data_type().clone(), true))
-                    .collect::<Vec<_>>(),
-            ))
-        });
-    let incoming =
-        concat_batches(&rows.schema, rows.batches).map_err(|e| data_err(e.to_string()))?;
-    let incoming = conform(&incoming, &data_schema, &url)?;
-    let keys = table.record_keys(&incoming)?;
-    let partitions = table.partition_paths(&incoming)?;
-    let table_schema = super::schema::table_schema(&data_schema);
-    let incoming_full = with_meta_columns(&incoming, &table_schema, &instant, &keys, &partitions)
-        .map_err(|e| data_err(e.to_string()))?;
-    let precombine_idx = table_schema
-        .index_of(&table.config.precombine_field)
-        .map_err(|_| {
-            data_err(format!(
-                "no precombine column `{}`",
-                table.config.precombine_field
-            ))
-        })?;
-
-    let mut by_partition: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (row, p) in partitions.iter().enumerate() {
-        by_partition.entry(p.as_str()).or_default().push(row);
-    }
-    figures.partitions_touched = by_partition.len();
-    let replaced = table.replaced_file_ids(&timeline).await?;
-
-    // Plan: which file group each incoming row goes to.
-    let mut plans: Vec<GroupPlan> = Vec::new();
-    let mut slices_of: HashMap<String, Vec<BaseFile>> = HashMap::new();
-    for (partition, rows_here) in &by_partition {
-        let groups = table
-            .partition_groups(partition, &timeline, &replaced)
-            .await?;
-        if groups.is_empty() {
-            figures.partitions_created.push(partition.to_string());
-        }
-        let mut key_owner: HashMap<String, String> = HashMap::new();
-        let mut sizes: Vec<(String, u64, u64)> = Vec::new();
-        for (file_id, slices) in &groups {
-            let latest = slices.last().expect("groups have slices");
-            let (_, batches) = table
-                .read_base_file(latest, Some(&["_hoodie_record_key"]))
-                .await?;
-            figures.key_files_read += 1;
-            figures.key_bytes_read += latest.size;
-            let mut count = 0u64;
-            for b in &batches {
-                let col = b.column(0).as_string::<i32>();
-                for k in col.iter().flatten() {
-                    key_owner.insert(k.to_string(), file_id.clone());
-                    count += 1;
-                }
-            }
-            sizes.push((file_id.clone(), latest.size, count));
-            slices_of.insert(file_id.clone(), slices.clone());
-        }
-        let mut group_plans: BTreeMap<String, GroupPlan> = BTreeMap::new();
-        let mut new_keys = Vec::new();
-        let mut seen: HashSet<&str> = HashSet::new();
-        for &row in rows_here {
-            if !seen.insert(keys[row].as_str()) {
-                return Err(data_err(format!(
-                    "record key `{}` appears twice in one run's rows",
-                    keys[row]
-                )));
-            }
-            match key_owner.get(&keys[row]) {
-                Some(file_id) => group_plans
-                    .entry(file_id.clone())
-                    .or_insert_with(|| GroupPlan {
-                        partition: partition.to_string(),
-                        file_id: file_id.clone(),
-                        base: groups[file_id].last().cloned(),
-                        updates: vec![],
-                        inserts: vec![],
-                    })
-                    .updates
-                    .push(row),
-                None => new_keys.push(row),
-            }
-        }
-        // New keys: fill small file groups first, then start new ones.
-        // Bytes per row of a file; 100 when a file has no rows to tell.
-        let row_bytes = |size: u64, count: u64| size.checked_div(count).map_or(100, |b| b.max(1));
-        let default_row_bytes = sizes
-            .iter()
-            .map(|(_, s, c)| row_bytes(*s, *c))
-            .max()
-            .unwrap_or(100);
-        sizes.sort_by_key(|(_, size, _)| *size);
-        let mut pending = new_keys.into_iter().peekable();
-        for (file_id, size, count) in &sizes {
-            if pending.peek().is_none() {
-                break;
-            }
-            if *size >= options.target_file_bytes {
-                continue;
-            }
-            let room = (options.target_file_bytes - size) / row_bytes(*size, *count);
-            let plan = group_plans
-                .entry(file_id.clone())
-                .or_insert_with(|| GroupPlan {
-                    partition: partition.to_string(),
-                    file_id: file_id.clone(),
-                    base: groups[file_id].last().cloned(),
-                    updates: vec![],
-                    inserts: vec![],
-                });
-            plan.inserts.extend(pending.by_ref().take(room as usize));
-        }
-        let per_new_file = (options.target_file_bytes / default_row_bytes).max(1) as usize;
-        let rest: Vec<usize> = pending.collect();
-        for chunk in rest.chunks(per_new_file) {
-            let file_id = format!("{}-0", uuid::Uuid::new_v4());
-            group_plans.insert(
-                file_id.clone(),
-                GroupPlan {
-                    partition: partition.to_string(),
-                    file_id,
-                    base: None,
-                    updates: vec![],
-                    inserts: chunk.to_vec(),
-                },
-            );
-        }
-        plans.extend(group_plans.into_values());
-    }
+    let incoming = Incoming::new(table, &timeline, rows, &instant).await?;
+    let (plans, slices_of) =
+        plan_instant(table, &timeline, &incoming, options, &mut figures).await?;
 
     // The plan, on the timeline before any base file exists.
-    let requested = super::timeline::Instant::file_for(&instant, "commit", InstantState::Requested);
-    let inflight = super::timeline::Instant::file_for(&instant, "commit", InstantState::Inflight);
-    table
-        .create_new(&format!("{HOODIE_DIR}/{requested}"), Vec::new())
-        .await?;
+    commit::request(table, &instant).await?;
     let heartbeat = Heartbeat::start(table, &instant, options.lock.lease).await?;
-    let plan_json = commit_json(
+    let plan = CommitMetadata::upsert(
         plans.iter().map(|p| {
-            (
-                p.partition.clone(),
-                write_stat(
-                    &p.file_id,
-                    None,
-                    p.base.as_ref(),
-                    0,
-                    p.updates.len() as u64,
-                    p.inserts.len() as u64,
-                    0,
-                ),
-            )
+            let stat = WriteStat::new(&p.file_id, p.base.as_ref(), None);
+            let stat = stat.counts(0, p.updates.len() as u64, p.inserts.len() as u64);
+            (p.partition.clone(), stat)
         }),
         None,
     );
-    table
-        .put(
-            &format!("{HOODIE_DIR}/{inflight}"),
-            serde_json::to_vec_pretty(&plan_json).unwrap_or_default(),
-        )
-        .await?;
+    commit::write_plan(table, &instant, &plan).await?;
     for p in &figures.partitions_created {
         table.write_partition_metadata(p, &instant).await?;
     }
 
-    let avro_with_meta = avro_schema(&table.config.name, &data_schema, true).unwrap_or_default();
-    let mut stats: Vec<(String, Value)> = Vec::new();
+    let table_schema = incoming.rows.schema();
+    let avro_with_meta =
+        avro_schema(&table.config.name, &incoming.data_schema, true).unwrap_or_default();
+    let mut stats: Vec<(String, WriteStat)> = Vec::new();
     let mut written = Vec::new();
     let mut cleaning = Vec::new();
     for (group_no, plan) in plans.iter().enumerate() {
@@ -569,26 +294,26 @@ async fn stage_locked(
                 let (_, batches) = table.read_base_file(base, None).await?;
                 figures.files_rewritten += 1;
                 figures.bytes_rewritten_read += base.size;
-                let batch =
-                    concat_batches(&table_schema, &conform_all(&batches, &table_schema, &url)?)
-                        .map_err(|e| data_err(e.to_string()))?;
-                Some(batch)
+                let batches = conform_all(&batches, &table_schema, &url)?;
+                Some(concat_batches(&table_schema, &batches).map_err(|e| table.data_err(e))?)
             }
             None => None,
         };
-        let token = format!("{group_no}-0-0");
-        let file_name = BaseFile::name(&plan.file_id, &token, &instant);
+        let file_name = BaseFile::name(&plan.file_id, &format!("{group_no}-0-0"), &instant);
+        let target = MergeTarget {
+            instant: &instant,
+            group_no,
+            file_name: &file_name,
+        };
         let merged = merge_group(
             existing.as_ref(),
-            &incoming_full,
+            &incoming.rows,
             plan,
-            &keys,
-            precombine_idx,
-            &instant,
-            group_no,
-            &file_name,
+            &incoming.keys,
+            incoming.precombine_idx,
+            &target,
         )
-        .map_err(|e| data_err(e.to_string()))?;
+        .map_err(|e| table.data_err(e))?;
         figures.unchanged += merged.unchanged;
         figures.older_ignored += merged.older;
         if merged.updates == 0 && merged.inserts == 0 {
@@ -625,19 +350,14 @@ async fn stage_locked(
         } else {
             format!("{}/{file_name}", plan.partition)
         };
-        written.push(relative.clone());
-        stats.push((
-            plan.partition.clone(),
-            write_stat(
-                &plan.file_id,
-                Some(&relative),
-                plan.base.as_ref(),
+        let stat = WriteStat::new(&plan.file_id, plan.base.as_ref(), Some((&relative, size)))
+            .counts(
                 merged.batch.num_rows() as u64,
                 merged.updates,
                 merged.inserts,
-                size,
-            ),
-        ));
+            );
+        stats.push((plan.partition.clone(), stat));
+        written.push(relative);
         if let Some(slices) = slices_of.get(&plan.file_id) {
             cleaning.push(slices.clone());
         }
@@ -646,263 +366,26 @@ async fn stage_locked(
 
     if written.is_empty() {
         // Nothing changed: the instant is withdrawn and the timeline is as it was.
-        table.delete(&format!("{HOODIE_DIR}/{inflight}")).await?;
-        table.delete(&format!("{HOODIE_DIR}/{requested}")).await?;
+        commit::withdraw(table, &instant).await?;
         heartbeat.stop().await?;
         return Ok((figures, None));
     }
-    let schema_text = commit_schema(table, &timeline, &data_schema).await?;
-    let commit = commit_json(stats.into_iter(), Some(schema_text));
+    let schema_text = commit_schema(table, &timeline, &incoming.data_schema).await?;
     figures.instant = Some(instant.clone());
+    let prepared = PreparedCommit {
+        instant,
+        latest_before,
+        written,
+        metadata: CommitMetadata::upsert(stats, Some(schema_text)),
+    };
     Ok((
         figures,
         Some(StagedParts {
             heartbeat,
-            instant,
-            latest_before,
-            commit,
-            written,
+            prepared,
             slices: cleaning,
         }),
     ))
-}
-
-fn conform_all(
-    batches: &[RecordBatch],
-    schema: &SchemaRef,
-    url: &str,
-) -> Result<Vec<RecordBatch>, TableError> {
-    batches.iter().map(|b| conform(b, schema, url)).collect()
-}
-
-/// The schema text for the commit: the one the table's last commit carried (so a Spark-written
-/// table keeps its own), else the job's.
-async fn commit_schema(
-    table: &HudiTable,
-    timeline: &Timeline,
-    data: &SchemaRef,
-) -> Result<String, TableError> {
-    if let Some(latest) = timeline
-        .instants
-        .iter()
-        .rev()
-        .find(|i| i.state == InstantState::Completed && i.action == "commit")
-    {
-        if let Some(bytes) = table
-            .get(&format!("{HOODIE_DIR}/{}", latest.file_name))
-            .await?
-        {
-            let meta: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            if let Some(s) = meta["extraMetadata"]["schema"].as_str() {
-                return Ok(s.to_string());
-            }
-        }
-    }
-    avro_schema(&table.config.name, data, false).map_err(|e| TableError::Data {
-        url: table.location.url.clone(),
-        message: e.to_string(),
-    })
-}
-
-/// The incoming rows with meta columns for this instant (sequence numbers and file names are
-/// filled per file group later).
-fn with_meta_columns(
-    data: &RecordBatch,
-    table_schema: &SchemaRef,
-    instant: &str,
-    keys: &[String],
-    partitions: &[String],
-) -> datafusion::arrow::error::Result<RecordBatch> {
-    let n = data.num_rows();
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-            instant, n,
-        ))),
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n("", n))),
-        Arc::new(StringArray::from_iter_values(keys.iter())),
-        Arc::new(StringArray::from_iter_values(partitions.iter())),
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n("", n))),
-    ];
-    columns.extend(data.columns().iter().cloned());
-    RecordBatch::try_new(table_schema.clone(), columns)
-}
-
-struct Merged {
-    batch: RecordBatch,
-    inserts: u64,
-    updates: u64,
-    unchanged: u64,
-    older: u64,
-}
-
-/// Merges one file group's latest slice with its incoming rows.
-#[allow(clippy::too_many_arguments)]
-fn merge_group(
-    existing: Option<&RecordBatch>,
-    incoming: &RecordBatch,
-    plan: &GroupPlan,
-    keys: &[String],
-    precombine_idx: usize,
-    instant: &str,
-    group_no: usize,
-    file_name: &str,
-) -> datafusion::arrow::error::Result<Merged> {
-    const EXISTING: usize = 0;
-    const INCOMING: usize = 1;
-    let mut picks: Vec<(usize, usize)> = Vec::new();
-    let (mut updates, mut unchanged, mut older) = (0u64, 0u64, 0u64);
-    let empty = RecordBatch::new_empty(incoming.schema());
-    let existing = existing.unwrap_or(&empty);
-    let mut wanted: HashMap<&str, usize> = plan
-        .updates
-        .iter()
-        .map(|&r| (keys[r].as_str(), r))
-        .collect();
-    if existing.num_rows() > 0 {
-        let newer_or_equal = make_comparator(
-            incoming.column(precombine_idx).as_ref(),
-            existing.column(precombine_idx).as_ref(),
-            SortOptions::default(),
-        )?;
-        let data_cols: Vec<_> = (META_COLUMNS.len()..incoming.num_columns())
-            .map(|i| {
-                make_comparator(
-                    incoming.column(i).as_ref(),
-                    existing.column(i).as_ref(),
-                    SortOptions::default(),
-                )
-                .ok()
-            })
-            .collect();
-        let existing_keys = existing.column(2).as_string::<i32>();
-        for e in 0..existing.num_rows() {
-            let incoming_row = existing_keys
-                .is_valid(e)
-                .then(|| wanted.remove(existing_keys.value(e)))
-                .flatten();
-            match incoming_row {
-                None => picks.push((EXISTING, e)),
-                Some(i) if newer_or_equal(i, e) == Ordering::Less => {
-                    older += 1;
-                    picks.push((EXISTING, e));
-                }
-                Some(i) => {
-                    let same = data_cols
-                        .iter()
-                        .all(|c| c.as_ref().is_some_and(|cmp| cmp(i, e) == Ordering::Equal));
-                    if same {
-                        unchanged += 1;
-                        picks.push((EXISTING, e));
-                    } else {
-                        updates += 1;
-                        picks.push((INCOMING, i));
-                    }
-                }
-            }
-        }
-    }
-    // Keys the plan expected here but the slice no longer holds are inserted, like new keys.
-    let mut leftovers: Vec<usize> = wanted.into_values().collect();
-    leftovers.sort_unstable();
-    let mut inserts = 0u64;
-    for row in plan.inserts.iter().copied().chain(leftovers) {
-        picks.push((INCOMING, row));
-        inserts += 1;
-    }
-    let sources = [existing, incoming];
-    let columns: Vec<ArrayRef> = (0..incoming.num_columns())
-        .map(|c| {
-            let arrays: Vec<&dyn Array> = sources.iter().map(|b| b.column(c).as_ref()).collect();
-            interleave(&arrays, &picks)
-        })
-        .collect::<Result<_, _>>()?;
-    // Rows taken from this instant get its sequence numbers; every row names the new file.
-    let existing_seqno = existing.column(1).as_string::<i32>();
-    let mut n = 0usize;
-    let seqno: StringArray = picks
-        .iter()
-        .map(|&(src, row)| {
-            if src == EXISTING {
-                existing_seqno
-                    .is_valid(row)
-                    .then(|| existing_seqno.value(row).to_string())
-            } else {
-                n += 1;
-                Some(format!("{instant}_{group_no}_{}", n - 1))
-            }
-        })
-        .collect();
-    let mut columns = columns;
-    columns[1] = Arc::new(seqno);
-    columns[4] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-        file_name,
-        picks.len(),
-    )));
-    Ok(Merged {
-        batch: RecordBatch::try_new(incoming.schema(), columns)?,
-        inserts,
-        updates,
-        unchanged,
-        older,
-    })
-}
-
-/// One file's entry in `partitionToWriteStats`, with the fields Hudi writes.
-fn write_stat(
-    file_id: &str,
-    path: Option<&str>,
-    base: Option<&BaseFile>,
-    writes: u64,
-    updates: u64,
-    inserts: u64,
-    bytes: u64,
-) -> Value {
-    json!({
-        "fileId": file_id,
-        "path": path,
-        "cdcStats": null,
-        "prevCommit": base.map(|b| b.instant.clone()).unwrap_or_else(|| "null".into()),
-        "numWrites": writes,
-        "numDeletes": 0,
-        "numUpdateWrites": updates,
-        "numInserts": inserts,
-        "totalWriteBytes": bytes,
-        "totalWriteErrors": 0,
-        "tempPath": null,
-        "partitionPath": null,
-        "totalLogRecords": 0,
-        "totalLogFilesCompacted": 0,
-        "totalLogSizeCompacted": 0,
-        "totalUpdatedRecordsCompacted": 0,
-        "totalLogBlocks": 0,
-        "totalCorruptLogBlock": 0,
-        "totalRollbackBlocks": 0,
-        "fileSizeInBytes": bytes,
-        "minEventTime": null,
-        "maxEventTime": null,
-        "runtimeStats": null,
-    })
-}
-
-/// Commit metadata JSON (`HoodieCommitMetadata`).
-fn commit_json(stats: impl Iterator<Item = (String, Value)>, schema: Option<String>) -> Value {
-    let mut by_partition: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for (partition, mut stat) in stats {
-        if stat["path"].is_string() {
-            stat["partitionPath"] = json!(partition);
-        }
-        by_partition.entry(partition).or_default().push(stat);
-    }
-    let mut extra = serde_json::Map::new();
-    if let Some(schema) = schema {
-        extra.insert("schema".into(), json!(schema));
-    }
-    json!({
-        "partitionToWriteStats": by_partition,
-        "compacted": false,
-        "extraMetadata": extra,
-        "operationType": "UPSERT",
-    })
 }
 
 impl StagedUpsert {
@@ -910,82 +393,12 @@ impl StagedUpsert {
         self.table.location.url.clone()
     }
 
-    async fn remove_staged(&self) -> Result<(), TableError> {
-        for relative in &self.written {
-            self.table.delete(relative).await?;
-        }
-        for state in [InstantState::Inflight, InstantState::Requested] {
-            let name = super::timeline::Instant::file_for(&self.instant, "commit", state);
-            self.table.delete(&format!("{HOODIE_DIR}/{name}")).await?;
-        }
-        Ok(())
-    }
-
-    async fn commit(&mut self) -> Result<(), TableError> {
-        // Every file the commit names is durable and present.
-        self.table.sync_local(&self.written)?;
-        for relative in &self.written {
-            if !self.table.exists(relative).await? {
-                let message = format!(
-                    "base file {relative} of instant {} is missing (removed by another writer?); nothing was committed",
-                    self.instant
-                );
-                self.remove_staged().await?;
-                return Err(TableError::Storage {
-                    url: self.url(),
-                    message,
-                });
-            }
-        }
-        if let Some(lock) = &self.lock {
-            if let Err(e) = lock.ensure_held().await {
-                self.remove_staged().await?;
-                return Err(e);
-            }
-        }
-        // Optimistic check: no other writer may have started or finished an instant meanwhile.
-        let timeline = self.table.timeline().await?;
-        let intruder = timeline.instants.iter().find(|i| {
-            i.time != self.instant
-                && (self
-                    .latest_before
-                    .as_deref()
-                    .is_none_or(|l| i.time.as_str() > l)
-                    || (i.state != InstantState::Completed
-                        && timeline.pending_writes().contains(&i.time)))
-        });
-        if let Some(other) = intruder {
-            let message = format!(
-                "another writer's instant {} appeared while this run was writing; this run's instant {} is withdrawn",
-                other.file_name, self.instant
-            );
-            self.remove_staged().await?;
-            return Err(TableError::Storage {
-                url: self.url(),
-                message,
-            });
-        }
-        let name =
-            super::timeline::Instant::file_for(&self.instant, "commit", InstantState::Completed);
-        let commit_file = format!("{HOODIE_DIR}/{name}");
-        self.table
-            .create_new(
-                &commit_file,
-                serde_json::to_vec_pretty(&self.commit).unwrap_or_default(),
-            )
-            .await?;
-        // The commit file and the `.hoodie/` entry naming it, both durable.
-        self.table.sync_local(&[commit_file])?;
-        crate::failpoint("hudi-after-commit");
-        Ok(())
-    }
-
     /// Cleans old slices of the touched file groups, then archives old instants.
     async fn tidy(&mut self) -> Result<(), TableError> {
         self.figures.files_cleaned += super::clean::clean(
             &self.table,
             &self.slices,
-            &self.instant,
+            &self.prepared.instant,
             &self.options.clean,
         )
         .await?;
@@ -999,7 +412,7 @@ impl StagedUpsert {
 impl StagedWrite for StagedUpsert {
     async fn publish(mut self: Box<Self>) -> Result<SinkReport, SinkError> {
         let url = self.url();
-        let outcome = self.commit().await;
+        let outcome = self.prepared.commit(&self.table, self.lock.as_ref()).await;
         if let Some(heartbeat) = self.heartbeat.take() {
             if let Err(e) = heartbeat.stop().await {
                 tracing::warn!(table = %url, error = %e, "removing the heartbeat failed");
@@ -1019,7 +432,7 @@ impl StagedWrite for StagedUpsert {
 
     async fn discard(mut self: Box<Self>) -> Result<(), SinkError> {
         let url = self.url();
-        let removed = self.remove_staged().await;
+        let removed = self.prepared.abort(&self.table).await;
         if let Some(heartbeat) = self.heartbeat.take() {
             heartbeat.stop().await.map_err(|e| sink_err(&url, e))?;
         }
@@ -1057,6 +470,9 @@ pub fn report(table: &HudiTable, figures: &UpsertFigures, started: Clock) -> Sin
         sink: "hudi".into(),
         target: table.location.url.clone(),
         summary,
-        details: json!({ "figures": figures, "athena_add_partitions": athena }),
+        details: SinkDetails::Hudi {
+            figures: figures.clone(),
+            athena_add_partitions: athena,
+        },
     }
 }

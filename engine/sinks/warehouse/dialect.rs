@@ -28,6 +28,17 @@ pub struct TableSpec {
     pub sort_first: String,
 }
 
+/// Why a job's rows cannot make a warehouse table.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("the job's rows have no column `{0}`")]
+    MissingColumn(String),
+    #[error("the job's rows may not have a column named `{UPDATED_AT}`: tally sets it")]
+    ReservedColumn,
+    #[error("no {dialect:?} column type for {ty}")]
+    UnsupportedType { dialect: Dialect, ty: DataType },
+}
+
 pub const UPDATED_AT: &str = "updated_at";
 pub const STAGING: &str = "tally_staging";
 
@@ -43,7 +54,7 @@ impl TableSpec {
         key: &[String],
         precombine: &str,
         sort_first: &str,
-    ) -> Result<TableSpec, String> {
+    ) -> Result<TableSpec, TableError> {
         let columns: Vec<(String, DataType)> = schema
             .fields()
             .iter()
@@ -51,13 +62,11 @@ impl TableSpec {
             .collect();
         for k in key.iter().chain([&precombine.to_string()]) {
             if !columns.iter().any(|(c, _)| c == k) {
-                return Err(format!("the job's rows have no column `{k}`"));
+                return Err(TableError::MissingColumn(k.clone()));
             }
         }
         if columns.iter().any(|(c, _)| c == UPDATED_AT) {
-            return Err(format!(
-                "the job's rows may not have a column named `{UPDATED_AT}`: tally sets it"
-            ));
+            return Err(TableError::ReservedColumn);
         }
         Ok(TableSpec {
             name: name.to_string(),
@@ -69,7 +78,7 @@ impl TableSpec {
     }
 
     /// The column type of an Arrow type in `dialect`.
-    pub fn column_type(&self, dialect: Dialect, ty: &DataType) -> Result<String, String> {
+    pub fn column_type(&self, dialect: Dialect, ty: &DataType) -> Result<String, TableError> {
         Ok(match (dialect, ty) {
             // SQLite has no exact decimal type: NUMERIC affinity would turn 0.10 into a float.
             // Decimals, dates and times are stored as text in canonical, sortable forms.
@@ -93,7 +102,12 @@ impl TableSpec {
             (_, DataType::Int8 | DataType::Int16 | DataType::Int32) => "INTEGER".into(),
             (_, DataType::Int64) => "BIGINT".into(),
             (_, DataType::Boolean) => "BOOLEAN".into(),
-            (d, t) => return Err(format!("no {d:?} column type for {t}")),
+            (dialect, ty) => {
+                return Err(TableError::UnsupportedType {
+                    dialect,
+                    ty: ty.clone(),
+                })
+            }
         })
     }
 
@@ -105,7 +119,7 @@ impl TableSpec {
     }
 
     /// `CREATE TABLE IF NOT EXISTS` for the dialect (Redshift: distribution and sort keys).
-    pub fn create_table(&self, dialect: Dialect) -> Result<String, String> {
+    pub fn create_table(&self, dialect: Dialect) -> Result<String, TableError> {
         let mut lines = Vec::new();
         for (name, ty) in &self.columns {
             let not_null = if self.key.contains(name) || name == &self.precombine {
@@ -164,27 +178,20 @@ impl TableSpec {
     }
 
     /// A staging table shaped like the target's data columns (no constraints).
-    pub fn create_staging(&self, dialect: Dialect) -> Result<String, String> {
+    pub fn create_staging(&self, dialect: Dialect) -> Result<String, TableError> {
         Ok(match dialect {
-            Dialect::Sqlite => format!(
-                "CREATE TEMP TABLE {STAGING} ({})",
-                self.columns
-                    .iter()
-                    .map(|(c, t)| Ok(format!("{} {}", ident(c), self.column_type(dialect, t)?)))
-                    .collect::<Result<Vec<_>, String>>()?
-                    .join(", ")
-            ),
+            // PostgreSQL copies the target's column types; the others spell them out.
             Dialect::Postgres => format!(
                 "CREATE TEMP TABLE {STAGING} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
                 self.column_list(),
                 ident(&self.name)
             ),
-            Dialect::Redshift => format!(
+            Dialect::Sqlite | Dialect::Redshift => format!(
                 "CREATE TEMP TABLE {STAGING} ({})",
                 self.columns
                     .iter()
                     .map(|(c, t)| Ok(format!("{} {}", ident(c), self.column_type(dialect, t)?)))
-                    .collect::<Result<Vec<_>, String>>()?
+                    .collect::<Result<Vec<_>, TableError>>()?
                     .join(", ")
             ),
         })
@@ -270,7 +277,7 @@ impl TableSpec {
 pub const SQLITE_TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 
 /// True for types whose values tally can write in every dialect.
-pub fn supported(schema: &SchemaRef) -> Result<(), String> {
+pub fn supported(schema: &SchemaRef) -> Result<(), TableError> {
     let probe = TableSpec {
         name: "probe".into(),
         columns: schema

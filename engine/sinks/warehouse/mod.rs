@@ -50,7 +50,7 @@ impl WarehouseSink {
     }
 
     /// The job's table: its declared name, key and precombine field.
-    pub fn table_spec(rows: &JobRows<'_>) -> Result<TableSpec, String> {
+    pub fn table_spec(rows: &JobRows<'_>) -> Result<TableSpec, dialect::TableError> {
         dialect::supported(&rows.schema)?;
         TableSpec::new(
             &rows.job.sinks.warehouse_table,
@@ -66,17 +66,17 @@ impl WarehouseSink {
 impl Sink for WarehouseSink {
     async fn stage(&self, rows: &JobRows<'_>) -> Result<Box<dyn StagedWrite>, SinkError> {
         let target = self.display_url();
-        let spec = Self::table_spec(rows).map_err(|message| SinkError {
+        let spec = Self::table_spec(rows).map_err(|e| SinkError {
             sink: "warehouse",
             target: target.clone(),
-            message,
+            message: e.to_string(),
         })?;
         if self.url.starts_with("redshift-data://") {
             let data_api =
-                redshift_data::DataApiTarget::parse(&self.url).map_err(|message| SinkError {
+                redshift_data::DataApiTarget::parse(&self.url).map_err(|e| SinkError {
                     sink: "warehouse",
                     target: target.clone(),
-                    message,
+                    message: e.to_string(),
                 })?;
             let client = data_api.client().await;
             return redshift_data::stage(

@@ -24,9 +24,52 @@ use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use object_store::{ObjectStoreExt, PutPayload};
 
-use super::dialect::{Dialect, TableSpec, STAGING};
-use crate::sinks::{SinkError, SinkReport, StagedWrite};
-use crate::storage::Location;
+use super::dialect::{Dialect, TableError, TableSpec, STAGING};
+use crate::sinks::{SinkDetails, SinkError, SinkReport, StagedWrite};
+use crate::storage::{Location, StorageError};
+
+/// A `redshift-data://` URL that cannot be used, or staging that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DataApiError {
+    #[error("`{text}` is not a URL")]
+    NotAUrl {
+        text: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("`{0}` is not a redshift-data:// URL")]
+    WrongScheme(String),
+    #[error("redshift-data URL needs a database: redshift-data://CLUSTER/DATABASE?...")]
+    NoDatabase,
+    #[error("redshift-data URL needs either a cluster id as host or ?workgroup=NAME, not both")]
+    ClusterOrWorkgroup,
+    #[error("redshift-data URL needs one of db_user= or secret_arn=")]
+    NoIdentity,
+    #[error(
+        "redshift-data URL needs iam_role=ARN (the role COPY uses to read the staging prefix)"
+    )]
+    NoRole,
+    #[error("iam_role `{0}` is not an IAM role ARN")]
+    BadRole(String),
+    #[error("redshift-data URL needs staging=s3://BUCKET/PREFIX")]
+    NoStaging,
+    #[error("staging `{0}` must be a plain s3:// prefix")]
+    BadStaging(String),
+    #[error("timeout_secs `{0}` is not a number")]
+    BadTimeout(String),
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("cannot encode the staging Parquet")]
+    Encode(#[source] datafusion::parquet::errors::ParquetError),
+    #[error("cannot write staging object under {prefix}")]
+    WriteStaging {
+        prefix: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
 
 /// Where and as whom statements run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,54 +99,47 @@ pub struct DataApiTarget {
 }
 
 impl DataApiTarget {
-    pub fn parse(text: &str) -> Result<DataApiTarget, String> {
-        let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    pub fn parse(text: &str) -> Result<DataApiTarget, DataApiError> {
+        let url = url::Url::parse(text).map_err(|source| DataApiError::NotAUrl {
+            text: text.to_string(),
+            source,
+        })?;
         if url.scheme() != "redshift-data" {
-            return Err(format!("`{text}` is not a redshift-data:// URL"));
+            return Err(DataApiError::WrongScheme(text.to_string()));
         }
         let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
         let database = url.path().trim_matches('/').to_string();
         if database.is_empty() {
-            return Err(
-                "redshift-data URL needs a database: redshift-data://CLUSTER/DATABASE?...".into(),
-            );
+            return Err(DataApiError::NoDatabase);
         }
         let compute = match (url.host_str().filter(|h| !h.is_empty()), q.get("workgroup")) {
             (Some(c), None) => Compute::Cluster(c.to_string()),
             (None, Some(w)) => Compute::Workgroup(w.clone()),
-            _ => return Err(
-                "redshift-data URL needs either a cluster id as host or ?workgroup=NAME, not both"
-                    .into(),
-            ),
+            _ => return Err(DataApiError::ClusterOrWorkgroup),
         };
         let auth = match (q.get("db_user"), q.get("secret_arn")) {
             (Some(u), None) => Auth::DbUser(u.clone()),
             (None, Some(s)) => Auth::SecretArn(s.clone()),
             (None, None) if matches!(compute, Compute::Workgroup(_)) => Auth::Iam,
-            _ => return Err("redshift-data URL needs one of db_user= or secret_arn=".into()),
+            _ => return Err(DataApiError::NoIdentity),
         };
-        let iam_role = q.get("iam_role").cloned().ok_or(
-            "redshift-data URL needs iam_role=ARN (the role COPY uses to read the staging prefix)",
-        )?;
+        let iam_role = q.get("iam_role").cloned().ok_or(DataApiError::NoRole)?;
         // The role and staging path go into COPY's text: accept only their documented shapes.
         let role_ok = iam_role.starts_with("arn:aws")
             && iam_role.contains(":role/")
             && !iam_role.contains(['\'', '\\', ' ']);
         if !role_ok {
-            return Err(format!("iam_role `{iam_role}` is not an IAM role ARN"));
+            return Err(DataApiError::BadRole(iam_role));
         }
-        let staging = q
-            .get("staging")
-            .cloned()
-            .ok_or("redshift-data URL needs staging=s3://BUCKET/PREFIX")?;
+        let staging = q.get("staging").cloned().ok_or(DataApiError::NoStaging)?;
         if !staging.starts_with("s3://") || staging.contains(['\'', '\\', ' ']) {
-            return Err(format!("staging `{staging}` must be a plain s3:// prefix"));
+            return Err(DataApiError::BadStaging(staging));
         }
         let timeout = q
             .get("timeout_secs")
             .map(|t| {
                 t.parse::<u64>()
-                    .map_err(|_| format!("timeout_secs `{t}` is not a number"))
+                    .map_err(|_| DataApiError::BadTimeout(t.clone()))
             })
             .transpose()?
             .unwrap_or(900);
@@ -142,7 +178,7 @@ pub fn statements(
     target: &DataApiTarget,
     staged_prefix: &str,
     create_table: bool,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, TableError> {
     let mut sqls = Vec::new();
     if create_table {
         sqls.push(
@@ -182,18 +218,18 @@ async fn write_staging(
     prefix: &str,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-) -> Result<Location, String> {
-    let location = Location::create(prefix).await.map_err(|e| e.to_string())?;
+) -> Result<Location, DataApiError> {
+    let location = Location::create(prefix).await?;
     let mut buffer = Vec::new();
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
     let mut writer = ArrowWriter::try_new(&mut buffer, schema.clone(), Some(props))
-        .map_err(|e| e.to_string())?;
+        .map_err(DataApiError::Encode)?;
     for b in batches {
-        writer.write(b).map_err(|e| e.to_string())?;
+        writer.write(b).map_err(DataApiError::Encode)?;
     }
-    writer.close().map_err(|e| e.to_string())?;
+    writer.close().map_err(DataApiError::Encode)?;
     location
         .store
         .put(
@@ -201,15 +237,15 @@ async fn write_staging(
             PutPayload::from(Bytes::from(buffer)),
         )
         .await
-        .map_err(|e| format!("cannot write staging object under {prefix}: {e}"))?;
+        .map_err(|source| DataApiError::WriteStaging {
+            prefix: prefix.to_string(),
+            source,
+        })?;
     Ok(location)
 }
 
-async fn delete_staging(location: &Location) -> Result<(), String> {
-    location
-        .delete_if_exists("part-00000.parquet")
-        .await
-        .map_err(|e| e.to_string())
+async fn delete_staging(location: &Location) -> Result<(), StorageError> {
+    location.delete_if_exists("part-00000.parquet").await
 }
 
 /// Stages the rows in S3 for a Data API load.
@@ -222,16 +258,12 @@ pub async fn stage(
     create_table: bool,
     polling: Polling,
 ) -> Result<Box<dyn StagedWrite>, SinkError> {
-    let err = |message: String| SinkError {
-        sink: "warehouse",
-        target: target.describe(),
-        message: format!("table {}: {message}", spec.name),
-    };
+    let context = format!("table {}", spec.name);
+    let err =
+        |e: DataApiError| SinkError::caused_by("warehouse", target.describe(), Some(&context), &e);
     let prefix = format!("{}/{}", target.staging, uuid::Uuid::new_v4());
-    let sqls = statements(spec, &target, &prefix, create_table).map_err(&err)?;
-    let staged = write_staging(&prefix, schema, batches)
-        .await
-        .map_err(&err)?;
+    let sqls = statements(spec, &target, &prefix, create_table).map_err(|e| err(e.into()))?;
+    let staged = write_staging(&prefix, schema, batches).await.map_err(err)?;
     Ok(Box::new(StagedDataApi {
         client,
         target,
@@ -340,7 +372,12 @@ impl StagedWrite for StagedDataApi {
                 "table {}: {} rows merged through the Data API (statement {id})",
                 self.spec.name, self.rows
             ),
-            details: serde_json::json!({ "table": self.spec.name, "rows": self.rows, "statement_id": id }),
+            details: SinkDetails::Warehouse {
+                table: self.spec.name.clone(),
+                rows: self.rows,
+                changed: None,
+                statement_id: Some(id),
+            },
         })
     }
 
@@ -374,7 +411,7 @@ mod tests {
             ("redshift-data://c/dev?db_user=u&iam_role=arn:aws:iam::1:role/r&staging=/tmp/x", "s3://"),
             ("redshift-data://c/?db_user=u", "database"),
         ] {
-            let e = DataApiTarget::parse(bad).unwrap_err();
+            let e = DataApiTarget::parse(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
     }

@@ -6,18 +6,41 @@
 //! inserts elsewhere), merge with the dialect's statements. Publishing commits; discarding (or any
 //! error) rolls back, which also drops the staging table.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimestampMicrosecondType};
+use datafusion::arrow::error::ArrowError;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Executor, Pool, Postgres, QueryBuilder, Sqlite, Transaction};
 
-use super::dialect::{ident, Dialect, TableSpec, SQLITE_TIME_FORMAT, STAGING};
-use crate::sinks::{SinkError, SinkReport, StagedWrite};
+use super::dialect::{ident, Dialect, TableError, TableSpec, SQLITE_TIME_FORMAT, STAGING};
+use crate::sinks::{SinkDetails, SinkError, SinkReport, StagedWrite};
+
+/// Why rows could not be staged in a warehouse reached over a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot create {}", path.display())]
+    CreateFolder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect")]
+    Connect(#[source] sqlx::Error),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("cannot convert the rows' values for loading")]
+    Convert(#[source] ArrowError),
+    #[error("cannot encode rows as CSV")]
+    Csv(#[source] ArrowError),
+    #[error(transparent)]
+    Table(#[from] TableError),
+}
 
 /// Values of one cell as the loaders bind them.
 enum Cell {
@@ -27,10 +50,10 @@ enum Cell {
 }
 
 /// Cell values of one column, converted once per batch.
-fn column_cells(col: &ArrayRef, dialect: Dialect) -> Result<Vec<Cell>, String> {
+fn column_cells(col: &ArrayRef, dialect: Dialect) -> Result<Vec<Cell>, LoadError> {
     let n = col.len();
-    let texts = |array: &ArrayRef| -> Result<Vec<Cell>, String> {
-        let s = cast(array, &DataType::Utf8).map_err(|e| e.to_string())?;
+    let texts = |array: &ArrayRef| -> Result<Vec<Cell>, LoadError> {
+        let s = cast(array, &DataType::Utf8).map_err(LoadError::Convert)?;
         let s = s.as_string::<i32>();
         Ok((0..n)
             .map(|i| {
@@ -44,7 +67,7 @@ fn column_cells(col: &ArrayRef, dialect: Dialect) -> Result<Vec<Cell>, String> {
     };
     match col.data_type() {
         t if t.is_integer() => {
-            let v = cast(col, &DataType::Int64).map_err(|e| e.to_string())?;
+            let v = cast(col, &DataType::Int64).map_err(LoadError::Convert)?;
             let v = v.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
             Ok((0..n)
                 .map(|i| {
@@ -64,7 +87,7 @@ fn column_cells(col: &ArrayRef, dialect: Dialect) -> Result<Vec<Cell>, String> {
                     Some("UTC".into()),
                 ),
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(LoadError::Convert)?;
             let v = v.as_primitive::<TimestampMicrosecondType>();
             Ok((0..n)
                 .map(|i| {
@@ -106,33 +129,32 @@ pub enum Tx {
     Postgres(Transaction<'static, Postgres>),
 }
 
-fn db_err(spec: &TableSpec, target: &str, e: impl std::fmt::Display) -> SinkError {
-    SinkError {
-        sink: "warehouse",
-        target: target.to_string(),
-        message: format!("table {}: {e}", spec.name),
-    }
+fn db_err(spec: &TableSpec, target: &str, e: impl Into<LoadError>) -> SinkError {
+    let context = format!("table {}", spec.name);
+    SinkError::caused_by("warehouse", target, Some(&context), &e.into())
 }
 
 impl Connection {
     /// Connects: `sqlite://PATH` (created if missing), `postgres://...`, `redshift://...`.
-    pub async fn open(url: &str) -> Result<Connection, String> {
+    pub async fn open(url: &str) -> Result<Connection, LoadError> {
         if let Some(rest) = url.strip_prefix("sqlite://") {
             if let Some(parent) = std::path::Path::new(rest).parent() {
                 if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                    std::fs::create_dir_all(parent).map_err(|source| LoadError::CreateFolder {
+                        path: parent.to_path_buf(),
+                        source,
+                    })?;
                 }
             }
             let options = SqliteConnectOptions::from_str(url)
-                .map_err(|e| e.to_string())?
+                .map_err(LoadError::Connect)?
                 .create_if_missing(true)
                 .busy_timeout(std::time::Duration::from_secs(30));
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
                 .connect_with(options)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(LoadError::Connect)?;
             return Ok(Connection::Sqlite(pool));
         }
         let (pg_url, dialect) = if let Some(rest) = url.strip_prefix("redshift://") {
@@ -144,7 +166,7 @@ impl Connection {
             .max_connections(1)
             .connect(&pg_url)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(LoadError::Connect)?;
         Ok(Connection::Postgres(pool, dialect))
     }
 
@@ -193,7 +215,7 @@ async fn insert_rows(
     spec: &TableSpec,
     dialect: Dialect,
     batches: &[RecordBatch],
-) -> Result<(), sqlx::Error> {
+) -> Result<(), LoadError> {
     let cols = spec.column_names();
     // Stay under SQLite's and PostgreSQL's bind-parameter limits.
     let rows_per_statement = (30_000 / cols.len().max(1)).max(1);
@@ -205,8 +227,7 @@ async fn insert_rows(
             Dialect::Sqlite => Ok(None),
             d => spec.column_type(d, ty).map(Some),
         })
-        .collect::<Result<_, _>>()
-        .map_err(sqlx::Error::Protocol)?;
+        .collect::<Result<_, _>>()?;
     let head = format!(
         "INSERT INTO {STAGING} ({}) ",
         cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
@@ -218,7 +239,7 @@ async fn insert_rows(
                 let col = batch
                     .column_by_name(c)
                     .expect("spec comes from this schema");
-                column_cells(col, dialect).map_err(sqlx::Error::Protocol)
+                column_cells(col, dialect)
             })
             .collect::<Result<_, _>>()?;
         let mut start = 0;
@@ -269,7 +290,7 @@ async fn copy_rows(
     tx: &mut Transaction<'static, Postgres>,
     spec: &TableSpec,
     batches: &[RecordBatch],
-) -> Result<(), sqlx::Error> {
+) -> Result<(), LoadError> {
     let statement = format!(
         "COPY {STAGING} ({}) FROM STDIN WITH (FORMAT csv)",
         spec.column_names()
@@ -285,9 +306,7 @@ async fn copy_rows(
             .with_header(false)
             .with_timestamp_tz_format("%Y-%m-%d %H:%M:%S%.6f%:z".to_string())
             .build(&mut buffer);
-        writer
-            .write(batch)
-            .map_err(|e| sqlx::Error::Protocol(format!("cannot encode rows as CSV: {e}")))?;
+        writer.write(batch).map_err(LoadError::Csv)?;
         drop(writer);
         if buffer.len() >= 4 << 20 {
             copy.send(std::mem::take(&mut buffer)).await?;
@@ -310,7 +329,7 @@ pub async fn stage(
 ) -> Result<Box<dyn StagedWrite>, SinkError> {
     let connection = Connection::open(url)
         .await
-        .map_err(|e| db_err(spec, target, format!("cannot connect: {e}")))?;
+        .map_err(|e| db_err(spec, target, e))?;
     let dialect = connection.dialect();
     let mut tx = connection
         .begin()
@@ -318,15 +337,10 @@ pub async fn stage(
         .map_err(|e| db_err(spec, target, e))?;
     let staged = async {
         if create_table {
-            let ddl = spec.create_table(dialect).map_err(sqlx::Error::Protocol)?;
+            let ddl = spec.create_table(dialect)?;
             tx.execute(&ddl).await?;
         }
-        tx.execute(
-            &spec
-                .create_staging(dialect)
-                .map_err(sqlx::Error::Protocol)?,
-        )
-        .await?;
+        tx.execute(&spec.create_staging(dialect)?).await?;
         match (&mut tx, dialect) {
             (Tx::Postgres(pg), Dialect::Postgres) => copy_rows(pg, spec, batches).await?,
             (tx, _) => insert_rows(tx, spec, dialect, batches).await?,
@@ -351,7 +365,7 @@ pub async fn stage(
             _ => format!("DROP TABLE {STAGING}"),
         };
         tx.execute(&drop_staging).await?;
-        Ok::<u64, sqlx::Error>(changed)
+        Ok::<u64, LoadError>(changed)
     }
     .await;
     match staged {
@@ -367,7 +381,12 @@ pub async fn stage(
                         spec.name,
                         rows - changed.min(rows)
                     ),
-                    details: serde_json::json!({ "table": spec.name, "rows": rows, "changed": changed }),
+                    details: SinkDetails::Warehouse {
+                        table: spec.name.clone(),
+                        rows,
+                        changed: Some(changed),
+                        statement_id: None,
+                    },
                 },
                 spec: spec.clone(),
             }))

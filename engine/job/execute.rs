@@ -261,27 +261,38 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
     })
 }
 
+/// The job's SQL planned over an empty input, each parameter set by `value_of`.
+async fn plan_over_nothing(
+    job: &JobDefinition,
+    value_of: impl Fn(&str) -> String,
+) -> Result<datafusion::dataframe::DataFrame, RunError> {
+    let query_err = |e: &dyn std::fmt::Display| RunError::Query {
+        job: job.name.clone(),
+        message: e.to_string(),
+    };
+    let ctx = session();
+    let table = input_table(&[], &job.input.layout, Arc::new(SourceStats::new(0)), 1)
+        .map_err(|e| query_err(&e))?;
+    ctx.register_table(job.input.table.as_str(), Arc::new(table))
+        .map_err(|e| query_err(&e))?;
+    let params: BTreeMap<String, String> = job
+        .params
+        .iter()
+        .map(|p| (p.clone(), value_of(p)))
+        .collect();
+    ctx.sql(&job.sql)
+        .await
+        .and_then(|df| df.with_param_values(param_values(&params)))
+        .map_err(|e| query_err(&e))
+}
+
 /// The job's logical and physical plans, as `EXPLAIN` prints them, over an empty input.
 pub async fn explain_job(job: &JobDefinition) -> Result<String, RunError> {
     let query_err = |e: &dyn std::fmt::Display| RunError::Query {
         job: job.name.clone(),
         message: e.to_string(),
     };
-    let ctx = session();
-    let stats = Arc::new(SourceStats::new(0));
-    let table = input_table(&[], &job.input.layout, stats, 1).map_err(|e| query_err(&e))?;
-    ctx.register_table(job.input.table.as_str(), Arc::new(table))
-        .map_err(|e| query_err(&e))?;
-    let sample_params: BTreeMap<String, String> = job
-        .params
-        .iter()
-        .map(|p| (p.clone(), format!("<{p}>")))
-        .collect();
-    let frame = ctx
-        .sql(&job.sql)
-        .await
-        .and_then(|df| df.with_param_values(param_values(&sample_params)))
-        .map_err(|e| query_err(&e))?;
+    let frame = plan_over_nothing(job, |p| format!("<{p}>")).await?;
     check_output_columns(job, &Arc::new(frame.schema().as_arrow().clone()))?;
     let plans = frame
         .explain(false, false)
@@ -314,25 +325,7 @@ pub async fn explain_job(job: &JobDefinition) -> Result<String, RunError> {
 
 /// The schema of a job's rows, found by planning it over no input.
 pub async fn output_schema(job: &JobDefinition) -> Result<SchemaRef, RunError> {
-    let query_err = |e: &dyn std::fmt::Display| RunError::Query {
-        job: job.name.clone(),
-        message: e.to_string(),
-    };
-    let ctx = session();
-    let table = input_table(&[], &job.input.layout, Arc::new(SourceStats::new(0)), 1)
-        .map_err(|e| query_err(&e))?;
-    ctx.register_table(job.input.table.as_str(), Arc::new(table))
-        .map_err(|e| query_err(&e))?;
-    let params: BTreeMap<String, String> = job
-        .params
-        .iter()
-        .map(|p| (p.clone(), String::new()))
-        .collect();
-    let frame = ctx
-        .sql(&job.sql)
-        .await
-        .and_then(|df| df.with_param_values(param_values(&params)))
-        .map_err(|e| query_err(&e))?;
+    let frame = plan_over_nothing(job, |_| String::new()).await?;
     Ok(Arc::new(frame.schema().as_arrow().clone()))
 }
 

@@ -1,0 +1,238 @@
+//! Record keys and partition paths, as Hudi's key generators make them from a row's values.
+//!
+//! The table's own key generator (`hoodie.table.keygenerator.class`) decides the form: `value`
+//! for a simple key, `f1:v1,f2:v2` for a complex one. Keys that Hudi would make ambiguous are
+//! refused rather than written.
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::DataType;
+
+use super::table::{HudiTable, TableError};
+use crate::layout::format_date;
+
+impl HudiTable {
+    /// Whether keys are written `field:value,...` (ComplexKeyGenerator and friends) or as the bare
+    /// value (SimpleKeyGenerator). The table's own key generator decides.
+    fn complex_keys(&self) -> bool {
+        let class = self
+            .properties
+            .get("hoodie.table.keygenerator.class")
+            .map(String::as_str)
+            .unwrap_or_else(|| self.config.key_generator());
+        !class.ends_with(".SimpleKeyGenerator")
+    }
+
+    /// Record key text per row, as Hudi's key generators make it: `value` for a simple key,
+    /// `f1:v1,f2:v2` for a complex one, with `__null__` / `__empty__` for a null or empty field.
+    ///
+    /// Refused, naming the row and the value, rather than risking two rows with one key: a
+    /// complex-key value holding `,` or `:` (Hudi does not escape them, so `s="A,item_id:B"` could
+    /// read as another row's key), a simple key that is null or empty, and a complex key whose
+    /// fields are all null or empty (Hudi's own generators refuse both).
+    pub fn record_keys(&self, batch: &RecordBatch) -> Result<Vec<String>, TableError> {
+        let columns = self.columns(batch, &self.config.record_key, "record key")?;
+        let complex = self.complex_keys();
+        let bad = |row: usize, reason: String| TableError::Data {
+            url: self.location.url.clone(),
+            message: format!("row {}: {reason}", row + 1),
+        };
+        (0..batch.num_rows())
+            .map(|row| {
+                let mut parts = Vec::with_capacity(columns.len());
+                let mut present = 0;
+                for (name, col) in &columns {
+                    let value = value_text(col, row);
+                    let text = match value.as_deref() {
+                        None => "__null__".to_string(),
+                        Some("") => "__empty__".to_string(),
+                        Some(v) => {
+                            present += 1;
+                            v.to_string()
+                        }
+                    };
+                    if complex {
+                        if text.contains([',', ':']) {
+                            return Err(bad(
+                                row,
+                                format!(
+                                    "record key field `{name}` is `{text}`: a `,` or `:` in a key \
+                                     value makes Hudi's complex key ambiguous"
+                                ),
+                            ));
+                        }
+                        parts.push(format!("{name}:{text}"));
+                    } else {
+                        if value.as_deref().is_none_or(str::is_empty) {
+                            return Err(bad(
+                                row,
+                                format!("record key field `{name}` is null or empty"),
+                            ));
+                        }
+                        parts.push(text);
+                    }
+                }
+                if complex && present == 0 {
+                    return Err(bad(
+                        row,
+                        format!(
+                            "every record key field ({}) is null or empty",
+                            self.config.record_key.join(", ")
+                        ),
+                    ));
+                }
+                Ok(parts.join(","))
+            })
+            .collect()
+    }
+
+    /// Partition path per row (`2026-03-01`, or `trans_date=2026-03-01` hive-style).
+    pub fn partition_paths(&self, batch: &RecordBatch) -> Result<Vec<String>, TableError> {
+        let columns = self.columns(batch, &self.config.partition_fields, "partition field")?;
+        Ok((0..batch.num_rows())
+            .map(|row| {
+                columns
+                    .iter()
+                    .map(|(name, col)| {
+                        let value = value_text(col, row)
+                            .filter(|v| !v.is_empty())
+                            .unwrap_or_else(|| "__HIVE_DEFAULT_PARTITION__".to_string());
+                        if self.config.hive_style {
+                            format!("{name}={value}")
+                        } else {
+                            value
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .collect())
+    }
+
+    fn columns<'a>(
+        &self,
+        batch: &'a RecordBatch,
+        names: &'a [String],
+        role: &str,
+    ) -> Result<Vec<(&'a str, &'a ArrayRef)>, TableError> {
+        names
+            .iter()
+            .map(|n| {
+                batch
+                    .column_by_name(n)
+                    .map(|c| (n.as_str(), c))
+                    .ok_or_else(|| TableError::Data {
+                        url: self.location.url.clone(),
+                        message: format!("the rows have no {role} column `{n}`"),
+                    })
+            })
+            .collect()
+    }
+}
+
+/// The text Hudi's key generators use for a value: dates as `YYYY-MM-DD`, numbers as digits.
+fn value_text(col: &ArrayRef, row: usize) -> Option<String> {
+    if col.is_null(row) {
+        return None;
+    }
+    Some(match col.data_type() {
+        DataType::Utf8 => col.as_string::<i32>().value(row).to_string(),
+        DataType::LargeUtf8 => col.as_string::<i64>().value(row).to_string(),
+        DataType::Date32 => format_date(
+            col.as_primitive::<datafusion::arrow::datatypes::Date32Type>()
+                .value(row),
+        ),
+        _ => datafusion::arrow::util::display::array_value_to_string(col, row).ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::hudi::table::TableConfig;
+    use crate::storage::Location;
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
+
+    fn table(keys: &[&str], keygen: &str) -> HudiTable {
+        HudiTable {
+            location: Location::from_store(
+                Arc::new(object_store::memory::InMemory::new()),
+                "memory://t",
+            ),
+            config: TableConfig {
+                database: "default".into(),
+                name: "t".into(),
+                record_key: keys.iter().map(|k| k.to_string()).collect(),
+                partition_fields: vec!["d".into()],
+                precombine_field: "v".into(),
+                hive_style: false,
+            },
+            properties: [(
+                "hoodie.table.keygenerator.class".to_string(),
+                format!("org.apache.hudi.keygen.{keygen}"),
+            )]
+            .into(),
+        }
+    }
+
+    fn batch(columns: &[(&str, Vec<Option<&str>>)]) -> RecordBatch {
+        let schema = Schema::new(
+            columns
+                .iter()
+                .map(|(n, _)| Field::new(*n, DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        );
+        RecordBatch::try_new(
+            Arc::new(schema),
+            columns
+                .iter()
+                .map(|(_, v)| Arc::new(StringArray::from(v.clone())) as ArrayRef)
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn complex_keys_are_written_as_hudi_does_and_ambiguous_ones_refused() {
+        let t = table(&["s", "i"], "ComplexKeyGenerator");
+        let keys = t
+            .record_keys(&batch(&[
+                ("s", vec![Some("a"), None]),
+                ("i", vec![Some("b"), Some("")]),
+            ]))
+            .unwrap_err();
+        // Row 2 has every key field null or empty.
+        assert!(keys.to_string().contains("row 2"), "{keys}");
+        let keys = t
+            .record_keys(&batch(&[
+                ("s", vec![Some("a"), None]),
+                ("i", vec![Some("b"), Some("c")]),
+            ]))
+            .unwrap();
+        assert_eq!(keys, ["s:a,i:b", "s:__null__,i:c"]);
+        for hostile in ["a,i:b", "a:b"] {
+            let err = t
+                .record_keys(&batch(&[
+                    ("s", vec![Some(hostile)]),
+                    ("i", vec![Some("x")]),
+                ]))
+                .unwrap_err();
+            assert!(err.to_string().contains("ambiguous"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_simple_key_must_be_present() {
+        let t = table(&["s"], "SimpleKeyGenerator");
+        assert_eq!(
+            t.record_keys(&batch(&[("s", vec![Some("a,b:c")])]))
+                .unwrap(),
+            ["a,b:c"]
+        );
+        for missing in [None, Some("")] {
+            let err = t.record_keys(&batch(&[("s", vec![missing])])).unwrap_err();
+            assert!(err.to_string().contains("null or empty"), "{err}");
+        }
+    }
+}

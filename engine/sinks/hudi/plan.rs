@@ -1,0 +1,236 @@
+//! Planning an upsert: which file group each incoming row goes to.
+//!
+//! Per partition the rows touch (no other partition is listed or read):
+//! - [`locate_keys`] reads only the record-key column of each file group's latest base file;
+//! - [`place_rows`], a pure function, sends a key the partition already holds to the group
+//!   holding it, fills groups smaller than the target file size with new keys (smallest first),
+//!   and starts new groups of about the target size for the rest.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use datafusion::arrow::array::AsArray;
+
+use super::table::{HudiTable, TableError};
+use super::timeline::{BaseFile, Timeline};
+use super::upsert::UpsertFigures;
+
+/// What one file group gets in this instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupPlan {
+    pub partition: String,
+    pub file_id: String,
+    /// The latest slice the new base file replaces; none for a new group.
+    pub base: Option<BaseFile>,
+    /// Incoming rows whose key the group already holds.
+    pub updates: Vec<usize>,
+    /// Incoming rows with new keys placed in this group.
+    pub inserts: Vec<usize>,
+}
+
+/// An existing file group of a partition, as the planner sees it.
+#[derive(Debug, Clone)]
+pub struct ExistingGroup {
+    pub file_id: String,
+    /// Its slices, oldest first; the last is the latest.
+    pub slices: Vec<BaseFile>,
+    /// Rows in the latest slice.
+    pub rows: u64,
+}
+
+/// A key found twice among one run's rows (the job's SQL must make one row per key).
+#[derive(Debug, thiserror::Error)]
+#[error("record key `{0}` appears twice in one run's rows")]
+pub struct DuplicateKey(pub String);
+
+/// Reads the record keys of a partition's file groups: the groups, and which group holds each
+/// key.
+pub async fn locate_keys(
+    table: &HudiTable,
+    partition: &str,
+    timeline: &Timeline,
+    replaced: &HashSet<String>,
+    figures: &mut UpsertFigures,
+) -> Result<(Vec<ExistingGroup>, HashMap<String, String>), TableError> {
+    let groups = table
+        .partition_groups(partition, timeline, replaced)
+        .await?;
+    let mut key_owner: HashMap<String, String> = HashMap::new();
+    let mut existing = Vec::with_capacity(groups.len());
+    for (file_id, slices) in groups {
+        let latest = slices.last().expect("groups have slices");
+        let (_, batches) = table
+            .read_base_file(latest, Some(&["_hoodie_record_key"]))
+            .await?;
+        figures.key_files_read += 1;
+        figures.key_bytes_read += latest.size;
+        let mut rows = 0u64;
+        for b in &batches {
+            for k in b.column(0).as_string::<i32>().iter().flatten() {
+                key_owner.insert(k.to_string(), file_id.clone());
+                rows += 1;
+            }
+        }
+        existing.push(ExistingGroup {
+            file_id,
+            slices,
+            rows,
+        });
+    }
+    Ok((existing, key_owner))
+}
+
+/// Places one partition's incoming rows (`rows_here`, indexes into `keys`) in file groups.
+/// `new_file_id` names each new group.
+pub fn place_rows(
+    partition: &str,
+    rows_here: &[usize],
+    keys: &[String],
+    groups: &[ExistingGroup],
+    key_owner: &HashMap<String, String>,
+    target_file_bytes: u64,
+    mut new_file_id: impl FnMut() -> String,
+) -> Result<Vec<GroupPlan>, DuplicateKey> {
+    let by_id: HashMap<&str, &ExistingGroup> =
+        groups.iter().map(|g| (g.file_id.as_str(), g)).collect();
+    let existing_plan = |file_id: &str| GroupPlan {
+        partition: partition.to_string(),
+        file_id: file_id.to_string(),
+        base: by_id.get(file_id).and_then(|g| g.slices.last().cloned()),
+        updates: vec![],
+        inserts: vec![],
+    };
+    let mut plans: BTreeMap<String, GroupPlan> = BTreeMap::new();
+    let mut new_keys = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for &row in rows_here {
+        let key = keys[row].as_str();
+        if !seen.insert(key) {
+            return Err(DuplicateKey(key.to_string()));
+        }
+        match key_owner.get(key) {
+            Some(file_id) => plans
+                .entry(file_id.clone())
+                .or_insert_with(|| existing_plan(file_id))
+                .updates
+                .push(row),
+            None => new_keys.push(row),
+        }
+    }
+    // Bytes per row of a file; 100 when a file has no rows to tell.
+    let row_bytes = |size: u64, rows: u64| size.checked_div(rows).map_or(100, |b| b.max(1));
+    let mut sizes: Vec<(&str, u64, u64)> = groups
+        .iter()
+        .filter_map(|g| Some((g.file_id.as_str(), g.slices.last()?.size, g.rows)))
+        .collect();
+    let default_row_bytes = sizes
+        .iter()
+        .map(|(_, size, rows)| row_bytes(*size, *rows))
+        .max()
+        .unwrap_or(100);
+    // New keys: fill small file groups first, smallest first, then start new ones.
+    sizes.sort_by_key(|(_, size, _)| *size);
+    let mut pending = new_keys.into_iter().peekable();
+    for (file_id, size, rows) in sizes {
+        if pending.peek().is_none() {
+            break;
+        }
+        if size >= target_file_bytes {
+            continue;
+        }
+        let room = (target_file_bytes - size) / row_bytes(size, rows);
+        plans
+            .entry(file_id.to_string())
+            .or_insert_with(|| existing_plan(file_id))
+            .inserts
+            .extend(pending.by_ref().take(room as usize));
+    }
+    let per_new_file = (target_file_bytes / default_row_bytes).max(1) as usize;
+    let rest: Vec<usize> = pending.collect();
+    let mut placed: Vec<GroupPlan> = plans.into_values().collect();
+    for chunk in rest.chunks(per_new_file) {
+        placed.push(GroupPlan {
+            partition: partition.to_string(),
+            file_id: new_file_id(),
+            base: None,
+            updates: vec![],
+            inserts: chunk.to_vec(),
+        });
+    }
+    Ok(placed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(file_id: &str, size: u64, rows: u64) -> ExistingGroup {
+        let name = BaseFile::name(file_id, "0-0-0", "20260301100000000");
+        ExistingGroup {
+            file_id: file_id.into(),
+            slices: vec![BaseFile::parse("p", &name, size).unwrap()],
+            rows,
+        }
+    }
+
+    fn keys(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("k{i}")).collect()
+    }
+
+    fn ids() -> impl FnMut() -> String {
+        let mut n = 0;
+        move || {
+            n += 1;
+            format!("new{n}-0")
+        }
+    }
+
+    #[test]
+    fn known_keys_go_to_their_group_and_new_ones_fill_the_small_group_first() {
+        let keys = keys(6);
+        // "small" holds k0 in 100 bytes (100 bytes a row): room for 4 more under 500.
+        let groups = [group("big-0", 1000, 10), group("small-0", 100, 1)];
+        let owner = HashMap::from([
+            ("k0".to_string(), "small-0".to_string()),
+            ("k1".to_string(), "big-0".to_string()),
+        ]);
+        let plans =
+            place_rows("p", &[0, 1, 2, 3, 4, 5], &keys, &groups, &owner, 500, ids()).unwrap();
+        let by_id: HashMap<&str, &GroupPlan> =
+            plans.iter().map(|p| (p.file_id.as_str(), p)).collect();
+        assert_eq!(by_id["big-0"].updates, vec![1]);
+        assert_eq!(by_id["small-0"].updates, vec![0]);
+        assert_eq!(by_id["small-0"].inserts, vec![2, 3, 4, 5]);
+        assert_eq!(plans.len(), 2, "no new group while the small one has room");
+        assert_eq!(by_id["small-0"].base.as_ref().unwrap().size, 100);
+    }
+
+    #[test]
+    fn keys_beyond_the_room_start_new_groups_of_the_target_size() {
+        let keys = keys(7);
+        let plans = place_rows(
+            "p",
+            &[0, 1, 2, 3, 4, 5, 6],
+            &keys,
+            &[],
+            &HashMap::new(),
+            300,
+            ids(),
+        )
+        .unwrap();
+        // 100 bytes a row by default: 3 rows per new file.
+        let inserts: Vec<&[usize]> = plans.iter().map(|p| p.inserts.as_slice()).collect();
+        assert_eq!(inserts, vec![&[0, 1, 2][..], &[3, 4, 5], &[6]]);
+        assert!(plans.iter().all(|p| p.base.is_none() && p.partition == "p"));
+        assert_eq!(plans[0].file_id, "new1-0");
+    }
+
+    #[test]
+    fn a_key_twice_is_refused() {
+        let keys = vec!["a".to_string(), "a".to_string()];
+        let e = place_rows("p", &[0, 1], &keys, &[], &HashMap::new(), 300, ids()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "record key `a` appears twice in one run's rows"
+        );
+    }
+}
