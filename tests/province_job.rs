@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 
 fn dry_run(province: &str, input: &Path, format: &str) -> String {
-    job_run("jobs/province_sales.sql", province, &input)
+    job_run("jobs/province_sales.sql", province, input)
         .dry_run()
         .format(format)
         .ok()
@@ -292,7 +292,7 @@ fn a_province_without_files_is_a_clear_error() {
         "s1,1.00,4,i1,2026-01-01\n",
         "2026-01-01T09:00:00Z",
     );
-    let err = job_run("jobs/province_sales.sql", "CA", &dir.path())
+    let err = job_run("jobs/province_sales.sql", "CA", dir.path())
         .dry_run()
         .fails();
     assert!(err.contains("no input files for province CA"), "{err}");
@@ -333,7 +333,7 @@ fn an_unvalidated_row_names_the_file_and_line() {
 #[test]
 fn unsafe_province_codes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let err = job_run("province_sales", "*", &dir.path())
+    let err = job_run("province_sales", "*", dir.path())
         .dry_run()
         .fails();
     assert!(err.contains("not allowed"), "{err}");

@@ -105,7 +105,7 @@ async fn raw_files_on_s3_validated_and_run_on_s3() {
 
 #[test]
 fn a_missing_s3_prefix_is_a_clear_error() {
-    let err = job_run("province_sales", "WI", &prefix("empty"))
+    let err = job_run("province_sales", "WI", prefix("empty"))
         .dry_run()
         .fails();
     assert!(err.contains("no input files for province WI"), "{err}");

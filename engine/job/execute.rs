@@ -8,6 +8,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
+use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionContext;
 use datafusion::prelude::SessionConfig;
 use serde::Serialize;
@@ -32,8 +33,19 @@ pub enum RunError {
         input: String,
         patterns: String,
     },
-    #[error("job `{job}` failed: {message}")]
-    Query { job: String, message: String },
+    #[error("job `{job}` failed: {source}")]
+    Query {
+        job: String,
+        #[source]
+        source: DataFusionError,
+    },
+    #[error("job `{job}` failed: the query needs more than --memory-limit {limit_mib} MiB even when spilling to disk; raise --memory-limit ({source})")]
+    MemoryLimit {
+        job: String,
+        limit_mib: u64,
+        #[source]
+        source: DataFusionError,
+    },
     #[error(
         "job `{job}` output has no column `{column}` declared as its {role} (columns: {columns})"
     )]
@@ -49,6 +61,14 @@ pub enum RunError {
         count: usize,
         example: String,
     },
+}
+
+/// A DataFusion (or Arrow) error while planning or running `job`'s SQL.
+fn query_err(job: &JobDefinition, e: impl Into<DataFusionError>) -> RunError {
+    RunError::Query {
+        job: job.name.clone(),
+        source: e.into(),
+    }
 }
 
 /// What to run.
@@ -184,10 +204,6 @@ pub async fn find_inputs(
 pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunResult, RunError> {
     let started = Instant::now();
     let job = &request.job;
-    let query_err = |e: &dyn std::fmt::Display| RunError::Query {
-        job: job.name.clone(),
-        message: e.to_string(),
-    };
     let (location, files) = find_inputs(job, &request.params, &request.input).await?;
     tracing::info!(job = %job.name, files = files.len(), input = %location.url, "running job");
 
@@ -199,16 +215,16 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
         stats.clone(),
         ctx.copied_config().target_partitions(),
     )
-    .map_err(|e| query_err(&e))?;
+    .map_err(|e| query_err(job, e))?;
     ctx.register_table(job.input.table.as_str(), Arc::new(table))
-        .map_err(|e| query_err(&e))?;
+        .map_err(|e| query_err(job, e))?;
 
     let bar = progress.bytes("reading", files.iter().map(|f| f.size).sum());
     let frame = ctx
         .sql(&job.sql)
         .await
         .and_then(|df| df.with_param_values(param_values(&request.params)))
-        .map_err(|e| query_err(&e))?;
+        .map_err(|e| query_err(job, e))?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     check_output_columns(job, &schema)?;
     let ticker = {
@@ -226,14 +242,12 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
     let batches = batches.map_err(|e| {
         let limit = request.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT);
         match e.find_root() {
-            datafusion::error::DataFusionError::ResourcesExhausted(_) => RunError::Query {
+            DataFusionError::ResourcesExhausted(_) => RunError::MemoryLimit {
                 job: job.name.clone(),
-                message: format!(
-                    "the query needs more than --memory-limit {} MiB even when spilling to disk; raise --memory-limit ({e})",
-                    limit >> 20
-                ),
+                limit_mib: limit >> 20,
+                source: e,
             },
-            _ => query_err(&e),
+            _ => query_err(job, e),
         }
     })?;
     check_unique_keys(job, &schema, &batches)?;
@@ -266,15 +280,11 @@ async fn plan_over_nothing(
     job: &JobDefinition,
     value_of: impl Fn(&str) -> String,
 ) -> Result<datafusion::dataframe::DataFrame, RunError> {
-    let query_err = |e: &dyn std::fmt::Display| RunError::Query {
-        job: job.name.clone(),
-        message: e.to_string(),
-    };
     let ctx = session();
     let table = input_table(&[], &job.input.layout, Arc::new(SourceStats::new(0)), 1)
-        .map_err(|e| query_err(&e))?;
+        .map_err(|e| query_err(job, e))?;
     ctx.register_table(job.input.table.as_str(), Arc::new(table))
-        .map_err(|e| query_err(&e))?;
+        .map_err(|e| query_err(job, e))?;
     let params: BTreeMap<String, String> = job
         .params
         .iter()
@@ -283,23 +293,19 @@ async fn plan_over_nothing(
     ctx.sql(&job.sql)
         .await
         .and_then(|df| df.with_param_values(param_values(&params)))
-        .map_err(|e| query_err(&e))
+        .map_err(|e| query_err(job, e))
 }
 
 /// The job's logical and physical plans, as `EXPLAIN` prints them, over an empty input.
 pub async fn explain_job(job: &JobDefinition) -> Result<String, RunError> {
-    let query_err = |e: &dyn std::fmt::Display| RunError::Query {
-        job: job.name.clone(),
-        message: e.to_string(),
-    };
     let frame = plan_over_nothing(job, |p| format!("<{p}>")).await?;
     check_output_columns(job, &Arc::new(frame.schema().as_arrow().clone()))?;
     let plans = frame
         .explain(false, false)
-        .map_err(|e| query_err(&e))?
+        .map_err(|e| query_err(job, e))?
         .collect()
         .await
-        .map_err(|e| query_err(&e))?;
+        .map_err(|e| query_err(job, e))?;
     let mut out = String::new();
     for batch in &plans {
         let kinds = batch
@@ -370,10 +376,6 @@ fn check_unique_keys(
 ) -> Result<(), RunError> {
     use datafusion::common::hash_utils::{create_hashes, RandomState};
     use std::collections::HashMap;
-    let query_err = |e: &dyn std::fmt::Display| RunError::Query {
-        job: job.name.clone(),
-        message: e.to_string(),
-    };
     let indices: Vec<usize> = job
         .output
         .record_key
@@ -391,7 +393,8 @@ fn check_unique_keys(
     for batch in batches {
         hashes.clear();
         hashes.resize(batch.num_rows(), 0);
-        create_hashes(key_columns(batch), &random_state, &mut hashes).map_err(|e| query_err(&e))?;
+        create_hashes(key_columns(batch), &random_state, &mut hashes)
+            .map_err(|e| query_err(job, e))?;
         for &hash in &hashes {
             if !seen.insert(hash) {
                 repeated.insert(hash);
@@ -408,17 +411,18 @@ fn check_unique_keys(
             .map(|&i| SortField::new(schema.field(i).data_type().clone()))
             .collect(),
     )
-    .map_err(|e| query_err(&e))?;
+    .map_err(|e| query_err(job, e))?;
     let mut keys: HashMap<Box<[u8]>, ()> = HashMap::new();
     let mut duplicates = 0usize;
     let mut example = None;
     for batch in batches {
         hashes.clear();
         hashes.resize(batch.num_rows(), 0);
-        create_hashes(key_columns(batch), &random_state, &mut hashes).map_err(|e| query_err(&e))?;
+        create_hashes(key_columns(batch), &random_state, &mut hashes)
+            .map_err(|e| query_err(job, e))?;
         let converted = converter
             .convert_columns(&key_columns(batch))
-            .map_err(|e| query_err(&e))?;
+            .map_err(|e| query_err(job, e))?;
         for (row_idx, hash) in hashes.iter().enumerate() {
             if repeated.contains(hash)
                 && keys

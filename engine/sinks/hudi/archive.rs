@@ -129,7 +129,7 @@ async fn open_archive(table: &HudiTable) -> Result<(String, Vec<u8>), TableError
         .store
         .list_with_delimiter(Some(&table.path(&folder)))
         .await
-        .map_err(|e| table.err(format!("cannot list {folder}: {e}")))?;
+        .map_err(|e| table.failed(format!("cannot list {folder}"), e))?;
     let newest = listing
         .objects
         .iter()

@@ -110,9 +110,7 @@ pub async fn writer_state(
         Ok(got) => got,
         Err(object_store::Error::NotFound { .. }) => return Ok(WriterState::Gone),
         Err(e) => {
-            return Err(table.err(format!(
-                "cannot read the heartbeat of instant {instant}: {e}"
-            )))
+            return Err(table.failed(format!("cannot read the heartbeat of instant {instant}"), e))
         }
     };
     let modified = got.meta.last_modified;

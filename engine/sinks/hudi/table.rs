@@ -42,6 +42,29 @@ pub enum TableError {
     },
     #[error("{url}: {message}")]
     Data { url: String, message: String },
+    /// A call to the store, the file system or a codec that failed, with its cause.
+    #[error("{url}: {context}: {cause}")]
+    Failed {
+        url: String,
+        context: String,
+        #[source]
+        cause: TableCause,
+    },
+}
+
+/// What a table's storage or encoding reported.
+#[derive(Debug, thiserror::Error)]
+pub enum TableCause {
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// How a table's rows are keyed and laid out.
@@ -82,6 +105,15 @@ impl HudiTable {
         TableError::Storage {
             url: self.location.url.clone(),
             message: message.to_string(),
+        }
+    }
+
+    /// A failed call, its cause kept: `context` says what was being done.
+    pub fn failed(&self, context: impl Into<String>, cause: impl Into<TableCause>) -> TableError {
+        TableError::Failed {
+            url: self.location.url.clone(),
+            context: context.into(),
+            cause: cause.into(),
         }
     }
 
@@ -233,7 +265,7 @@ impl HudiTable {
             .put(&self.path(relative), PutPayload::from(Bytes::from(bytes)))
             .await
             .map(|_| ())
-            .map_err(|e| self.err(format!("cannot write {relative}: {e}")))
+            .map_err(|e| self.failed(format!("cannot write {relative}"), e))
     }
 
     /// Writes a small object only if it does not exist yet (`If-None-Match: *` on S3, an atomic
@@ -257,7 +289,7 @@ impl HudiTable {
             Err(object_store::Error::AlreadyExists { .. }) => Err(self.err(format!(
                 "{relative} already exists: another writer made the same instant; nothing was committed"
             ))),
-            Err(e) => Err(self.err(format!("cannot write {relative}: {e}"))),
+            Err(e) => Err(self.failed(format!("cannot write {relative}"), e)),
         }
     }
 
@@ -266,7 +298,7 @@ impl HudiTable {
         match self.location.store.head(&self.path(relative)).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(self.err(format!("cannot check {relative}: {e}"))),
+            Err(e) => Err(self.failed(format!("cannot check {relative}"), e)),
         }
     }
 
@@ -280,7 +312,7 @@ impl HudiTable {
         for relative in relatives {
             let path = root.join(relative);
             let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
-            sync(&path).map_err(|e| self.err(format!("cannot sync {relative}: {e}")))?;
+            sync(&path).map_err(|e| self.failed(format!("cannot sync {relative}"), e))?;
             if path.is_file() {
                 if let Some(parent) = path.parent() {
                     folders.insert(parent.to_path_buf());
@@ -290,7 +322,7 @@ impl HudiTable {
         for folder in folders {
             std::fs::File::open(&folder)
                 .and_then(|f| f.sync_all())
-                .map_err(|e| self.err(format!("cannot sync {}: {e}", folder.display())))?;
+                .map_err(|e| self.failed(format!("cannot sync {}", folder.display()), e))?;
         }
         Ok(())
     }
@@ -302,9 +334,9 @@ impl HudiTable {
                 .bytes()
                 .await
                 .map(Some)
-                .map_err(|e| self.err(format!("cannot read {relative}: {e}"))),
+                .map_err(|e| self.failed(format!("cannot read {relative}"), e)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.err(format!("cannot read {relative}: {e}"))),
+            Err(e) => Err(self.failed(format!("cannot read {relative}"), e)),
         }
     }
 
@@ -313,14 +345,14 @@ impl HudiTable {
         crate::failpoint_counted("hudi-write");
         match self.location.store.delete(&self.path(relative)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.err(format!("cannot delete {relative}: {e}"))),
+            Err(e) => Err(self.failed(format!("cannot delete {relative}"), e)),
         }
     }
 
     pub async fn timeline(&self) -> Result<Timeline, TableError> {
         Timeline::load(self.location.store.as_ref(), &self.hoodie_dir())
             .await
-            .map_err(|e| self.err(format!("cannot list the timeline: {e}")))
+            .map_err(|e| self.failed("cannot list the timeline", e))
     }
 
     /// Base files directly in one partition (all slices, committed or not).
@@ -336,7 +368,7 @@ impl HudiTable {
             .store
             .list_with_delimiter(prefix)
             .await
-            .map_err(|e| self.err(format!("cannot list partition `{partition}`: {e}")))?;
+            .map_err(|e| self.failed(format!("cannot list partition `{partition}`"), e))?;
         Ok(listing
             .objects
             .iter()
@@ -354,7 +386,7 @@ impl HudiTable {
             .list(prefix)
             .try_collect()
             .await
-            .map_err(|e| self.err(format!("cannot list the table: {e}")))?;
+            .map_err(|e| self.failed("cannot list the table", e))?;
         let root_parts = root.parts().count();
         Ok(objects
             .iter()
@@ -436,12 +468,14 @@ impl HudiTable {
         columns: Option<&[&str]>,
     ) -> Result<(SchemaRef, Vec<RecordBatch>), TableError> {
         let relative = file.relative_path();
-        let fail = |e: &dyn std::fmt::Display| self.err(format!("cannot read {relative}: {e}"));
+        let fail = |e: datafusion::parquet::errors::ParquetError| {
+            self.failed(format!("cannot read {relative}"), e)
+        };
         let reader =
             ObjectFileReader::new(self.location.store.clone(), self.path(&relative), file.size);
         let mut builder = ParquetRecordBatchStreamBuilder::new(reader)
             .await
-            .map_err(|e| fail(&e))?;
+            .map_err(fail)?;
         if let Some(columns) = columns {
             let schema = builder.schema().clone();
             let roots: Vec<usize> = columns
@@ -451,12 +485,9 @@ impl HudiTable {
             let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
             builder = builder.with_projection(mask);
         }
-        let stream = builder
-            .with_batch_size(65536)
-            .build()
-            .map_err(|e| fail(&e))?;
+        let stream = builder.with_batch_size(65536).build().map_err(fail)?;
         let schema = stream.schema().clone();
-        let batches = stream.try_collect().await.map_err(|e| fail(&e))?;
+        let batches = stream.try_collect().await.map_err(fail)?;
         Ok((schema, batches))
     }
 
@@ -484,11 +515,11 @@ impl HudiTable {
             .build();
         let mut buffer = Vec::with_capacity(1 << 20);
         let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))
-            .map_err(|e| self.err(format!("cannot encode {relative}: {e}")))?;
+            .map_err(|e| self.failed(format!("cannot encode {relative}"), e))?;
         writer
             .write(batch)
             .and_then(|_| writer.close().map(|_| ()))
-            .map_err(|e| self.err(format!("cannot encode {relative}: {e}")))?;
+            .map_err(|e| self.failed(format!("cannot encode {relative}"), e))?;
         let size = buffer.len() as u64;
         self.put(&relative, buffer).await?;
         Ok(size)

@@ -137,7 +137,7 @@ impl WriterLock {
             let table2 = table.clone();
             let file = tokio::task::spawn_blocking(move || lock_local(&table2, &path, wait))
                 .await
-                .map_err(|e| table.err(format!("cannot take the writer lock: {e}")))??;
+                .map_err(|e| table.failed("cannot take the writer lock", e))??;
             return Ok(WriterLock {
                 table: table.clone(),
                 held: Held::Local(file),
@@ -216,10 +216,7 @@ fn lock_local(
     wait: Duration,
 ) -> Result<std::fs::File, TableError> {
     let io_err = |e: std::io::Error| {
-        table.err(format!(
-            "cannot take the writer lock {}: {e}",
-            path.display()
-        ))
+        table.failed(format!("cannot take the writer lock {}", path.display()), e)
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err)?;

@@ -93,9 +93,10 @@ pub(super) async fn conditional_writes_honored(table: &HudiTable) -> Result<bool
             Err(object_store::Error::AlreadyExists { .. }) => return Ok(true),
             Err(object_store::Error::NotImplemented { .. }) => return Ok(false),
             Err(e) => {
-                return Err(table.err(format!(
-                    "cannot check whether the store honors conditional writes: {e}"
-                )))
+                return Err(table.failed(
+                    "cannot check whether the store honors conditional writes",
+                    e,
+                ))
             }
         }
     }
@@ -113,7 +114,7 @@ pub(super) async fn read_lock(
             let bytes = got
                 .bytes()
                 .await
-                .map_err(|e| table.err(format!("cannot read the writer lock: {e}")))?;
+                .map_err(|e| table.failed("cannot read the writer lock", e))?;
             // An unreadable record is treated as free: it cannot name a live owner.
             let record = serde_json::from_slice::<LockRecord>(&bytes).unwrap_or(LockRecord {
                 owner: Owner {
@@ -129,7 +130,7 @@ pub(super) async fn read_lock(
             Ok(Some((record, e_tag)))
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(table.err(format!("cannot read the writer lock: {e}"))),
+        Err(e) => Err(table.failed("cannot read the writer lock", e)),
     }
 }
 
@@ -230,7 +231,7 @@ pub(super) async fn lock_object(
                 let pause = 200 + fastrand::u64(0..300);
                 tokio::time::sleep(Duration::from_millis(pause)).await;
             }
-            Err(e) => return Err(table.err(format!("cannot take the writer lock: {e}"))),
+            Err(e) => return Err(table.failed("cannot take the writer lock", e)),
         }
     }
 }
