@@ -333,9 +333,7 @@ fn an_unvalidated_row_names_the_file_and_line() {
 #[test]
 fn unsafe_province_codes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let err = job_run("province_sales", "*", dir.path())
-        .dry_run()
-        .fails();
+    let err = job_run("province_sales", "*", dir.path()).dry_run().fails();
     assert!(err.contains("not allowed"), "{err}");
 }
 

@@ -148,32 +148,16 @@ fn value_text(col: &ArrayRef, row: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::hudi::table::TableConfig;
-    use crate::storage::Location;
     use datafusion::arrow::array::StringArray;
     use datafusion::arrow::datatypes::{Field, Schema};
     use std::sync::Arc;
 
     fn table(keys: &[&str], keygen: &str) -> HudiTable {
-        HudiTable {
-            location: Location::from_store(
-                Arc::new(object_store::memory::InMemory::new()),
-                "memory://t",
-            ),
-            config: TableConfig {
-                database: "default".into(),
-                name: "t".into(),
-                record_key: keys.iter().map(|k| k.to_string()).collect(),
-                partition_fields: vec!["d".into()],
-                precombine_field: "v".into(),
-                hive_style: false,
-            },
-            properties: [(
-                "hoodie.table.keygenerator.class".to_string(),
-                format!("org.apache.hudi.keygen.{keygen}"),
-            )]
-            .into(),
-        }
+        let class = format!("org.apache.hudi.keygen.{keygen}");
+        HudiTable::in_memory(
+            keys,
+            [("hoodie.table.keygenerator.class".to_string(), class)].into(),
+        )
     }
 
     fn batch(columns: &[(&str, Vec<Option<&str>>)]) -> RecordBatch {

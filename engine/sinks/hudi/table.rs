@@ -552,5 +552,28 @@ impl HudiTable {
     }
 }
 
+#[cfg(test)]
+impl HudiTable {
+    /// A table for unit tests on object_store's in-memory store (which honors conditional writes
+    /// as AWS S3 does): keyed by `keys`, partitioned by `d`, precombined on `v`.
+    pub(crate) fn in_memory(keys: &[&str], properties: BTreeMap<String, String>) -> HudiTable {
+        HudiTable {
+            location: Location::from_store(
+                Arc::new(object_store::memory::InMemory::new()),
+                "memory://t",
+            ),
+            config: TableConfig {
+                database: "default".into(),
+                name: "t".into(),
+                record_key: keys.iter().map(|k| k.to_string()).collect(),
+                partition_fields: vec!["d".into()],
+                precombine_field: "v".into(),
+                hive_style: false,
+            },
+            properties,
+        }
+    }
+}
+
 /// Shared reference to a table's object store, for background work.
 pub type SharedTable = Arc<HudiTable>;

@@ -278,27 +278,9 @@ impl WriterLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::hudi::TableConfig;
-    use crate::storage::Location;
-    use std::sync::Arc;
 
-    /// A table on object_store's in-memory store, which honors conditional writes as AWS S3 does.
     fn memory_table() -> HudiTable {
-        HudiTable {
-            location: Location::from_store(
-                Arc::new(object_store::memory::InMemory::new()),
-                "memory://table",
-            ),
-            config: TableConfig {
-                database: "default".into(),
-                name: "t".into(),
-                record_key: vec!["k".into()],
-                partition_fields: vec!["p".into()],
-                precombine_field: "v".into(),
-                hive_style: false,
-            },
-            properties: Default::default(),
-        }
+        HudiTable::in_memory(&["k"], Default::default())
     }
 
     fn options(lease_ms: u64, wait_ms: u64) -> LockOptions {
