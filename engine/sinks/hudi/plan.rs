@@ -12,7 +12,6 @@ use datafusion::arrow::array::AsArray;
 
 use super::table::{HudiTable, TableError};
 use super::timeline::{BaseFile, Timeline};
-use super::upsert::UpsertFigures;
 
 /// What one file group gets in this instant.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,14 +41,13 @@ pub struct ExistingGroup {
 #[error("record key `{0}` appears twice in one run's rows")]
 pub struct DuplicateKey(pub String);
 
-/// Reads the record keys of a partition's file groups: the groups, and which group holds each
-/// key.
+/// Reads the record keys of a partition's file groups (only that column of each latest base
+/// file): the groups, and which group holds each key.
 pub async fn locate_keys(
     table: &HudiTable,
     partition: &str,
     timeline: &Timeline,
     replaced: &HashSet<String>,
-    figures: &mut UpsertFigures,
 ) -> Result<(Vec<ExistingGroup>, HashMap<String, String>), TableError> {
     let groups = table
         .partition_groups(partition, timeline, replaced)
@@ -61,8 +59,6 @@ pub async fn locate_keys(
         let (_, batches) = table
             .read_base_file(latest, Some(&["_hoodie_record_key"]))
             .await?;
-        figures.key_files_read += 1;
-        figures.key_bytes_read += latest.size;
         let mut rows = 0u64;
         for b in &batches {
             for k in b.column(0).as_string::<i32>().iter().flatten() {

@@ -229,8 +229,11 @@ async fn plan_instant(
     let mut plans = Vec::new();
     let mut slices_of = BTreeMap::new();
     for (partition, rows_here) in &by_partition {
-        let (groups, key_owner) =
-            locate_keys(table, partition, timeline, &replaced, figures).await?;
+        let (groups, key_owner) = locate_keys(table, partition, timeline, &replaced).await?;
+        for latest in groups.iter().filter_map(|g| g.slices.last()) {
+            figures.key_files_read += 1;
+            figures.key_bytes_read += latest.size;
+        }
         if groups.is_empty() {
             figures.partitions_created.push(partition.to_string());
         }
