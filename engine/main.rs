@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 mod cli;
 
 use cli::global::{init_logging, GlobalArgs};
-use cli::{ddl, generate, jobs, query, run, schedule, status, track, validate};
+use cli::{ddl, generate, jobs, query, run, schedule, status, track, validate, watch};
 use tally::job::JobCatalog;
 use tally::layout::LayoutSet;
 use tally::progress::Progress;
@@ -61,6 +61,9 @@ enum Command {
     /// Serve the status view as a read-only page that reloads itself, and as JSON at /api/status.
     #[command(after_help = status::SERVE_HELP)]
     Serve(status::ServeArgs),
+    /// Validate, track and run jobs as raw files arrive in a folder: the event-driven flow here.
+    #[command(after_help = watch::AFTER_HELP)]
+    Watch(watch::WatchArgs),
     /// Run SQL over the latest snapshot of a Hudi table (the local stand-in for Athena).
     #[command(after_help = query::AFTER_HELP)]
     Query(query::QueryArgs),
@@ -121,6 +124,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Monitor(args) => schedule::monitor(args).await,
         Command::Status(args) => status::run_status(&args).await,
         Command::Serve(args) => status::run_serve(&args).await,
+        Command::Watch(args) => watch::run(args, layouts, &progress).await,
         Command::Query(args) => query::run(args).await,
         Command::Athena(cmd) => ddl::athena(cmd, &catalog).await,
         Command::Warehouse(cmd) => ddl::warehouse(cmd, &catalog).await,

@@ -52,6 +52,11 @@ impl Progress {
         )
     }
 
+    /// A live status line for a long-running loop (`tally watch`); set its message as it goes.
+    pub fn status_line(&self, message: &'static str) -> ProgressBar {
+        self.bar(message, None, "{spinner} {msg} [{elapsed_precise}]")
+    }
+
     fn bar(&self, message: &'static str, total: Option<u64>, template: &str) -> ProgressBar {
         if !self.visible {
             return ProgressBar::hidden();

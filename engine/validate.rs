@@ -105,6 +105,16 @@ pub async fn validate(
     options: &ValidateOptions,
     progress: &Progress,
 ) -> Result<ValidateReport, ValidateError> {
+    validate_some(options, progress, |_| true).await
+}
+
+/// Validates the `.tdf` files directly in `options.input` that `wanted` picks (by name): one
+/// object an S3 event names, the files a watcher saw change.
+pub async fn validate_some(
+    options: &ValidateOptions,
+    progress: &Progress,
+    wanted: impl Fn(&FileEntry) -> bool,
+) -> Result<ValidateReport, ValidateError> {
     let started = Instant::now();
     let input = Location::open(&options.input).await?;
     let output = Location::create(&options.output).await?;
@@ -112,7 +122,7 @@ pub async fn validate(
         .list_files()
         .await?
         .into_iter()
-        .filter(|f| f.name.to_ascii_lowercase().ends_with(".tdf"))
+        .filter(|f| f.name.to_ascii_lowercase().ends_with(".tdf") && wanted(f))
         .collect();
     if files.is_empty() {
         return Err(ValidateError::NoInputFiles(input.url.clone()));

@@ -15,36 +15,13 @@ async fn fresh_schema(name: &str) -> String {
     fresh_postgres_schema(name).await
 }
 
-const SELECT: &str = "SELECT province, store_id, item_id, CAST(trans_date AS TEXT) AS d, CAST(sale_amount AS TEXT) AS s, \
-    CAST(tax_amount AS TEXT) AS t, CAST(discount_amount AS TEXT) AS x, CAST(updated_at AS TEXT) AS u FROM store_item_daily_sales";
-
-fn lines(rows: Vec<[String; 8]>) -> (Vec<String>, Vec<String>) {
-    let mut data: Vec<String> = rows.iter().map(|r| r[..7].join(",")).collect();
-    data.sort();
-    let mut updated: Vec<String> = rows
-        .iter()
-        .map(|r| format!("{},{},{}:{}", r[1], r[2], r[3], r[7]))
-        .collect();
-    updated.sort();
-    (data, updated)
-}
-
-async fn read_sqlite(path: &Path) -> (Vec<String>, Vec<String>) {
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    let rows = sqlx::query(SELECT).fetch_all(&mut conn).await.unwrap();
-    lines(
-        rows.iter()
-            .map(|r| std::array::from_fn(|i| r.get::<String, _>(i)))
-            .collect(),
-    )
-}
-
 async fn read_postgres(url: &str) -> (Vec<String>, Vec<String>) {
     let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-    let rows = sqlx::query(SELECT).fetch_all(&mut conn).await.unwrap();
-    lines(
+    let rows = sqlx::query(WAREHOUSE_SELECT)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    warehouse_lines(
         rows.iter()
             .map(|r| std::array::from_fn(|i| r.get::<String, _>(i)))
             .collect(),
@@ -118,7 +95,7 @@ async fn sqlite_gets_exactly_the_expected_rows() {
     let db = dir.path().join("wh/warehouse.db");
     let url = format!("sqlite://{}", db.display());
     let d = dir.path().to_path_buf();
-    two_runs_and_a_repeat(&d, &url, async || read_sqlite(&db).await).await;
+    two_runs_and_a_repeat(&d, &url, async || read_sqlite_warehouse(&db).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -314,7 +291,7 @@ async fn a_failed_hudi_write_leaves_the_warehouse_untouched() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let (rows, _) = read_sqlite(&db).await;
+    let (rows, _) = read_sqlite_warehouse(&db).await;
     assert_eq!(rows, ["ZH,s1,i1,2026-01-01,5.00,0.00,0.00"]);
 }
 

@@ -12,6 +12,7 @@ pub mod schedule;
 pub mod status;
 pub mod track;
 pub mod validate;
+pub mod watch;
 
 use anyhow::{Context, Result};
 use tally::secrets::resolve_url;

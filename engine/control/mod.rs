@@ -20,6 +20,7 @@ pub mod emr;
 pub mod preconditions;
 pub mod status;
 pub mod status_page;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -398,3 +398,38 @@ pub fn validated_sample(dir: &Path) -> std::path::PathBuf {
     ]);
     val
 }
+
+/// The warehouse table's rows as text, data columns then `updated_at`.
+pub const WAREHOUSE_SELECT: &str = "SELECT province, store_id, item_id, CAST(trans_date AS TEXT) AS d, CAST(sale_amount AS TEXT) AS s, \
+    CAST(tax_amount AS TEXT) AS t, CAST(discount_amount AS TEXT) AS x, CAST(updated_at AS TEXT) AS u FROM store_item_daily_sales";
+
+/// Sorted `province,...,discount_amount` lines, and sorted `key:updated_at` lines.
+pub fn warehouse_lines(rows: Vec<[String; 8]>) -> (Vec<String>, Vec<String>) {
+    let mut data: Vec<String> = rows.iter().map(|r| r[..7].join(",")).collect();
+    data.sort();
+    let mut updated: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{},{},{}:{}", r[1], r[2], r[3], r[7]))
+        .collect();
+    updated.sort();
+    (data, updated)
+}
+
+/// [`warehouse_lines`] of a SQLite warehouse file.
+pub async fn read_sqlite_warehouse(path: &Path) -> (Vec<String>, Vec<String>) {
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite://{}",
+        path.display()
+    ))
+    .await
+    .unwrap();
+    let rows = sqlx::query(WAREHOUSE_SELECT)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    warehouse_lines(
+        rows.iter()
+            .map(|r| std::array::from_fn(|i| sqlx::Row::get::<String, _>(r, i)))
+            .collect(),
+    )
+}
