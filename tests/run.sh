@@ -10,7 +10,10 @@ fi
 
 # hudi-rs, the independent reader the Hudi tests check tables with, and fastavro, which reads
 # the Avro timeline instants.
-if ! python3 -c "import hudi, fastavro" >/dev/null 2>&1; then
+# cargo-lambda serves the Lambda Runtime API tests/lambda.rs drives the function through, and
+# cfn-lint checks the Lambda deployment template.
+if ! python3 -c "import hudi, fastavro" >/dev/null 2>&1 ||
+  ! command -v cargo-lambda >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1; then
   python3 -m pip install --quiet -r tests/requirements.txt
 fi
 
@@ -31,6 +34,9 @@ source tests/servers/mariadb.sh || { echo "the MariaDB test server did not start
 trap 'garage_stop; postgres_stop; mariadb_stop' EXIT
 
 cargo fmt --all -- --check
+cfn-lint bootstrap/lambda/template.yaml
 cargo clippy --all-targets --locked -- -D warnings
-cargo nextest run --locked --no-fail-fast "$@"
+# The `lambda` feature adds the Lambda function and its tests; every other test is the same.
+cargo clippy --all-targets --locked --features lambda -- -D warnings
+cargo nextest run --locked --no-fail-fast --features lambda "$@"
 cargo test --locked --doc

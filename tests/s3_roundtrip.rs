@@ -7,23 +7,6 @@ mod common;
 use common::*;
 use object_store::ObjectStoreExt;
 
-/// The test bucket; the server must be running.
-fn bucket() -> String {
-    std::env::var("TALLY_TEST_S3_BUCKET").unwrap_or_else(|_| {
-        panic!("TALLY_TEST_S3_BUCKET is not set: run the suite with tests/run.sh, which starts the S3 test server")
-    })
-}
-
-/// A fresh prefix per test so runs never see each other's files.
-fn prefix(name: &str) -> String {
-    format!(
-        "s3://{}/{name}-{}-{}",
-        bucket(),
-        std::process::id(),
-        chrono::Utc::now().timestamp_micros()
-    )
-}
-
 #[test]
 fn local_raw_files_validated_to_s3_then_run_from_s3() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,11 @@
 //! ([`preconditions`]: file count, freshness against the watermark, the retry backoff after
 //! failures, the extra criteria).
 //!
+//! Beside it: [`emr`] (steps and `tally monitor`), [`status`] and [`status_page`] (the read-only
+//! view), and the event-driven layers as code: [`watch`] (`tally watch`: validate, track and
+//! schedule as files arrive in a folder) and [`events`] (what the Lambda function does with an S3
+//! or a scheduled event).
+//!
 //! Invariants:
 //! - a job is claimed with one conditional UPDATE before it is submitted, so two schedulers
 //!   running at once never submit it twice;
@@ -17,6 +22,7 @@
 //!   (it died, or never started) is failed here or by the next pass, and counted as an attempt.
 
 pub mod emr;
+pub mod events;
 pub mod preconditions;
 pub mod status;
 pub mod status_page;

@@ -12,6 +12,10 @@
 //! that text, and since every sink upserts idempotently (an equal or older row never replaces a
 //! stored one), the next run of the same inputs, which the scheduler retries, brings the sinks
 //! back into agreement.
+//!
+//! The sinks: [`hudi`] (copy-on-write tables), [`warehouse`] (SQLite, PostgreSQL, Redshift) and
+//! [`file`] (a local file). [`target`] names them as data, so a run opens them inside its
+//! recorded lifetime.
 
 pub mod file;
 pub mod hudi;

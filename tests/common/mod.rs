@@ -433,3 +433,20 @@ pub async fn read_sqlite_warehouse(path: &Path) -> (Vec<String>, Vec<String>) {
             .collect(),
     )
 }
+
+/// The test bucket; the server must be running.
+pub fn bucket() -> String {
+    std::env::var("TALLY_TEST_S3_BUCKET").unwrap_or_else(|_| {
+        panic!("TALLY_TEST_S3_BUCKET is not set: run the suite with tests/run.sh, which starts the S3 test server")
+    })
+}
+
+/// A fresh prefix per test so runs never see each other's files.
+pub fn prefix(name: &str) -> String {
+    format!(
+        "s3://{}/{name}-{}-{}",
+        bucket(),
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    )
+}
