@@ -12,6 +12,7 @@
 //! `TALLY_LEASE_SECS` (default 300) and `TALLY_CRITERIA_TIMEOUT_SECS` (default 30). Logs are
 //! JSON lines. A failure returns an error, so Lambda's retries and the dead-letter queue apply.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -97,7 +98,7 @@ impl Function {
     }
 
     /// One invocation: S3 records, or a scheduled event.
-    async fn handle(&self, event: LambdaEvent<Value>) -> anyhow::Result<Value> {
+    async fn handle_event(&self, event: LambdaEvent<Value>) -> anyhow::Result<Value> {
         let payload = event.payload;
         if payload.get("Records").is_some() {
             let s3: S3Event =
@@ -137,15 +138,22 @@ async fn main() -> Result<(), Error> {
         .with_current_span(false)
         .without_time()
         .init();
-    let function = Function::from_env().await.map_err(|e| format!("{e:#}"))?;
-    let function = &function;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        function.handle(event).await.map_err(|e| {
+    let function = Arc::new(Function::from_env().await.map_err(|e| format!("{e:#}"))?);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let function = Arc::clone(&function);
+        async move { function.handle(event).await }
+    }))
+    .await
+}
+
+impl Function {
+    /// One invocation, its error logged and returned to the runtime as its text.
+    async fn handle(self: Arc<Self>, event: LambdaEvent<Value>) -> Result<Value, Error> {
+        self.handle_event(event).await.map_err(|e| {
             // Logged, then returned: Lambda retries the event and, past its retries, sends it to
             // the dead-letter queue.
             tracing::error!(error = %format!("{e:#}"), "event failed");
             Error::from(format!("{e:#}"))
         })
-    }))
-    .await
+    }
 }
