@@ -193,15 +193,8 @@ async fn s3_events_and_schedules_through_the_runtime_api() {
     assert_eq!(action["report"]["status"], "ok", "{response}");
     assert_eq!(action["report"]["rows"], 4, "{response}");
     assert_eq!(action["report"]["bad_rows"], 2, "{response}");
+    assert_eq!(file_names(&validated).await, vec!["WI-203.csv".to_string()]);
     let out = tally::storage::Location::open(&validated).await.unwrap();
-    let names: Vec<String> = out
-        .list_files()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
-    assert_eq!(names, vec!["WI-203.csv".to_string()]);
     let first = out.store.get(&out.child("WI-203.csv")).await.unwrap();
     let first = first.bytes().await.unwrap();
 

@@ -66,14 +66,8 @@ async fn raw_files_on_s3_validated_and_run_on_s3() {
     .await
     .unwrap();
     assert_eq!(project(&csv_rows(&out), RESULT_COLUMNS), expected_sample());
+    let names = file_names(&val).await;
     let validated = tally::storage::Location::open(&val).await.unwrap();
-    let names: Vec<String> = validated
-        .list_files()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
     assert!(names.contains(&"WI-202.csv".to_string()), "{names:?}");
     let quarantine = validated
         .store
@@ -171,14 +165,7 @@ async fn odd_keys_in_an_s3_folder_are_skipped_not_fatal() {
             .await
             .unwrap_or_else(|e| panic!("{odd:?}: {}", aws_sdk_s3::error::DisplayErrorContext(e)));
     }
-    let validated = tally::storage::Location::open(&val).await.unwrap();
-    let names: Vec<String> = validated
-        .list_files()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
+    let names = file_names(&val).await;
     assert!(names.contains(&"WI-202.csv".to_string()), "{names:?}");
     assert!(
         names.iter().all(|n| !n.chars().any(char::is_control)),

@@ -17,15 +17,7 @@ async fn fresh_schema(name: &str) -> String {
 
 async fn read_postgres(url: &str) -> (Vec<String>, Vec<String>) {
     let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-    let rows = sqlx::query(WAREHOUSE_SELECT)
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-    warehouse_lines(
-        rows.iter()
-            .map(|r| std::array::from_fn(|i| r.get::<String, _>(i)))
-            .collect(),
-    )
+    warehouse_rows!(&mut conn)
 }
 
 fn load(province: &str, val: &Path, warehouse: &str) -> String {

@@ -415,23 +415,43 @@ pub fn warehouse_lines(rows: Vec<[String; 8]>) -> (Vec<String>, Vec<String>) {
     (data, updated)
 }
 
+/// [`warehouse_lines`] over an open sqlx connection of any database (a macro: the row types
+/// differ per database).
+#[macro_export]
+macro_rules! warehouse_rows {
+    ($conn:expr) => {{
+        let rows = sqlx::query($crate::common::WAREHOUSE_SELECT)
+            .fetch_all($conn)
+            .await
+            .unwrap();
+        $crate::common::warehouse_lines(
+            rows.iter()
+                .map(|r| std::array::from_fn(|i| sqlx::Row::get::<String, _>(r, i)))
+                .collect(),
+        )
+    }};
+}
+
 /// [`warehouse_lines`] of a SQLite warehouse file.
 pub async fn read_sqlite_warehouse(path: &Path) -> (Vec<String>, Vec<String>) {
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
-        "sqlite://{}",
-        path.display()
-    ))
-    .await
-    .unwrap();
-    let rows = sqlx::query(WAREHOUSE_SELECT)
-        .fetch_all(&mut conn)
+    let url = format!("sqlite://{}", path.display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
         .await
         .unwrap();
-    warehouse_lines(
-        rows.iter()
-            .map(|r| std::array::from_fn(|i| sqlx::Row::get::<String, _>(r, i)))
-            .collect(),
-    )
+    warehouse_rows!(&mut conn)
+}
+
+/// The names of the files directly in a folder (local or `s3://`).
+pub async fn file_names(folder: &str) -> Vec<String> {
+    tally::storage::Location::open(folder)
+        .await
+        .unwrap()
+        .list_files()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect()
 }
 
 /// The test bucket; the server must be running.
