@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use object_store::ObjectStoreExt;
 use sqlx::Connection;
 
 /// The watcher process, stopped when the test ends however it ends.
@@ -187,6 +188,37 @@ async fn a_file_that_is_not_published_is_reported_and_the_loop_goes_on() {
     }
     panic!(
         "the refused file stopped the loop or was not reported:\n{}",
+        watching.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_folder_is_watched_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = prefix("watch");
+    let (raw, validated) = (format!("{base}/raw"), format!("{base}/validated"));
+    let state_db = dir.path().join("state.db");
+    let state = format!("sqlite://{}", state_db.display());
+    let log = dir.path().join("watch.log");
+    let watching = Watching::start(Path::new(&raw), Path::new(&validated), &state, &log, &[]);
+    let (name, bytes, _) = tally::demo::SAMPLE_FILES[0];
+    let location = tally::storage::Location::create(&raw).await.unwrap();
+    location
+        .store
+        .put(&location.child(name), bytes.to_vec().into())
+        .await
+        .unwrap();
+    let expected = vec![format!("{validated}/WI-201.csv")];
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if state_db.exists() && tracked_files(&state_db).await == expected {
+            assert_eq!(file_names(&validated).await, vec!["WI-201.csv".to_string()]);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "the S3 upload was not validated and tracked:\n{}",
         watching.log()
     );
 }
