@@ -4,6 +4,7 @@
     python3 benches/compare.py                          # 1.8M and 10M transactions, every engine
     python3 benches/compare.py --sizes 1.8M,10M,50M     # and the 50M province (memory bound)
     python3 benches/compare.py --sizes 1M --engines tally,duckdb --repeat 1
+    python3 benches/compare.py --profile --plot benches/compare.png   # + tally's operators, a plot
 
 For each size, `tally generate` writes a province (same seed, so the same bytes every time) under
 --data (reused when already there). Then each engine runs as its own process over the same
@@ -22,7 +23,12 @@ peak memory (the largest resident set any process reached, or the sampled sum ov
 larger). The median run of --repeat is shown. Results are checked: DuckDB's and Polars' rows must
 equal tally's exactly (keys, amounts and chosen file), or the harness fails.
 
-Needs: duckdb, polars, pyspark, psutil (benches/requirements.txt) and Java for PySpark.
+--profile prints, per size, tally's physical plan as it ran with each operator's metrics (rows,
+compute time, memory, spills: `tally run --profile`, DataFusion's EXPLAIN ANALYZE), from one
+extra run that is not timed. --plot FILE draws wall time against size for every engine (PNG,
+log-log; matplotlib).
+
+Needs: duckdb, polars, pyspark, psutil, matplotlib (benches/requirements.txt) and Java for PySpark.
 """
 import argparse
 import ctypes
@@ -243,6 +249,9 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--json", help="also write every measurement to this file")
     ap.add_argument("--markdown", help="also write the tables to this file")
+    ap.add_argument("--profile", action="store_true",
+                    help="print tally's per-operator profile for each size (one extra, untimed run)")
+    ap.add_argument("--plot", help="draw wall time against size for every engine into this PNG file")
     args = ap.parse_args()
 
     if args.tally:
@@ -261,6 +270,7 @@ def main():
     data_root.mkdir(parents=True, exist_ok=True)
 
     results = []
+    profiles = []
     for count in sizes:
         data = ensure_data(tally, data_root, count, args.province, args.seed)
         work = data / "runs"
@@ -287,13 +297,64 @@ def main():
         for r in results:
             if r["size"] == count:
                 r["check"] = checked
+        if args.profile:
+            profiles.append((count, tally_profile(tally, data, args.province, work)))
 
     tables = render(results, engines, sizes)
     print(tables)
+    for count, profile in profiles:
+        print(f"tally's operators at {label(count)} (tally run --profile):\n{profile}")
+    if args.plot:
+        plot(results, engines, sizes, Path(args.plot))
+        print(f"plot: {args.plot}", file=sys.stderr)
     if args.markdown:
         Path(args.markdown).write_text(tables)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def tally_profile(tally, data, province, work):
+    """The physical plan of one (untimed) dry run, each operator with its metrics."""
+    cmd, _ = engine_command("tally", tally, data, province, work, None)
+    done = subprocess.run(cmd + ["--profile"], cwd=work, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"tally --profile failed:\n{done.stderr[-3000:]}")
+    marker = "the query's operators, with their metrics:"
+    return done.stderr.split(marker, 1)[-1].strip() if marker in done.stderr else done.stderr
+
+
+def plot(results, engines, sizes, path):
+    """Wall time against size, one line per engine, log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for engine in engines:
+        points = sorted((r["size"], r["wall"]) for r in results if r["engine"] == engine)
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", label=engine)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_xticks(sizes)
+    ax.set_xticklabels([label(c) for c in sizes])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    seconds = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(seconds)
+    ax.yaxis.set_minor_formatter(seconds)
+    ax.set_xlabel("transactions in the province")
+    ax.set_ylabel("wall time, s (median, whole process)")
+    machine = f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB"
+    ax.set_title(f"The province job, one run of benches/compare.py ({machine})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
 
 
 def render(results, engines, sizes):

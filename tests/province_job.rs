@@ -593,3 +593,25 @@ fn a_memory_limit_spills_or_says_to_raise_it_and_never_changes_rows() {
     let nonsense = run_with("lots");
     assert!(String::from_utf8_lossy(&nonsense.stderr).contains("not a size like 512M"));
 }
+
+#[test]
+fn a_profile_shows_each_operator_with_its_metrics_and_changes_no_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let val = validated_sample(dir.path());
+    let plain = job_run("province_sales", "WI", &val).dry_run().run();
+    let profiled = job_run("province_sales", "WI", &val)
+        .dry_run()
+        .args(&["--profile"])
+        .run();
+    assert!(plain.status.success() && profiled.status.success());
+    assert_eq!(profiled.stdout, plain.stdout, "--profile changes no row");
+    let stderr = String::from_utf8_lossy(&profiled.stderr);
+    let profile = stderr
+        .split_once("the query's operators, with their metrics:")
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| panic!("no profile in:\n{stderr}"));
+    // The job's output is 9 rows: the top operator says so, and each operator has its time.
+    assert!(profile.contains("output_rows=9"), "{profile}");
+    assert!(profile.contains("elapsed_compute="), "{profile}");
+    assert!(profile.contains("AggregateExec"), "{profile}");
+}

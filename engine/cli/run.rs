@@ -81,6 +81,10 @@ pub struct RunArgs {
     /// to temporary files (TMPDIR). Default: 1G.
     #[arg(long, value_parser = parse_bytes)]
     memory_limit: Option<u64>,
+    /// Print the query's operators with their metrics (rows, time, memory, spills) to stderr,
+    /// as DataFusion's EXPLAIN ANALYZE shows them.
+    #[arg(long)]
+    profile: bool,
     /// Write the run summary as JSON to this file.
     #[arg(long)]
     summary_json: Option<PathBuf>,
@@ -236,6 +240,12 @@ fn report(args: &RunArgs, plan: &Plan, outcome: &RunOutcome) -> Result<()> {
         describe_params(&s.params),
         s.line()
     );
+    if args.profile {
+        eprintln!(
+            "tally run: the query's operators, with their metrics:\n{}",
+            rows.profile()
+        );
+    }
     if args.dry_run && (plan.table.is_some() || plan.warehouse.is_some()) {
         eprintln!("tally run: --dry-run: nothing was written to the sinks");
     }

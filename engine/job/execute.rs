@@ -10,6 +10,8 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionContext;
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 use serde::Serialize;
 
@@ -95,6 +97,18 @@ pub struct RunResult {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
     pub summary: RunSummary,
+    /// The physical plan as it ran, its operators' metrics filled in.
+    pub plan: Arc<dyn ExecutionPlan>,
+}
+
+impl RunResult {
+    /// Each operator of the plan as it ran, with its metrics (rows, time, memory, spills), as
+    /// DataFusion's `EXPLAIN ANALYZE` shows them: where a run's time went.
+    pub fn profile(&self) -> String {
+        DisplayableExecutionPlan::with_metrics(self.plan.as_ref())
+            .indent(true)
+            .to_string()
+    }
 }
 
 /// Figures for the end-of-run summary and the state store.
@@ -236,7 +250,13 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
             }
         })
     };
-    let batches = frame.collect().await;
+    // DataFrame::collect, keeping the physical plan: its metrics are the run's profile.
+    let task_ctx = Arc::new(frame.task_ctx());
+    let plan = frame
+        .create_physical_plan()
+        .await
+        .map_err(|e| query_err(job, e))?;
+    let batches = datafusion::physical_plan::collect(plan.clone(), task_ctx).await;
     ticker.abort();
     bar.finish_and_clear();
     let batches = batches.map_err(|e| {
@@ -272,6 +292,7 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
         schema,
         batches,
         summary,
+        plan,
     })
 }
 
