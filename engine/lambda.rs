@@ -20,15 +20,15 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::s3::S3Event;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
-use tally::control::events::{on_object_created, on_schedule, EventConfig};
+use tally::control::events::{on_object_created, on_schedule, Folders};
 use tally::control::{Executor, ScheduleOptions};
 use tally::layout::LayoutSet;
 use tally::secrets::resolve_url;
-use tally::state::StateStore;
+use tally::state::{s3_object_url, StateStore};
 
 /// What every invocation shares: the configuration and the open state store.
 struct Function {
-    config: EventConfig,
+    config: Folders,
     store: StateStore,
     schedule: ScheduleOptions,
     emr: aws_sdk_emr::Client,
@@ -67,7 +67,7 @@ impl Function {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .ok_or_else(|| anyhow!("TALLY_EMR_TAG must be key=value"))?;
         Ok(Function {
-            config: EventConfig {
+            config: Folders {
                 raw: env("TALLY_RAW_PREFIX")?,
                 validated: env("TALLY_VALIDATED_PREFIX")?,
                 max_bad_rows: std::env::var("TALLY_MAX_BAD_ROWS")
@@ -102,13 +102,18 @@ impl Function {
         let payload = event.payload;
         if payload.get("Records").is_some() {
             let s3: S3Event =
-                serde_json::from_value(payload.clone()).context("not an S3 event notification")?;
-            let text = serde_json::to_string(&payload)?;
-            // The records' URLs with their keys decoded (S3 sends them form-encoded).
-            let objects = tally::state::files_from_s3_event(&text)?;
+                serde_json::from_value(payload).context("not an S3 event notification")?;
             let mut actions = Vec::with_capacity(s3.records.len());
-            for (url, time) in objects {
-                let action = on_object_created(&self.config, &self.store, &url, time).await?;
+            for record in &s3.records {
+                let (Some(bucket), Some(key)) = (
+                    record.s3.bucket.name.as_deref(),
+                    record.s3.object.key.as_deref(),
+                ) else {
+                    return Err(anyhow!("an S3 record has no bucket name or object key"));
+                };
+                let url = s3_object_url(bucket, key);
+                let action =
+                    on_object_created(&self.config, &self.store, &url, record.event_time).await?;
                 tracing::info!(url = %url, action = ?action, "object handled");
                 actions.push(action);
             }

@@ -75,6 +75,22 @@ pub mod storage;
 pub mod validate;
 pub mod values;
 
+/// An error and its sources on one line, `a: b: c`, as `anyhow` prints a chain: what a run
+/// records and shows. A source whose text the line before already holds (a `transparent` variant,
+/// a message quoting its cause) is not repeated.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        next = cause.source();
+    }
+    parts.join(": ")
+}
+
 /// Test hook for crash-safety tests: when `TALLY_FAILPOINT` names this point, the process dies
 /// here at once, as if killed, leaving whatever it had written.
 pub fn failpoint(name: &str) {

@@ -9,25 +9,12 @@ mod common;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use object_store::ObjectStoreExt;
 use serde_json::Value;
-use sqlx::Connection;
-
-/// Processes that end with the test, however it ends.
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -38,7 +25,7 @@ fn free_port() -> u16 {
 }
 
 /// The Runtime API emulator and the function polling it.
-fn start(port: u16, env: &[(&str, String)], log: &Path) -> Processes {
+fn start(port: u16, env: &[(&str, String)], log: &Path) -> Vec<Running> {
     let emulator = Command::new("cargo")
         .args([
             "lambda",
@@ -54,7 +41,7 @@ fn start(port: u16, env: &[(&str, String)], log: &Path) -> Processes {
         .stderr(Stdio::null())
         .spawn()
         .expect("cargo lambda runs (pip install cargo-lambda; tests/run.sh does)");
-    let mut processes = Processes(vec![emulator]);
+    let mut processes = vec![Running(emulator)];
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -76,7 +63,7 @@ fn start(port: u16, env: &[(&str, String)], log: &Path) -> Processes {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("tally-lambda starts");
-    processes.0.push(function);
+    processes.push(Running(function));
     processes
 }
 
@@ -208,17 +195,16 @@ async fn s3_events_and_schedules_through_the_runtime_api() {
     let validated_url = format!("{validated}/WI-203.csv");
     let tracked = invoke(port, &s3_event(&validated_url), dir.path()).unwrap();
     assert_eq!(tracked["objects"][0]["action"], "tracked", "{tracked}");
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", state_db.display()))
-        .await
-        .unwrap();
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT file_url, last_validated_timestamp FROM ingested_file_status")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
+    let rows = tracked_files(&format!("sqlite://{}", state_db.display())).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].0, validated_url);
-    assert!(rows[0].1.starts_with("2026-03-01 12:05:00"), "{rows:?}");
+    assert!(
+        rows[0]
+            .1
+            .as_deref()
+            .is_some_and(|t| t.starts_with("2026-03-01 12:05:00")),
+        "{rows:?}"
+    );
 
     // The quarantine's own events are not tracked.
     let quarantine = format!("{validated}/_quarantine/WI-203.csv");

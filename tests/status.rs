@@ -7,7 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as StdCommand, Stdio};
+use std::process::{Command as StdCommand, Stdio};
 
 use common::*;
 use serde_json::Value;
@@ -147,15 +147,8 @@ async fn status_on_mariadb() {
 
 /// A running `tally serve`, stopped when dropped.
 struct Server {
-    child: Child,
+    _process: Running,
     address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn serve(state: &str) -> Server {
@@ -183,7 +176,10 @@ fn serve(state: &str) -> Server {
             break rest.split('/').next().unwrap().to_string();
         }
     };
-    Server { child, address }
+    Server {
+        _process: Running(child),
+        address,
+    }
 }
 
 /// One HTTP/1.1 request; returns the status code and the body.

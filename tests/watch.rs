@@ -5,16 +5,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use object_store::ObjectStoreExt;
-use sqlx::Connection;
 
 /// The watcher process, stopped when the test ends however it ends.
 struct Watching {
-    child: Child,
+    _process: Running,
     log: std::path::PathBuf,
 }
 
@@ -35,7 +34,7 @@ impl Watching {
             .spawn()
             .expect("tally watch starts");
         Watching {
-            child,
+            _process: Running(child),
             log: log.to_path_buf(),
         }
     }
@@ -45,23 +44,13 @@ impl Watching {
     }
 }
 
-impl Drop for Watching {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn tracked_files(state_db: &Path) -> Vec<String> {
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", state_db.display()))
+/// The URLs of the files the state store tracks, sorted.
+async fn tracked_urls(state: &str) -> Vec<String> {
+    tracked_files(state)
         .await
-        .unwrap();
-    let mut urls: Vec<String> = sqlx::query_scalar("SELECT file_url FROM ingested_file_status")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-    urls.sort();
-    urls
+        .into_iter()
+        .map(|(url, _)| url)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -141,10 +130,10 @@ async fn files_dropped_into_the_raw_folder_end_in_the_warehouse_without_another_
         names
     };
     // The last files (another province's, the item master) may still be settling.
-    let mut tracked = tracked_files(&state_db).await;
+    let mut tracked = tracked_urls(&state).await;
     while tracked != expected_tracked && last_file.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        tracked = tracked_files(&state_db).await;
+        tracked = tracked_urls(&state).await;
     }
     assert_eq!(tracked, expected_tracked, "{}", watching.log());
     assert!(validated.join("_quarantine/WI-203.csv").exists());
@@ -211,7 +200,7 @@ async fn an_s3_folder_is_watched_the_same_way() {
     let expected = vec![format!("{validated}/WI-201.csv")];
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
-        if state_db.exists() && tracked_files(&state_db).await == expected {
+        if state_db.exists() && tracked_urls(&state).await == expected {
             assert_eq!(file_names(&validated).await, vec!["WI-201.csv".to_string()]);
             return;
         }

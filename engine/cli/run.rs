@@ -249,7 +249,9 @@ fn report(args: &RunArgs, plan: &Plan, outcome: &RunOutcome) -> Result<()> {
     if args.dry_run && (plan.table.is_some() || plan.warehouse.is_some()) {
         eprintln!("tally run: --dry-run: nothing was written to the sinks");
     }
-    for r in outcome.sinks.iter().filter(|r| r.sink != "file") {
+    // The --output file is the user's own: it has no line of its own, nor a place in the JSON.
+    let sinks: Vec<_> = outcome.sinks.iter().filter(|r| r.sink != "file").collect();
+    for r in &sinks {
         eprintln!("tally run: {} {}: {}", r.sink, r.target, r.summary);
     }
     for statement in outcome.follow_up_sql() {
@@ -259,7 +261,6 @@ fn report(args: &RunArgs, plan: &Plan, outcome: &RunOutcome) -> Result<()> {
         eprintln!("  skipped bad row: {bad}");
     }
     if let Some(path) = &args.summary_json {
-        let sinks: Vec<_> = outcome.sinks.iter().filter(|r| r.sink != "file").collect();
         let summary = serde_json::json!({ "run": s, "sinks": sinks });
         let text = serde_json::to_string_pretty(&summary)?;
         std::fs::write(path, outcome.scrub.scrub(&text).as_bytes())

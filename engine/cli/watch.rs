@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use tally::control::events::Folders;
 use tally::control::watch::{event_lines, WatchOptions, Watcher};
 use tally::control::{Executor, ScheduleOptions};
 use tally::layout::LayoutSet;
@@ -47,10 +48,12 @@ pub async fn run(args: WatchArgs, layouts: LayoutSet, progress: &Progress) -> Re
     let (store, state_url) = connect_state(&args.state.state).await?;
     let interval = Duration::from_millis(args.interval_ms.max(50));
     let options = WatchOptions {
-        raw: args.raw.clone(),
-        validated: args.validated,
-        layouts,
-        max_bad_rows: args.max_bad_rows,
+        folders: Folders {
+            raw: args.raw.clone(),
+            validated: args.validated,
+            layouts,
+            max_bad_rows: args.max_bad_rows,
+        },
         schedule: ScheduleOptions {
             executor: Executor::Local {
                 tally: std::env::current_exe().context("cannot find the tally binary")?,

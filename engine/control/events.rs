@@ -20,15 +20,30 @@ use crate::progress::Progress;
 use crate::state::{StateError, StateStore};
 use crate::validate::{validate_some, FileReport, ValidateError, ValidateOptions};
 
-/// Where the function reads and writes, from its environment.
+/// Where raw files arrive and where their validated files go (folders or S3 prefixes), and how
+/// they are validated: what the Lambda function and `tally watch` both work on.
 #[derive(Debug, Clone)]
-pub struct EventConfig {
-    /// Prefix raw files arrive under (`s3://bucket/raw`).
+pub struct Folders {
+    /// Raw `.tdf` files arrive here (`raw/`, `s3://bucket/raw`).
     pub raw: String,
-    /// Prefix validated files go to (`s3://bucket/validated`).
+    /// Validated files go here; they are tracked under this spelling.
     pub validated: String,
+    /// A file with more bad rows than this is not published.
     pub max_bad_rows: Option<u64>,
     pub layouts: LayoutSet,
+}
+
+impl Folders {
+    /// Validation from the raw folder into the validated one, `parallelism` files at once.
+    pub fn validation(&self, parallelism: usize) -> ValidateOptions {
+        ValidateOptions {
+            input: self.raw.clone(),
+            output: self.validated.clone(),
+            max_bad_rows: self.max_bad_rows,
+            parallelism,
+            layouts: self.layouts.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +82,7 @@ fn under<'u>(url: &'u str, prefix: &str) -> Option<&'u str> {
 
 /// Handles one created object (`s3://bucket/key`, key decoded) at the event's time.
 pub async fn on_object_created(
-    config: &EventConfig,
+    config: &Folders,
     store: &StateStore,
     url: &str,
     time: DateTime<Utc>,
@@ -80,14 +95,10 @@ pub async fn on_object_created(
         if rest.contains('/') || !rest.to_ascii_lowercase().ends_with(".tdf") {
             return Ok(ignored("not a .tdf file directly under the raw prefix"));
         }
-        let options = ValidateOptions {
-            input: config.raw.clone(),
-            output: config.validated.clone(),
-            max_bad_rows: config.max_bad_rows,
-            parallelism: 1,
-            layouts: config.layouts.clone(),
-        };
-        let mut report = validate_some(&options, &Progress::hidden(), |f| f.name == rest).await?;
+        let mut report = validate_some(&config.validation(1), &Progress::hidden(), |f| {
+            f.name == rest
+        })
+        .await?;
         return Ok(match report.files.pop() {
             Some(report) => ObjectAction::Validated {
                 url: url.to_string(),

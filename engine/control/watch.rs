@@ -19,23 +19,18 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use super::events::Folders;
 use super::{schedule, Decision, Outcome, ScheduleOptions};
-use crate::layout::LayoutSet;
 use crate::progress::Progress;
 use crate::state::{StateError, StateStore};
 use crate::storage::{Location, StorageError};
-use crate::validate::{output_name, validate_some, FileReport, ValidateError, ValidateOptions};
+use crate::validate::{output_name, validate_some, FileReport, ValidateError};
 
 /// What `tally watch` watches and how it runs what becomes ready.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
-    /// Folder of raw `.tdf` files (a path, `file://` or `s3://`).
-    pub raw: String,
-    /// Folder the validated files go to; tracked under this spelling.
-    pub validated: String,
-    pub layouts: LayoutSet,
-    /// A file with more bad rows than this is not published.
-    pub max_bad_rows: Option<u64>,
+    /// The raw folder watched (a path, `file://` or `s3://`) and the validated one.
+    pub folders: Folders,
     /// How the scheduler pass runs the jobs that are ready.
     pub schedule: ScheduleOptions,
     /// How often the raw folder is listed.
@@ -95,7 +90,8 @@ impl Watcher {
     /// One pass: list, validate what settled, track it, schedule.
     pub async fn pass(&mut self, progress: &Progress) -> Result<PassReport, WatchError> {
         let mut report = PassReport::default();
-        let raw = Location::open(&self.options.raw).await?;
+        let folders = &self.options.folders;
+        let raw = Location::open(&folders.raw).await?;
         let mut ready: HashMap<String, Version> = HashMap::new();
         for file in raw.list_files().await? {
             if !file.name.to_ascii_lowercase().ends_with(".tdf") {
@@ -106,7 +102,7 @@ impl Watcher {
                 continue;
             }
             if self.settling.get(&file.name) == Some(&version) {
-                if self.options.layouts.for_file(&file.name).is_none() {
+                if folders.layouts.for_file(&file.name).is_none() {
                     report.no_layout.push(file.name.clone());
                     self.done.insert(file.name, version);
                 } else {
@@ -117,17 +113,12 @@ impl Watcher {
             }
         }
         if !ready.is_empty() {
-            let options = ValidateOptions {
-                input: self.options.raw.clone(),
-                output: self.options.validated.clone(),
-                max_bad_rows: self.options.max_bad_rows,
-                parallelism: 2,
-                layouts: self.options.layouts.clone(),
-            };
-            let validated =
-                validate_some(&options, progress, |f| ready.contains_key(&f.name)).await?;
+            let validated = validate_some(&folders.validation(2), progress, |f| {
+                ready.contains_key(&f.name)
+            })
+            .await?;
             let now = Utc::now();
-            let folder = self.options.validated.trim_end_matches('/');
+            let folder = folders.validated.trim_end_matches('/');
             let mut tracked = Vec::new();
             for file in &validated.files {
                 let name = file.input.rsplit('/').next().unwrap_or(&file.input);

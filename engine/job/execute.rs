@@ -8,6 +8,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionContext;
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
@@ -223,22 +224,17 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
 
     let stats = Arc::new(SourceStats::new(request.max_bad_rows));
     let ctx = session_with_memory_limit(Some(request.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT)));
-    let table = input_table(
-        &files,
-        &job.input.layout,
-        stats.clone(),
-        ctx.copied_config().target_partitions(),
-    )
-    .map_err(|e| query_err(job, e))?;
-    ctx.register_table(job.input.table.as_str(), Arc::new(table))
-        .map_err(|e| query_err(job, e))?;
-
+    let partitions = ctx.copied_config().target_partitions();
     let bar = progress.bytes("reading", files.iter().map(|f| f.size).sum());
-    let frame = ctx
-        .sql(&job.sql)
-        .await
-        .and_then(|df| df.with_param_values(param_values(&request.params)))
-        .map_err(|e| query_err(job, e))?;
+    let frame = job_frame(
+        &ctx,
+        job,
+        &files,
+        stats.clone(),
+        partitions,
+        &request.params,
+    )
+    .await?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     check_output_columns(job, &schema)?;
     let ticker = {
@@ -296,25 +292,37 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
     })
 }
 
+/// The job's SQL planned in `ctx` over `files` as its input table, its parameters bound.
+async fn job_frame(
+    ctx: &SessionContext,
+    job: &JobDefinition,
+    files: &[InputFile],
+    stats: Arc<SourceStats>,
+    partitions: usize,
+    params: &BTreeMap<String, String>,
+) -> Result<DataFrame, RunError> {
+    let table =
+        input_table(files, &job.input.layout, stats, partitions).map_err(|e| query_err(job, e))?;
+    ctx.register_table(job.input.table.as_str(), Arc::new(table))
+        .map_err(|e| query_err(job, e))?;
+    ctx.sql(&job.sql)
+        .await
+        .and_then(|df| df.with_param_values(param_values(params)))
+        .map_err(|e| query_err(job, e))
+}
+
 /// The job's SQL planned over an empty input, each parameter set by `value_of`.
 async fn plan_over_nothing(
     job: &JobDefinition,
     value_of: impl Fn(&str) -> String,
-) -> Result<datafusion::dataframe::DataFrame, RunError> {
-    let ctx = session();
-    let table = input_table(&[], &job.input.layout, Arc::new(SourceStats::new(0)), 1)
-        .map_err(|e| query_err(job, e))?;
-    ctx.register_table(job.input.table.as_str(), Arc::new(table))
-        .map_err(|e| query_err(job, e))?;
+) -> Result<DataFrame, RunError> {
     let params: BTreeMap<String, String> = job
         .params
         .iter()
         .map(|p| (p.clone(), value_of(p)))
         .collect();
-    ctx.sql(&job.sql)
-        .await
-        .and_then(|df| df.with_param_values(param_values(&params)))
-        .map_err(|e| query_err(job, e))
+    let stats = Arc::new(SourceStats::new(0));
+    job_frame(&session(), job, &[], stats, 1, &params).await
 }
 
 /// The job's logical and physical plans, as `EXPLAIN` prints them, over an empty input.

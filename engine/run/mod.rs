@@ -232,16 +232,12 @@ impl Run {
         // been read, so it counts as new for the next run (never as processed without being read).
         let inputs_listed_at = Utc::now();
         let rows = run_job(&self.request, &self.progress).await?;
-        let mut reports = if sinks.is_empty() {
-            Vec::new()
-        } else {
-            let job_rows = JobRows {
-                job: &self.request.job,
-                schema: rows.schema.clone(),
-                batches: &rows.batches,
-            };
-            deliver(&job_rows, &sinks).await?
+        let job_rows = JobRows {
+            job: &self.request.job,
+            schema: rows.schema.clone(),
+            batches: &rows.batches,
         };
+        let mut reports = deliver(&job_rows, &sinks).await?;
         for r in &mut reports {
             r.target = scrub.scrub(&r.target).into_owned();
         }
@@ -281,17 +277,7 @@ fn spawn_heartbeat(url: String, run_id: String) -> tokio::task::JoinHandle<()> {
 
 /// The error and its sources, `a: b: c`, with the run's secrets masked.
 fn scrubbed_chain(e: &RunStepError, scrub: &Scrubber) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut next = std::error::Error::source(e);
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        // `transparent` variants and messages that already quote their cause repeat it.
-        if !parts.last().is_some_and(|last| last.contains(&text)) {
-            parts.push(text);
-        }
-        next = cause.source();
-    }
-    scrub.scrub(&parts.join(": ")).into_owned()
+    scrub.scrub(&crate::error_chain(e)).into_owned()
 }
 
 fn failed(cause: RunStepError, run_id: Option<String>, scrub: &Scrubber) -> RunFailed {

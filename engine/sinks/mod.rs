@@ -106,24 +106,22 @@ pub struct SinkError {
 }
 
 impl SinkError {
-    /// A sink error whose message is `cause` followed by each of its sources, `a: b: c`, as
-    /// `anyhow` prints a chain: the library keeps typed causes, the run's summary a line.
+    /// A sink error whose message is `cause` and its sources ([`crate::error_chain`]) after an
+    /// optional context: the library keeps typed causes, the run's summary a line.
     pub fn caused_by(
         sink: &'static str,
         target: impl Into<String>,
         context: Option<&str>,
         cause: &(dyn std::error::Error + 'static),
     ) -> SinkError {
-        let mut message: Vec<String> = context.map(str::to_string).into_iter().collect();
-        let mut next = Some(cause);
-        while let Some(e) = next {
-            message.push(e.to_string());
-            next = e.source();
-        }
+        let chain = crate::error_chain(cause);
         SinkError {
             sink,
             target: target.into(),
-            message: message.join(": "),
+            message: match context {
+                Some(context) => format!("{context}: {chain}"),
+                None => chain,
+            },
         }
     }
 }

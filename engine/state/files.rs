@@ -27,19 +27,24 @@ pub fn files_from_s3_event(json: &str) -> Result<Vec<(String, DateTime<Utc>)>, S
             let key = r["s3"]["object"]["key"]
                 .as_str()
                 .ok_or(S3EventError::Shape("a record has no s3.object.key"))?;
-            // Keys arrive URL-encoded, with `+` for spaces.
-            let key = url::form_urlencoded::parse(format!("k={key}").as_bytes())
-                .next()
-                .map(|(_, v)| v.to_string())
-                .unwrap_or_default();
             let time = r["eventTime"]
                 .as_str()
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&Utc))
                 .unwrap_or_else(Utc::now);
-            Ok((format!("s3://{bucket}/{key}"), time))
+            Ok((s3_object_url(bucket, key), time))
         })
         .collect()
+}
+
+/// The `s3://` URL of an object an S3 event notification names: its key arrives form-encoded
+/// (`%XX` escapes, `+` for a space).
+pub fn s3_object_url(bucket: &str, encoded_key: &str) -> String {
+    let key = url::form_urlencoded::parse(format!("k={encoded_key}").as_bytes())
+        .next()
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default();
+    format!("s3://{bucket}/{key}")
 }
 
 impl StateStore {

@@ -32,7 +32,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{MySql, Pool, Postgres, Sqlite};
 
 pub use criteria::{check_read_only_select, CriteriaError, SqlDialect};
-pub use files::files_from_s3_event;
+pub use files::{files_from_s3_event, s3_object_url};
 pub use jobs::{JobConfig, JobConfigRow, JobParams, RetryPolicy};
 pub use runs::{Expired, RunCounts, RunRecord, RunStatus};
 

@@ -470,3 +470,23 @@ pub fn prefix(name: &str) -> String {
         chrono::Utc::now().timestamp_micros()
     )
 }
+
+/// A child process (a server, a watcher, an emulator) stopped when dropped, however the test
+/// ends.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The files tracked in a state store, with their validation times, by URL.
+pub async fn tracked_files(state_url: &str) -> Vec<(String, Option<String>)> {
+    let store = tally::state::StateStore::connect(state_url).await.unwrap();
+    let mut files = store.tracked_files().await.unwrap();
+    store.close().await;
+    files.sort();
+    files
+}

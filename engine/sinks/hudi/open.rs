@@ -167,8 +167,5 @@ pub async fn commit_schema(
     {
         return Ok(schema);
     }
-    avro_schema(&table.config.name, data, false).map_err(|e| TableError::Data {
-        url: table.location.url.clone(),
-        message: e.to_string(),
-    })
+    avro_schema(&table.config.name, data, false).map_err(|e| table.data_err(e))
 }

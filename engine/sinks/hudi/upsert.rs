@@ -174,10 +174,6 @@ impl Incoming {
         instant: &str,
     ) -> Result<Incoming, TableError> {
         let url = &table.location.url;
-        let data_err = |message: String| TableError::Data {
-            url: url.clone(),
-            message,
-        };
         let data_schema = existing_data_schema(table, timeline)
             .await?
             .unwrap_or_else(|| {
@@ -189,18 +185,17 @@ impl Incoming {
                         .collect::<Vec<_>>(),
                 ))
             });
-        let batch =
-            concat_batches(&rows.schema, rows.batches).map_err(|e| data_err(e.to_string()))?;
+        let batch = concat_batches(&rows.schema, rows.batches).map_err(|e| table.data_err(e))?;
         let batch = conform(&batch, &data_schema, url)?;
         let keys = table.record_keys(&batch)?;
         let partitions = table.partition_paths(&batch)?;
         let table_schema = super::schema::table_schema(&data_schema);
         let rows = with_meta_columns(&batch, &table_schema, instant, &keys, &partitions)
-            .map_err(|e| data_err(e.to_string()))?;
+            .map_err(|e| table.data_err(e))?;
         let precombine = &table.config.precombine_field;
         let precombine_idx = table_schema
             .index_of(precombine)
-            .map_err(|_| data_err(format!("no precombine column `{precombine}`")))?;
+            .map_err(|_| table.data_err(format!("no precombine column `{precombine}`")))?;
         Ok(Incoming {
             rows,
             keys,

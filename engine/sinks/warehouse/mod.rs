@@ -66,18 +66,11 @@ impl WarehouseSink {
 impl Sink for WarehouseSink {
     async fn stage(&self, rows: &JobRows<'_>) -> Result<Box<dyn StagedWrite>, SinkError> {
         let target = self.display_url();
-        let spec = Self::table_spec(rows).map_err(|e| SinkError {
-            sink: "warehouse",
-            target: target.clone(),
-            message: e.to_string(),
-        })?;
+        let spec = Self::table_spec(rows)
+            .map_err(|e| SinkError::caused_by("warehouse", target.clone(), None, &e))?;
         if self.url.starts_with("redshift-data://") {
-            let data_api =
-                redshift_data::DataApiTarget::parse(&self.url).map_err(|e| SinkError {
-                    sink: "warehouse",
-                    target: target.clone(),
-                    message: e.to_string(),
-                })?;
+            let data_api = redshift_data::DataApiTarget::parse(&self.url)
+                .map_err(|e| SinkError::caused_by("warehouse", target.clone(), None, &e))?;
             let client = data_api.client().await;
             return redshift_data::stage(
                 client,
