@@ -365,7 +365,7 @@ fn jobs_are_listed_shown_and_explained() {
         show.contains("record key:  store_id, item_id, trans_date"),
         "{show}"
     );
-    assert!(show.contains("ROW_NUMBER()"));
+    assert!(show.contains("newest_sum("));
     let plan = ok(&["jobs", "explain", "province_sales"]);
     assert!(
         plan.contains("logical_plan") && plan.contains("physical_plan"),

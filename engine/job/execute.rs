@@ -19,7 +19,9 @@ use serde::Serialize;
 use super::definition::{DefinitionError, JobDefinition};
 use crate::layout::format_date;
 use crate::progress::Progress;
-use crate::sources::{input_table, list_inputs, BadRow, InputFile, ListingError, SourceStats};
+use crate::sources::{
+    files_table, input_table, list_inputs, BadRow, InputFile, ListingError, SourceStats,
+};
 use crate::storage::{Location, StorageError};
 
 #[derive(Debug, thiserror::Error)]
@@ -157,20 +159,21 @@ pub fn session_with_memory_limit(limit: Option<u64>) -> SessionContext {
         .with_information_schema(false);
     // `VARCHAR` in a job's SQL means plain Utf8, the string type every sink and reader expects.
     config.options_mut().sql_parser.map_string_types_to_utf8view = false;
-    let Some(limit) = limit else {
-        return SessionContext::new_with_config(config);
-    };
-    let pool = datafusion::execution::memory_pool::FairSpillPool::new(limit as usize);
-    match datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(pool))
-        .build_arc()
-    {
-        Ok(runtime) => SessionContext::new_with_config_rt(config, runtime),
-        Err(e) => {
+    let ctx = match limit.map(|limit| {
+        let pool = datafusion::execution::memory_pool::FairSpillPool::new(limit as usize);
+        datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()
+    }) {
+        None => SessionContext::new_with_config(config),
+        Some(Ok(runtime)) => SessionContext::new_with_config_rt(config, runtime),
+        Some(Err(e)) => {
             tracing::warn!(error = %e, "cannot set up the memory pool; running without a limit");
             SessionContext::new_with_config(config)
         }
-    }
+    };
+    super::functions::register(&ctx);
+    ctx
 }
 
 /// The job's parameters as SQL values (`$province` → `'IL'`), bound by DataFusion rather than
@@ -304,6 +307,9 @@ async fn job_frame(
     let table =
         input_table(files, &job.input.layout, stats, partitions).map_err(|e| query_err(job, e))?;
     ctx.register_table(job.input.table.as_str(), Arc::new(table))
+        .map_err(|e| query_err(job, e))?;
+    let files_table = files_table(files).map_err(|e| query_err(job, e))?;
+    ctx.register_table(format!("{}_files", job.input.table), Arc::new(files_table))
         .map_err(|e| query_err(job, e))?;
     ctx.sql(&job.sql)
         .await

@@ -1,8 +1,9 @@
 //! SQL-defined jobs: their definitions ([`definition`]) and how their SQL runs over the input
-//! files ([`execute`]). Delivering the rows to sinks and reporting the run is [`crate::run`].
+//! files ([`execute`]), with the SQL functions tally adds ([`functions`]). Delivering the rows to sinks and reporting the run is [`crate::run`].
 
 pub mod definition;
 pub mod execute;
+pub mod functions;
 
 pub use definition::{DefinitionError, JobCatalog, JobDefinition, OutputSpec, SinkSpec};
 pub use execute::{

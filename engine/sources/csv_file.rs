@@ -18,12 +18,12 @@ use object_store::ObjectStoreExt;
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::{lineage_columns, BadRow, InputFile, SourceStats, BATCH_ROWS};
+use super::{BadRow, RankedFile, SourceStats, BATCH_ROWS};
 use crate::layout::{ColumnType, Layout, Parsed};
 
 #[derive(Debug)]
 pub(crate) struct CsvPartition {
-    pub file: InputFile,
+    pub file: RankedFile,
     pub layout: Layout,
     pub schema: SchemaRef,
     pub stats: Arc<SourceStats>,
@@ -38,7 +38,7 @@ impl PartitionStream for CsvPartition {
         // Parsing is CPU work on a blocking thread; batches flow back through a small channel,
         // which also bounds how far the parser runs ahead of the query.
         let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(2);
-        let (file, layout, schema, stats) = (
+        let (ranked, layout, schema, stats) = (
             self.file.clone(),
             self.layout.clone(),
             self.schema.clone(),
@@ -46,13 +46,14 @@ impl PartitionStream for CsvPartition {
         );
         tokio::spawn(async move {
             let error_tx = tx.clone();
+            let file = ranked.file.clone();
             let url = file.url.clone();
             let joined = match file.local_path.clone() {
                 // A local file is read with plain blocking reads on the parsing thread: going
                 // through the object store would cost a thread hand-off per small chunk.
                 Some(path) => {
                     tokio::task::spawn_blocking(move || match std::fs::File::open(&path) {
-                        Ok(reader) => read_csv(reader, &file, &layout, &schema, &stats, &tx),
+                        Ok(reader) => read_csv(reader, &ranked, &layout, &schema, &stats, &tx),
                         Err(e) => {
                             let _ = tx.blocking_send(Err(DataFusionError::Execution(format!(
                                 "cannot read {}: {e}",
@@ -77,7 +78,7 @@ impl PartitionStream for CsvPartition {
                     };
                     let reader = SyncIoBridge::new(StreamReader::new(body));
                     tokio::task::spawn_blocking(move || {
-                        read_csv(reader, &file, &layout, &schema, &stats, &tx)
+                        read_csv(reader, &ranked, &layout, &schema, &stats, &tx)
                     })
                     .await
                 }
@@ -144,12 +145,13 @@ impl ColumnBuilder {
 
 fn read_csv<R: Read>(
     reader: R,
-    file: &InputFile,
+    ranked: &RankedFile,
     layout: &Layout,
     schema: &SchemaRef,
     stats: &SourceStats,
     tx: &mpsc::Sender<Result<RecordBatch>>,
 ) {
+    let file = &ranked.file;
     let fail = |message: String| {
         let _ = tx.blocking_send(Err(DataFusionError::Execution(message)));
     };
@@ -210,7 +212,7 @@ fn read_csv<R: Read>(
                 .bytes_in
                 .fetch_add(pos - bytes_reported, Ordering::Relaxed);
             bytes_reported = pos;
-            if !send_batch(&mut builders, file, schema, stats, tx) {
+            if !send_batch(&mut builders, ranked, schema, stats, tx) {
                 return;
             }
         }
@@ -219,14 +221,14 @@ fn read_csv<R: Read>(
         .bytes_in
         .fetch_add(csv.position().byte() - bytes_reported, Ordering::Relaxed);
     if builders[0].len() > 0 {
-        send_batch(&mut builders, file, schema, stats, tx);
+        send_batch(&mut builders, ranked, schema, stats, tx);
     }
 }
 
 /// Finishes the builders into a batch and sends it; false when the reader should stop.
 fn send_batch(
     builders: &mut [ColumnBuilder],
-    file: &InputFile,
+    file: &RankedFile,
     schema: &SchemaRef,
     stats: &SourceStats,
     tx: &mpsc::Sender<Result<RecordBatch>>,
@@ -237,7 +239,7 @@ fn send_batch(
         .map(ColumnBuilder::finish)
         .collect::<Result<Vec<_>>>()
         .and_then(|mut columns| {
-            columns.extend(lineage_columns(file, rows));
+            columns.extend(file.lineage_columns(rows));
             Ok(RecordBatch::try_new(schema.clone(), columns)?)
         });
     let ok = batch.is_ok();

@@ -17,13 +17,13 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use futures::{StreamExt, TryStreamExt};
 
-use super::{lineage_columns, BadRow, InputFile, SourceStats, BATCH_ROWS};
+use super::{BadRow, RankedFile, SourceStats, BATCH_ROWS};
 use crate::layout::{ColumnType, FieldRef, Layout};
 use crate::storage::ObjectFileReader;
 
 #[derive(Debug)]
 pub(crate) struct ParquetPartition {
-    pub file: InputFile,
+    pub file: RankedFile,
     pub layout: Layout,
     pub schema: SchemaRef,
     pub stats: Arc<SourceStats>,
@@ -35,13 +35,14 @@ impl PartitionStream for ParquetPartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (file, layout, schema, stats) = (
+        let (ranked, layout, schema, stats) = (
             self.file.clone(),
             self.layout.clone(),
             self.schema.clone(),
             self.stats.clone(),
         );
         let batches = futures::stream::once(async move {
+            let file = ranked.file.clone();
             let reader = ObjectFileReader::new(file.store.clone(), file.path.clone(), file.size);
             let url = file.url.clone();
             let fail = move |e: &dyn std::fmt::Display| {
@@ -85,7 +86,7 @@ impl PartitionStream for ParquetPartition {
                 let batch = batch.map_err(|e| fail(&e))?;
                 let first_row = rows_before;
                 rows_before += batch.num_rows() as u64;
-                convert(batch, first_row, &file, &layout, &schema, &stats)
+                convert(batch, first_row, &ranked, &layout, &schema, &stats)
             }))
         })
         .try_flatten();
@@ -120,11 +121,12 @@ fn check_convertible(url: &str, name: &str, want: ColumnType, have: &DataType) -
 fn convert(
     batch: RecordBatch,
     first_row: u64,
-    file: &InputFile,
+    ranked: &RankedFile,
     layout: &Layout,
     schema: &SchemaRef,
     stats: &SourceStats,
 ) -> Result<RecordBatch> {
+    let file = &ranked.file;
     let rows = batch.num_rows();
     let mut keep = vec![true; rows];
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
@@ -183,7 +185,7 @@ fn convert(
             .collect::<std::result::Result<_, _>>()?;
     }
     let kept = rows - dropped;
-    columns.extend(lineage_columns(file, kept));
+    columns.extend(ranked.lineage_columns(kept));
     stats
         .rows_in
         .fetch_add(kept as u64, std::sync::atomic::Ordering::Relaxed);
