@@ -179,15 +179,21 @@ pub async fn deliver(
     rows: &JobRows<'_>,
     sinks: &[Box<dyn Sink>],
 ) -> Result<Vec<SinkReport>, DeliveryError> {
+    // Sinks stage at the same time (a warehouse's statements run on its connection's thread
+    // while the Hudi table encodes its files); the first failure, in sink order, is the error.
     let mut staged: Vec<Box<dyn StagedWrite>> = Vec::with_capacity(sinks.len());
-    for sink in sinks {
-        match sink.stage(rows).await {
+    let mut failed: Option<SinkError> = None;
+    for result in futures::future::join_all(sinks.iter().map(|sink| sink.stage(rows))).await {
+        match result {
             Ok(s) => staged.push(s),
             Err(e) => {
-                discard_all(staged).await;
-                return Err(DeliveryError::NothingPublished(e));
+                failed.get_or_insert(e);
             }
         }
+    }
+    if let Some(e) = failed {
+        discard_all(staged).await;
+        return Err(DeliveryError::NothingPublished(e));
     }
     let mut reports: Vec<SinkReport> = Vec::with_capacity(staged.len());
     let mut pending = staged.into_iter();

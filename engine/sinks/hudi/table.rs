@@ -491,37 +491,11 @@ impl HudiTable {
         Ok((schema, batches))
     }
 
-    /// Writes a base file in one put (readers ignore it until its instant completes).
-    pub async fn write_base_file(
-        &self,
-        partition: &str,
-        file_name: &str,
-        batch: &RecordBatch,
-        avro_schema: &str,
-        key_range: (&str, &str),
-    ) -> Result<u64, TableError> {
-        let relative = if partition.is_empty() {
-            file_name.to_string()
-        } else {
-            format!("{partition}/{file_name}")
-        };
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_key_value_metadata(Some(vec![
-                KeyValue::new("parquet.avro.schema".into(), avro_schema.to_string()),
-                KeyValue::new("hoodie_min_record_key".into(), key_range.0.to_string()),
-                KeyValue::new("hoodie_max_record_key".into(), key_range.1.to_string()),
-            ]))
-            .build();
-        let mut buffer = Vec::with_capacity(1 << 20);
-        let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))
-            .map_err(|e| self.failed(format!("cannot encode {relative}"), e))?;
-        writer
-            .write(batch)
-            .and_then(|_| writer.close().map(|_| ()))
-            .map_err(|e| self.failed(format!("cannot encode {relative}"), e))?;
-        let size = buffer.len() as u64;
-        self.put(&relative, buffer).await?;
+    /// Writes an encoded base file (see [`encode_base_file`]) in one put, at `relative` (its
+    /// partition path and file name); readers ignore it until its instant completes.
+    pub async fn put_base_file(&self, relative: &str, bytes: Vec<u8>) -> Result<u64, TableError> {
+        let size = bytes.len() as u64;
+        self.put(relative, bytes).await?;
         Ok(size)
     }
 
@@ -577,3 +551,25 @@ impl HudiTable {
 
 /// Shared reference to a table's object store, for background work.
 pub type SharedTable = Arc<HudiTable>;
+
+/// A base file's bytes: `batch` as Snappy-compressed Parquet, with the Avro schema and the record
+/// key range Hudi's readers and index expect in its footer. CPU work, meant for a blocking thread.
+pub fn encode_base_file(
+    batch: &RecordBatch,
+    avro_schema: &str,
+    key_range: (&str, &str),
+) -> Result<Vec<u8>, datafusion::parquet::errors::ParquetError> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("parquet.avro.schema".into(), avro_schema.to_string()),
+            KeyValue::new("hoodie_min_record_key".into(), key_range.0.to_string()),
+            KeyValue::new("hoodie_max_record_key".into(), key_range.1.to_string()),
+        ]))
+        .build();
+    let mut buffer = Vec::with_capacity(1 << 20);
+    let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(buffer)
+}

@@ -23,6 +23,7 @@ use chrono::Utc;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use futures::StreamExt;
 
 use super::archive::ArchivePolicy;
 use super::clean::CleanPolicy;
@@ -33,7 +34,7 @@ use super::merge::{conform, conform_all, merge_group, with_meta_columns, MergeTa
 use super::open::{commit_schema, existing_data_schema, job_table_config, open_or_create};
 use super::plan::{locate_keys, place_rows, GroupPlan};
 use super::schema::avro_schema;
-use super::table::{HudiTable, TableError};
+use super::table::{encode_base_file, HudiTable, TableError};
 use super::timeline::{new_instant_time, BaseFile, Timeline};
 use crate::sinks::{JobRows, SinkDetails, SinkError, SinkReport, StagedWrite};
 
@@ -253,7 +254,6 @@ async fn stage_locked(
     rows: &JobRows<'_>,
     options: &UpsertOptions,
 ) -> Result<(UpsertFigures, Option<StagedParts>), TableError> {
-    let url = table.location.url.clone();
     let mut figures = UpsertFigures::default();
     super::open::refuse_metadata_table(table).await?;
     let (rolled_back, timeline) = super::rollback::recover(table, options.lock.lease).await?;
@@ -286,80 +286,53 @@ async fn stage_locked(
     let mut stats: Vec<(String, WriteStat)> = Vec::new();
     let mut written = Vec::new();
     let mut cleaning = Vec::new();
-    for (group_no, plan) in plans.iter().enumerate() {
-        let existing = match &plan.base {
-            Some(base) => {
-                let (_, batches) = table.read_base_file(base, None).await?;
-                figures.files_rewritten += 1;
-                figures.bytes_rewritten_read += base.size;
-                let batches = conform_all(&batches, &table_schema, &url)?;
-                Some(concat_batches(&table_schema, &batches).map_err(|e| table.data_err(e))?)
-            }
-            None => None,
-        };
-        let file_name = BaseFile::name(&plan.file_id, &format!("{group_no}-0-0"), &instant);
-        let target = MergeTarget {
-            instant: &instant,
-            group_no,
-            file_name: &file_name,
-        };
-        let merged = merge_group(
-            existing.as_ref(),
-            &incoming.rows,
-            plan,
-            &incoming.keys,
-            incoming.precombine_idx,
-            &target,
-        )
-        .map_err(|e| table.data_err(e))?;
-        figures.unchanged += merged.unchanged;
-        figures.older_ignored += merged.older;
-        if merged.updates == 0 && merged.inserts == 0 {
-            continue;
+    // Groups are merged here and their Parquet encoded on blocking threads, as many at once as
+    // there are cores (so at most that many new base files are in memory); the files are then
+    // put one by one, in plan order.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let context = GroupContext {
+        table,
+        incoming: &incoming,
+        instant: &instant,
+        table_schema: &table_schema,
+        avro_schema: &avro_with_meta,
+    };
+    let mut groups = futures::stream::iter(0..plans.len())
+        .map(|group_no| context.rewrite(group_no, &plans[group_no]))
+        .buffered(workers);
+    while let Some(group) = groups.next().await {
+        let group = group?;
+        let plan = &plans[group.group_no];
+        if let Some(size) = group.rewritten {
+            figures.files_rewritten += 1;
+            figures.bytes_rewritten_read += size;
         }
-        figures.updates += merged.updates;
-        figures.inserts += merged.inserts;
-        let key_col = merged.batch.column(2).as_string::<i32>();
-        let min_key = key_col
-            .iter()
-            .flatten()
-            .min()
-            .unwrap_or_default()
-            .to_string();
-        let max_key = key_col
-            .iter()
-            .flatten()
-            .max()
-            .unwrap_or_default()
-            .to_string();
-        let size = table
-            .write_base_file(
-                &plan.partition,
-                &file_name,
-                &merged.batch,
-                &avro_with_meta,
-                (&min_key, &max_key),
-            )
-            .await?;
+        figures.unchanged += group.unchanged;
+        figures.older_ignored += group.older;
+        let Some(file) = group.file else {
+            continue;
+        };
+        figures.updates += file.updates;
+        figures.inserts += file.inserts;
+        let relative = if plan.partition.is_empty() {
+            file.name.clone()
+        } else {
+            format!("{}/{}", plan.partition, file.name)
+        };
+        let size = table.put_base_file(&relative, file.bytes).await?;
         figures.files_written += 1;
         figures.bytes_written += size;
-        let relative = if plan.partition.is_empty() {
-            file_name.clone()
-        } else {
-            format!("{}/{file_name}", plan.partition)
-        };
         let stat = WriteStat::new(&plan.file_id, plan.base.as_ref(), Some((&relative, size)))
-            .counts(
-                merged.batch.num_rows() as u64,
-                merged.updates,
-                merged.inserts,
-            );
+            .counts(file.rows, file.updates, file.inserts);
         stats.push((plan.partition.clone(), stat));
         written.push(relative);
         if let Some(slices) = slices_of.get(&plan.file_id) {
             cleaning.push(slices.clone());
         }
     }
+    drop(groups);
     crate::failpoint("hudi-after-base-files");
 
     if written.is_empty() {
@@ -384,6 +357,107 @@ async fn stage_locked(
             slices: cleaning,
         }),
     ))
+}
+
+/// What every file group's rewrite of one instant shares.
+struct GroupContext<'a> {
+    table: &'a HudiTable,
+    incoming: &'a Incoming,
+    instant: &'a str,
+    table_schema: &'a SchemaRef,
+    avro_schema: &'a str,
+}
+
+/// One file group after its rewrite: the figures, and the new base file unless nothing changed.
+struct RewrittenGroup {
+    group_no: usize,
+    /// The size of the base file read, when the group had one.
+    rewritten: Option<u64>,
+    unchanged: u64,
+    older: u64,
+    file: Option<EncodedFile>,
+}
+
+/// A new base file, encoded and not yet written.
+struct EncodedFile {
+    name: String,
+    bytes: Vec<u8>,
+    rows: u64,
+    inserts: u64,
+    updates: u64,
+}
+
+impl GroupContext<'_> {
+    /// Reads the group's latest base file (if any), merges the incoming rows the plan gives it,
+    /// and encodes the result on a blocking thread.
+    async fn rewrite(
+        &self,
+        group_no: usize,
+        plan: &GroupPlan,
+    ) -> Result<RewrittenGroup, TableError> {
+        let table = self.table;
+        let existing = match &plan.base {
+            Some(base) => {
+                let (_, batches) = table.read_base_file(base, None).await?;
+                let batches = conform_all(&batches, self.table_schema, &table.location.url)?;
+                Some(concat_batches(self.table_schema, &batches).map_err(|e| table.data_err(e))?)
+            }
+            None => None,
+        };
+        let name = BaseFile::name(&plan.file_id, &format!("{group_no}-0-0"), self.instant);
+        let target = MergeTarget {
+            instant: self.instant,
+            group_no,
+            file_name: &name,
+        };
+        let merged = merge_group(
+            existing.as_ref(),
+            &self.incoming.rows,
+            plan,
+            &self.incoming.keys,
+            self.incoming.precombine_idx,
+            &target,
+        )
+        .map_err(|e| table.data_err(e))?;
+        let mut group = RewrittenGroup {
+            group_no,
+            rewritten: plan.base.as_ref().map(|b| b.size),
+            unchanged: merged.unchanged,
+            older: merged.older,
+            file: None,
+        };
+        if merged.updates == 0 && merged.inserts == 0 {
+            return Ok(group);
+        }
+        let key_col = merged.batch.column(2).as_string::<i32>();
+        let min_key = key_col
+            .iter()
+            .flatten()
+            .min()
+            .unwrap_or_default()
+            .to_string();
+        let max_key = key_col
+            .iter()
+            .flatten()
+            .max()
+            .unwrap_or_default()
+            .to_string();
+        let (batch, avro) = (merged.batch.clone(), self.avro_schema.to_string());
+        let bytes = tokio::task::spawn_blocking(move || {
+            encode_base_file(&batch, &avro, (&min_key, &max_key))
+        })
+        .await
+        .map_err(|e| table.failed(format!("cannot encode {name}"), e))?
+        .map_err(|e| table.failed(format!("cannot encode {name}"), e))?;
+        group.file = Some(EncodedFile {
+            name,
+            bytes,
+            rows: merged.batch.num_rows() as u64,
+            inserts: merged.inserts,
+            updates: merged.updates,
+        });
+        Ok(group)
+    }
 }
 
 impl StagedUpsert {
