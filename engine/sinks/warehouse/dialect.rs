@@ -210,6 +210,45 @@ impl TableSpec {
             .join(" OR ")
     }
 
+    /// An upsert's conflict clause (SQLite, PostgreSQL): a row whose key is stored replaces the
+    /// stored row when its precombine value is newer or equal and something differs.
+    fn on_conflict(&self) -> String {
+        let set: Vec<String> = self
+            .columns
+            .iter()
+            .filter(|(c, _)| !self.key.contains(c))
+            .map(|(c, _)| format!("{} = excluded.{}", ident(c), ident(c)))
+            .chain([format!(
+                "{} = excluded.{}",
+                ident(UPDATED_AT),
+                ident(UPDATED_AT)
+            )])
+            .collect();
+        format!(
+            " ON CONFLICT ({keys}) DO UPDATE SET {set} WHERE excluded.{pre} >= t.{pre} AND ({differs})",
+            keys = self.key_list(),
+            set = set.join(", "),
+            pre = ident(&self.precombine),
+            differs = self.differs("t", "excluded"),
+        )
+    }
+
+    /// SQLite's direct upsert: the start of an `INSERT ... VALUES` into the table (rows follow,
+    /// each ending with `now` for `updated_at`) and its conflict clause. SQLite runs it in the
+    /// writer's own transaction, so no staging table is needed.
+    pub fn direct_upsert(&self, now: &str) -> (String, String, String) {
+        (
+            format!(
+                "INSERT INTO {} AS t ({}, {}) ",
+                ident(&self.name),
+                self.column_list(),
+                ident(UPDATED_AT)
+            ),
+            format!(", {now}"),
+            self.on_conflict(),
+        )
+    }
+
     /// The statements that move staged rows into the table, in one transaction with the staging
     /// load. `now` is the SQL expression for `updated_at`.
     pub fn merge_statements(&self, dialect: Dialect, now: &str) -> Vec<String> {
@@ -217,28 +256,11 @@ impl TableSpec {
         let cols = self.column_list();
         let pre = ident(&self.precombine);
         match dialect {
-            Dialect::Sqlite | Dialect::Postgres => {
-                let set: Vec<String> = self
-                    .columns
-                    .iter()
-                    .filter(|(c, _)| !self.key.contains(c))
-                    .map(|(c, _)| format!("{} = excluded.{}", ident(c), ident(c)))
-                    .chain([format!(
-                        "{} = excluded.{}",
-                        ident(UPDATED_AT),
-                        ident(UPDATED_AT)
-                    )])
-                    .collect();
-                vec![format!(
-                    "INSERT INTO {target} AS t ({cols}, {upd}) SELECT {cols}, {now} FROM {STAGING} WHERE true \
-                     ON CONFLICT ({keys}) DO UPDATE SET {set} \
-                     WHERE excluded.{pre} >= t.{pre} AND ({differs})",
-                    upd = ident(UPDATED_AT),
-                    keys = self.key_list(),
-                    set = set.join(", "),
-                    differs = self.differs("t", "excluded"),
-                )]
-            }
+            Dialect::Sqlite | Dialect::Postgres => vec![format!(
+                "INSERT INTO {target} AS t ({cols}, {upd}) SELECT {cols}, {now} FROM {STAGING} WHERE true{}",
+                self.on_conflict(),
+                upd = ident(UPDATED_AT),
+            )],
             Dialect::Redshift => {
                 let key_match = |t: &str, s: &str| {
                     self.key
