@@ -400,7 +400,7 @@ mod tests {
         assert_eq!(job.params, ["province"]);
         assert_eq!(job.output.record_key, ["store_id", "item_id", "trans_date"]);
         assert_eq!(job.input.layout.name, "pos_transactions");
-        assert!(job.sql.starts_with("-- Per file"));
+        assert!(job.sql.starts_with("-- Stores send cumulative files"));
         assert!(!job.sql.contains("tally:job"));
         let patterns = job.input_patterns(&[("province", "IL")].into()).unwrap();
         assert_eq!(patterns, ["IL-*.csv", "IL-*.parquet"]);
