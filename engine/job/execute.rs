@@ -20,7 +20,7 @@ use super::definition::{DefinitionError, JobDefinition};
 use crate::layout::format_date;
 use crate::progress::Progress;
 use crate::sources::{
-    files_table, input_table, list_inputs, BadRow, InputFile, ListingError, SourceStats,
+    files_table, input_table, list_inputs, ranked, BadRow, InputFile, ListingError, SourceStats,
 };
 use crate::storage::{Location, StorageError};
 
@@ -304,11 +304,12 @@ async fn job_frame(
     partitions: usize,
     params: &BTreeMap<String, String>,
 ) -> Result<DataFrame, RunError> {
+    let files = ranked(files);
     let table =
-        input_table(files, &job.input.layout, stats, partitions).map_err(|e| query_err(job, e))?;
+        input_table(&files, &job.input.layout, stats, partitions).map_err(|e| query_err(job, e))?;
     ctx.register_table(job.input.table.as_str(), Arc::new(table))
         .map_err(|e| query_err(job, e))?;
-    let files_table = files_table(files).map_err(|e| query_err(job, e))?;
+    let files_table = files_table(&files).map_err(|e| query_err(job, e))?;
     ctx.register_table(format!("{}_files", job.input.table), Arc::new(files_table))
         .map_err(|e| query_err(job, e))?;
     ctx.sql(&job.sql)

@@ -124,7 +124,7 @@ fn lineage_fields() -> [Field; 3] {
 
 /// One input file as a reader sees it: the file and its rank among the job's files.
 #[derive(Debug, Clone)]
-pub(crate) struct RankedFile {
+pub struct RankedFile {
     pub file: InputFile,
     pub rank: i64,
 }
@@ -149,9 +149,9 @@ impl RankedFile {
     }
 }
 
-/// `files` in rank order, oldest first: by source time, then by URL (byte order, as SQL compares
+/// `files` with their ranks, in rank order, oldest first: by source time, then by URL (byte order, as SQL compares
 /// strings), so the last one is the one whose rows win.
-pub(crate) fn ranked(files: &[InputFile]) -> Vec<RankedFile> {
+pub fn ranked(files: &[InputFile]) -> Vec<RankedFile> {
     let mut by_age: Vec<&InputFile> = files.iter().collect();
     by_age.sort_by(|a, b| {
         a.source_time
@@ -170,10 +170,9 @@ pub(crate) fn ranked(files: &[InputFile]) -> Vec<RankedFile> {
 
 /// The table of a job's input files, one row each: `source_rank`, `source_file`, `source_time`
 /// (the same values the input rows carry), in rank order.
-pub fn files_table(files: &[InputFile]) -> datafusion::error::Result<MemTable> {
+pub fn files_table(ranked: &[RankedFile]) -> datafusion::error::Result<MemTable> {
     let [file, time, rank] = lineage_fields();
     let schema = Arc::new(Schema::new(vec![rank, file, time]));
-    let ranked = ranked(files);
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from_iter_values(ranked.iter().map(|r| r.rank))),
         Arc::new(StringArray::from_iter_values(
@@ -198,7 +197,7 @@ pub const BATCH_ROWS: usize = 8192;
 /// another, shares balanced by size: as many files are parsed at once as there are cores, so a
 /// province of hundreds of files neither oversubscribes the CPU nor holds hundreds of read buffers.
 pub fn input_table(
-    files: &[InputFile],
+    files: &[RankedFile],
     layout: &Layout,
     stats: Arc<SourceStats>,
     partitions: usize,
@@ -206,7 +205,7 @@ pub fn input_table(
     let schema = input_schema(layout);
     let mut groups: Vec<(u64, Vec<Arc<dyn PartitionStream>>)> =
         vec![(0, Vec::new()); partitions.clamp(1, files.len().max(1))];
-    let mut by_size = ranked(files);
+    let mut by_size = files.to_vec();
     by_size.sort_by(|a, b| {
         b.file
             .size

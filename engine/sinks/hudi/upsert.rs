@@ -305,9 +305,9 @@ async fn stage_locked(
     while let Some(group) = groups.next().await {
         let group = group?;
         let plan = &plans[group.group_no];
-        if let Some(size) = group.rewritten {
+        if let Some(base) = &plan.base {
             figures.files_rewritten += 1;
-            figures.bytes_rewritten_read += size;
+            figures.bytes_rewritten_read += base.size;
         }
         figures.unchanged += group.unchanged;
         figures.older_ignored += group.older;
@@ -371,8 +371,6 @@ struct GroupContext<'a> {
 /// One file group after its rewrite: the figures, and the new base file unless nothing changed.
 struct RewrittenGroup {
     group_no: usize,
-    /// The size of the base file read, when the group had one.
-    rewritten: Option<u64>,
     unchanged: u64,
     older: u64,
     file: Option<EncodedFile>,
@@ -421,7 +419,6 @@ impl GroupContext<'_> {
         .map_err(|e| table.data_err(e))?;
         let mut group = RewrittenGroup {
             group_no,
-            rewritten: plan.base.as_ref().map(|b| b.size),
             unchanged: merged.unchanged,
             older: merged.older,
             file: None,

@@ -42,6 +42,15 @@ pub enum TableError {
 pub const UPDATED_AT: &str = "updated_at";
 pub const STAGING: &str = "tally_staging";
 
+/// A multi-row `INSERT`: `head`, then `VALUES` with each row's bound values followed by
+/// `row_end`, then `tail` (a conflict clause or nothing).
+#[derive(Debug, Clone)]
+pub struct RowsInsert {
+    pub head: String,
+    pub row_end: String,
+    pub tail: String,
+}
+
 /// Quotes an identifier.
 pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -161,7 +170,8 @@ impl TableSpec {
         self.columns.iter().map(|(c, _)| c.as_str()).collect()
     }
 
-    fn column_list(&self) -> String {
+    /// The data columns, quoted, comma-separated.
+    pub(super) fn column_list(&self) -> String {
         self.columns
             .iter()
             .map(|(c, _)| ident(c))
@@ -233,20 +243,29 @@ impl TableSpec {
         )
     }
 
-    /// SQLite's direct upsert: the start of an `INSERT ... VALUES` into the table (rows follow,
-    /// each ending with `now` for `updated_at`) and its conflict clause. SQLite runs it in the
-    /// writer's own transaction, so no staging table is needed.
-    pub fn direct_upsert(&self, now: &str) -> (String, String, String) {
-        (
-            format!(
+    /// Rows straight into the staging table.
+    pub fn into_staging(&self) -> RowsInsert {
+        RowsInsert {
+            head: format!("INSERT INTO {STAGING} ({}) ", self.column_list()),
+            row_end: String::new(),
+            tail: String::new(),
+        }
+    }
+
+    /// SQLite's direct upsert: rows into the table, each with `now` for `updated_at`, and the
+    /// conflict clause. SQLite runs it in the writer's own transaction, so no staging table is
+    /// needed.
+    pub fn direct_upsert(&self, now: &str) -> RowsInsert {
+        RowsInsert {
+            head: format!(
                 "INSERT INTO {} AS t ({}, {}) ",
                 ident(&self.name),
                 self.column_list(),
                 ident(UPDATED_AT)
             ),
-            format!(", {now}"),
-            self.on_conflict(),
-        )
+            row_end: format!(", {now}"),
+            tail: self.on_conflict(),
+        }
     }
 
     /// The statements that move staged rows into the table, in one transaction with the staging

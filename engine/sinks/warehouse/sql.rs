@@ -18,7 +18,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Executor, Pool, Postgres, QueryBuilder, Sqlite, Transaction};
 
-use super::dialect::{ident, Dialect, TableError, TableSpec, SQLITE_TIME_FORMAT, STAGING};
+use super::dialect::{Dialect, RowsInsert, TableError, TableSpec, SQLITE_TIME_FORMAT, STAGING};
 use crate::sinks::{SinkDetails, SinkError, SinkReport, StagedWrite};
 
 /// Why rows could not be staged in a warehouse reached over a connection.
@@ -213,16 +213,15 @@ impl Tx {
 /// SQLite's time of writing, for `updated_at`.
 const SQLITE_NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
-/// Inserts the batches' rows with multi-row `INSERT` statements: `head` then `VALUES (..), (..)`,
-/// each row's bound values followed by `row_tail`, then `tail` (a conflict clause). Statements of
-/// a full chunk have the same text, so the connection prepares them once. Returns the rows the
+/// Inserts the batches' rows with multi-row `INSERT` statements shaped by `insert`. Statements
+/// of a full chunk have the same text, so the connection prepares them once. Returns the rows the
 /// statements changed.
 async fn insert_rows(
     tx: &mut Tx,
     spec: &TableSpec,
     dialect: Dialect,
     batches: &[RecordBatch],
-    (head, row_tail, tail): &(String, String, String),
+    insert: &RowsInsert,
 ) -> Result<u64, LoadError> {
     let cols = spec.column_names();
     // Stay under SQLite's and PostgreSQL's bind-parameter limits.
@@ -254,7 +253,7 @@ async fn insert_rows(
             let end = (start + rows_per_statement).min(batch.num_rows());
             macro_rules! load {
                 ($db:ty, $tx:expr) => {{
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new(head);
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(&insert.head);
                     q.push("VALUES ");
                     for row in start..end {
                         if row > start {
@@ -277,10 +276,10 @@ async fn insert_rows(
                                 q.push(cast);
                             }
                         }
-                        q.push(row_tail);
+                        q.push(&insert.row_end);
                         q.push(")");
                     }
-                    q.push(tail);
+                    q.push(&insert.tail);
                     q.build().execute(&mut **$tx).await?.rows_affected()
                 }};
             }
@@ -302,11 +301,7 @@ async fn copy_rows(
 ) -> Result<(), LoadError> {
     let statement = format!(
         "COPY {STAGING} ({}) FROM STDIN WITH (FORMAT csv)",
-        spec.column_names()
-            .iter()
-            .map(|c| ident(c))
-            .collect::<Vec<_>>()
-            .join(", ")
+        spec.column_list()
     );
     let mut copy = tx.copy_in_raw(&statement).await?;
     let mut buffer = Vec::with_capacity(4 << 20);
@@ -351,7 +346,7 @@ pub async fn stage(
         }
         if dialect == Dialect::Sqlite {
             // SQLite upserts the rows directly, in multi-row statements it prepares once: no
-            // staging table to fill and read back (that was two thirds of a load's time).
+            // staging table to fill and then read back in a second statement.
             let upsert = spec.direct_upsert(SQLITE_NOW);
             return insert_rows(&mut tx, spec, dialect, batches, &upsert).await;
         }
@@ -359,19 +354,7 @@ pub async fn stage(
         match (&mut tx, dialect) {
             (Tx::Postgres(pg), Dialect::Postgres) => copy_rows(pg, spec, batches).await?,
             (tx, _) => {
-                let into_staging = (
-                    format!(
-                        "INSERT INTO {STAGING} ({}) ",
-                        spec.column_names()
-                            .iter()
-                            .map(|c| ident(c))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    String::new(),
-                    String::new(),
-                );
-                insert_rows(tx, spec, dialect, batches, &into_staging).await?;
+                insert_rows(tx, spec, dialect, batches, &spec.into_staging()).await?;
             }
         }
         let now = match dialect {
