@@ -16,6 +16,11 @@ validated CSV files and writes the result rows as CSV:
   duckdb         the same aggregation in DuckDB (benches/peers/duckdb_job.py)
   polars         the same aggregation in Polars (benches/peers/polars_job.py)
   pyspark        the reference implementation's Spark logic, local[2] (benches/peers/pyspark_reference.py)
+  tally-cluster  on request: tally run --cluster over a Ballista scheduler and two executors of one
+                 slot each on loopback (a tally built with --features distributed): what the
+                 cluster costs against a local run on the same cores. Its rows must equal tally's
+                 byte for byte. The scheduler and executors run beside the measured process, so
+                 only its wall time compares.
 
 Measured per run, for the whole process tree (interpreters and JVM start-up included): wall time,
 CPU time (user + system, exact: this harness is the tree's subreaper and reaps every process) and
@@ -47,6 +52,10 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "benches" / "peers"
 ALL_ENGINES = ["tally", "tally-parquet", "tally-sinks", "duckdb", "polars", "pyspark"]
+# Processes of this harness that outlive a measured run (LocalCluster's scheduler and executors).
+SERVERS = set()
+# Engines run only when named in --engines.
+EXTRA_ENGINES = ["tally-cluster"]
 
 
 def parse_count(text):
@@ -113,12 +122,16 @@ def measure(cmd, stdout=None, env=None, cwd=None):
         time.sleep(0.01)
     wall = time.perf_counter() - start
     proc.returncode = rc
-    while True:  # orphans reparented to us (subreaper)
-        try:
-            pid, status, usage = os.wait4(-1, 0)
-        except ChildProcessError:
+    while True:  # orphans reparented to us (subreaper); not the cluster's servers, which stay up
+        orphans = [c.pid for c in psutil.Process().children() if c.pid not in SERVERS]
+        if not orphans:
             break
-        max_single = max(max_single, usage.ru_maxrss * 1024)
+        for pid in orphans:
+            try:
+                _, status, usage = os.wait4(pid, 0)
+            except ChildProcessError:
+                continue
+            max_single = max(max_single, usage.ru_maxrss * 1024)
     reader.join()
     if stdout:
         out.close()
@@ -166,7 +179,58 @@ def file_times(folder):
 # --- engines --------------------------------------------------------------------------------------
 
 
-def engine_command(engine, tally, data, province, work, times_json):
+class LocalCluster:
+    """A Ballista scheduler and two one-slot executors of `tally cluster` on loopback."""
+
+    def __init__(self, tally, work):
+        import socket
+
+        def free_port():
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                return sock.getsockname()[1]
+
+        self.port = free_port()
+        self.procs = []
+        logs = work / "cluster-logs"
+        logs.mkdir(exist_ok=True)
+
+        def start(name, args, port):
+            log = open(logs / f"{name}.log", "wb")
+            proc = subprocess.Popen([str(tally), "-q", "cluster", *args], stdout=log, stderr=log)
+            self.procs.append(proc)
+            SERVERS.add(proc.pid)
+            deadline = time.time() + 60
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    return
+                except OSError:
+                    if time.time() > deadline:
+                        self.stop()
+                        raise SystemExit(f"tally cluster {name} did not start (see {logs})")
+                    time.sleep(0.1)
+
+        start("scheduler", ["scheduler", "--bind", f"127.0.0.1:{self.port}"], self.port)
+        for i in range(2):
+            port = free_port()
+            start(f"executor-{i}", ["executor", "--scheduler", f"127.0.0.1:{self.port}",
+                                    "--bind", f"127.0.0.1:{port}", "--slots", "1",
+                                    "--work-dir", str(work / f"shuffle-{i}")], port)
+        time.sleep(2)  # executors register with their first heartbeat
+
+    def url(self):
+        return f"df://127.0.0.1:{self.port}"
+
+    def stop(self):
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+            SERVERS.discard(proc.pid)
+        self.procs = []
+
+
+def engine_command(engine, tally, data, province, work, times_json, cluster=None):
     out = work / f"{engine}.csv"
     validated, parquet = data / "validated", data / "parquet"
     state = f"sqlite://{work / 'state.db'}"
@@ -174,6 +238,10 @@ def engine_command(engine, tally, data, province, work, times_json):
     if engine == "tally":
         return [str(tally), "-q", *jobs, "run", "--job", "province_sales", "--province", province,
                 "--input", str(validated), "--dry-run", "--format", "csv", "--state", state], out
+    if engine == "tally-cluster":
+        return [str(tally), "-q", *jobs, "run", "--job", "province_sales", "--province", province,
+                "--input", str(validated), "--dry-run", "--format", "csv", "--state", state,
+                "--cluster", cluster.url(), "--cluster-partitions", "4"], out
     if engine == "tally-parquet":
         return [str(tally), "-q", *jobs, "run", "--job", "province_sales", "--province", province,
                 "--input", str(parquet), "--dry-run", "--format", "csv", "--state", state], out
@@ -219,7 +287,14 @@ def check_same_rows(work, engines):
         return f"(SELECT {cols} FROM read_csv('{path}', header = true, all_varchar = true))"
 
     counts = {}
+    cluster_csv = result_csv("tally-cluster", work)
+    if "tally-cluster" in engines and cluster_csv.exists():
+        if cluster_csv.read_bytes() != base.read_bytes():
+            raise SystemExit(f"tally-cluster's output differs from tally's ({cluster_csv} vs {base})")
+        counts["tally-cluster"] = "same bytes as tally"
     for engine in engines:
+        if engine == "tally-cluster":
+            continue
         path = result_csv(engine, work)
         if engine in ("tally", "tally-sinks", "pyspark") or not path.exists():
             continue
@@ -262,8 +337,8 @@ def main():
         tally = (target / "release" / "tally").resolve()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     for e in engines:
-        if e not in ALL_ENGINES:
-            raise SystemExit(f"unknown engine `{e}` (known: {', '.join(ALL_ENGINES)})")
+        if e not in ALL_ENGINES + EXTRA_ENGINES:
+            raise SystemExit(f"unknown engine `{e}` (known: {', '.join(ALL_ENGINES + EXTRA_ENGINES)})")
     sizes = [parse_count(s) for s in args.sizes.split(",")]
     become_subreaper()
     data_root = Path(args.data)
@@ -281,14 +356,19 @@ def main():
         mb = sum(f.stat().st_size for f in (data / "validated").iterdir()) / 1e6
         for engine in engines:
             runs = []
+            cluster = LocalCluster(tally, work) if engine == "tally-cluster" else None
             for i in range(args.spark_repeat if engine == "pyspark" else args.repeat):
-                cmd, stdout = engine_command(engine, tally, data, args.province, work, times_json)
+                cmd, stdout = engine_command(engine, tally, data, args.province, work, times_json, cluster)
                 m = measure(cmd, stdout=stdout, cwd=work)
                 if m["rc"] != 0:
+                    if cluster:
+                        cluster.stop()
                     raise SystemExit(f"{engine} failed at {label(count)} (exit {m['rc']}):\n{m['stderr'][-3000:]}")
                 runs.append(m)
                 print(f"  {label(count):>5} {engine:<14} run {i + 1}: {m['wall']:7.2f} s wall "
                       f"{m['cpu']:7.2f} s cpu {m['peak_mb']:8.0f} MB", file=sys.stderr, flush=True)
+            if cluster:
+                cluster.stop()
             median = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
             results.append({"size": count, "label": label(count), "csv_mb": mb, "engine": engine,
                             "wall": median["wall"], "cpu": median["cpu"], "peak_mb": median["peak_mb"],

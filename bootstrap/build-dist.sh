@@ -4,6 +4,7 @@
 # no symbol needs a newer glibc and writes the sha256 the bootstrap action verifies.
 #
 #   bootstrap/build-dist.sh            # → dist/x86_64/tally, dist/x86_64/tally.sha256
+#   TALLY_FEATURES=distributed bootstrap/build-dist.sh   # with `tally cluster` (Ballista)
 #
 # dist/aarch64 (Graviton) is built too when the aarch64-unknown-linux-gnu Rust target is
 # installed (rustup target add aarch64-unknown-linux-gnu).
@@ -17,7 +18,7 @@ fi
 
 build() {
   local arch=$1 triple=$2
-  cargo zigbuild --release --locked --bin tally --target "$triple.$GLIBC"
+  cargo zigbuild --release --locked --bin tally --target "$triple.$GLIBC" ${TALLY_FEATURES:+--features "$TALLY_FEATURES"}
   mkdir -p "dist/$arch"
   cp "${CARGO_TARGET_DIR:-target}/$triple/release/tally" "dist/$arch/tally"
   # Debug line tables quadruple the size (600 MB to 145 MB); symbol names stay for backtraces.

@@ -114,6 +114,7 @@ pub async fn run_demo(workdir: &Path, catalog: &JobCatalog, progress: &Progress)
         input: validated.display().to_string(),
         max_bad_rows: 0,
         memory_limit: None,
+        cluster: None,
     };
     let outcome = Run::new(request)
         .with_progress(*progress)

@@ -41,6 +41,7 @@
 //!     input: "validated/".to_string(),
 //!     max_bad_rows: 0,
 //!     memory_limit: None,
+//!     cluster: None,
 //! };
 //! let state_url = "sqlite://.tally/state.db";
 //! let outcome = Run::new(request)
@@ -58,6 +59,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cluster;
 pub mod control;
 pub mod demo;
 pub mod generate;

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 mod cli;
 
 use cli::global::{init_logging, GlobalArgs};
-use cli::{ddl, generate, jobs, query, run, schedule, status, track, validate, watch};
+use cli::{cluster, ddl, generate, jobs, query, run, schedule, status, track, validate, watch};
 use tally::job::JobCatalog;
 use tally::layout::LayoutSet;
 use tally::progress::Progress;
@@ -76,6 +76,9 @@ enum Command {
     /// Validate and run the province job over bundled sample files, showing every output.
     #[command(after_help = generate::DEMO_HELP)]
     Demo(generate::DemoArgs),
+    /// Run a Ballista cluster's scheduler or executor, for `tally run --cluster`.
+    #[command(subcommand, after_help = cluster::AFTER_HELP)]
+    Cluster(cluster::ClusterCommand),
     /// Write a synthetic province (raw, validated CSV and Parquet) for benchmarks and load tests.
     #[command(after_help = generate::GENERATE_HELP)]
     Generate(generate::GenerateArgs),
@@ -132,5 +135,6 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Warehouse(cmd) => ddl::warehouse(cmd, &catalog).await,
         Command::Demo(args) => generate::demo(args, &catalog, &progress).await,
         Command::Generate(args) => generate::generate_province(args, &progress),
+        Command::Cluster(cmd) => cluster::run(cmd).await,
     }
 }

@@ -344,3 +344,64 @@ async fn a_step_never_carries_the_state_store_password() {
     );
     assert!(!sent[2].1.to_string().contains("Hunter2Pw"));
 }
+
+/// The cluster bootstrap action on EMR's instance files: the primary node gets the scheduler, the
+/// others an executor pointed at the primary's private name. Written as units, not started.
+#[test]
+fn the_cluster_bootstrap_action_starts_the_role_the_node_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = |is_master: bool, extra: &[&str]| {
+        let (info, units) = (
+            dir.path().join("info"),
+            dir.path().join(format!("units-{is_master}")),
+        );
+        std::fs::create_dir_all(&info).unwrap();
+        std::fs::create_dir_all(&units).unwrap();
+        std::fs::write(
+            info.join("instance.json"),
+            format!("{{\"isMaster\": {is_master}, \"instanceRole\": \"x\"}}"),
+        )
+        .unwrap();
+        std::fs::write(
+            info.join("job-flow.json"),
+            r#"{"jobFlowId": "j-1", "masterPrivateDnsName": "ip-10-0-0-5.ec2.internal"}"#,
+        )
+        .unwrap();
+        let out = std::process::Command::new("bash")
+            .arg(repo().join("bootstrap/start-cluster.sh"))
+            .args(extra)
+            .env("TALLY_EMR_INFO", &info)
+            .env("TALLY_SYSTEMD_DIR", &units)
+            .env("TALLY_NO_START", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let unit = std::fs::read_dir(&units)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        (
+            unit.file_name().unwrap().to_string_lossy().to_string(),
+            std::fs::read_to_string(unit).unwrap(),
+        )
+    };
+    let (name, unit) = bootstrap(true, &[]);
+    assert_eq!(name, "tally-scheduler.service");
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/tally cluster scheduler --bind 0.0.0.0:50050\n"),
+        "{unit}"
+    );
+    let (name, unit) = bootstrap(false, &["--slots", "8", "--memory-limit", "24G"]);
+    assert_eq!(name, "tally-executor.service");
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/tally cluster executor --scheduler ip-10-0-0-5.ec2.internal:50050 --bind 0.0.0.0:50051 --work-dir /mnt/tally-shuffle --slots 8 --memory-limit 24G\n"),
+        "{unit}"
+    );
+    assert!(unit.contains("Restart=always"), "{unit}");
+}

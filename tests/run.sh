@@ -37,7 +37,10 @@ cargo fmt --all -- --check
 # Checked for the regions named, not the S3 test server's AWS_REGION.
 cfn-lint --regions us-east-1 us-west-2 eu-west-1 -- bootstrap/lambda/template.yaml
 cargo clippy --all-targets --locked -- -D warnings
-# The `lambda` feature adds the Lambda function and its tests; every other test is the same.
-cargo clippy --all-targets --locked --features lambda -- -D warnings
-cargo nextest run --locked --no-fail-fast --features lambda "$@"
-cargo test --locked --doc
+# The opt-in features: `lambda` adds the Lambda function and its tests, `distributed` the Ballista
+# cluster (`tally cluster`, `run --cluster`) and tests/cluster.rs; every other test is the same.
+# Tests and doc tests build once, with both: one dependency tree instead of three.
+FEATURES=lambda,distributed
+cargo clippy --all-targets --locked --features "$FEATURES" -- -D warnings
+cargo nextest run --locked --no-fail-fast --features "$FEATURES" "$@"
+cargo test --locked --doc --features "$FEATURES"

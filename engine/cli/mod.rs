@@ -1,6 +1,7 @@
 //! Pieces of the command line shared by several commands: value parsers and the state store
 //! argument. Each command's arguments and its `run` live in a file of their own.
 
+pub mod cluster;
 pub mod ddl;
 pub mod generate;
 pub mod global;
@@ -47,6 +48,8 @@ pub enum BadValue {
     OutOfRange(String),
     #[error("`{0}` is not NAME=VALUE")]
     NotNameValue(String),
+    #[error("`{0}` is not a duration like 90, 90s, 5m or 1h")]
+    NotADuration(String),
 }
 
 /// Parses a size in bytes: `1073741824`, `512M`, `1.5G` (binary units).
@@ -89,6 +92,25 @@ pub fn parse_count(text: &str) -> Result<u64, BadValue> {
     Ok((value * scale).round() as u64)
 }
 
+/// Parses a duration: `90` or `90s` (seconds), `5m`, `1h`; at least a second.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, BadValue> {
+    let text = text.trim();
+    let (number, scale) = match text.chars().last() {
+        Some('s') => (&text[..text.len() - 1], 1),
+        Some('m') => (&text[..text.len() - 1], 60),
+        Some('h') => (&text[..text.len() - 1], 3600),
+        _ => (text, 1),
+    };
+    let value: u64 = number
+        .trim()
+        .parse()
+        .map_err(|_| BadValue::NotADuration(text.to_string()))?;
+    match value.checked_mul(scale) {
+        Some(secs) if secs > 0 && secs <= 7 * 24 * 3600 => Ok(std::time::Duration::from_secs(secs)),
+        _ => Err(BadValue::OutOfRange(text.to_string())),
+    }
+}
+
 /// Parses `NAME=VALUE` (the value may hold `=`).
 pub fn parse_param(text: &str) -> Result<(String, String), BadValue> {
     text.split_once('=')
@@ -106,6 +128,15 @@ mod tests {
         assert_eq!(parse_bytes("512M").unwrap(), 512 << 20);
         assert_eq!(parse_bytes("1.5GiB").unwrap(), 3 << 29);
         assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("5m").unwrap().as_secs(), 300);
+        assert_eq!(parse_duration("1h").unwrap().as_secs(), 3600);
+        assert_eq!(parse_duration("0s"), Err(BadValue::OutOfRange("0s".into())));
+        assert_eq!(
+            parse_duration("soon"),
+            Err(BadValue::NotADuration("soon".into()))
+        );
         assert_eq!(parse_bytes("0"), Err(BadValue::OutOfRange("0".into())));
         assert_eq!(parse_bytes("lots"), Err(BadValue::NotASize("lots".into())));
     }

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use tally::cluster::ClusterTarget;
 use tally::job::{JobCatalog, RunRequest};
 use tally::output::{write_rows, OutputFormat};
 use tally::progress::Progress;
@@ -28,7 +29,7 @@ use tally::sinks::target::SinkTarget;
 use tally::state::{JobParams, StateStore};
 
 use super::hudi_args::HudiArgs;
-use super::{parse_bytes, parse_param};
+use super::{parse_bytes, parse_duration, parse_param};
 
 pub const AFTER_HELP: &str = "Examples:\n  tally run --job jobs/province_sales.sql --province IL --input validated/ --dry-run --format csv\n  \
 tally run --job province_sales --province CA --input s3://pos-raw/validated --dry-run --format table\n\n\
@@ -81,6 +82,18 @@ pub struct RunArgs {
     /// to temporary files (TMPDIR). Default: 1G.
     #[arg(long, value_parser = parse_bytes)]
     memory_limit: Option<u64>,
+    /// Run the query on the Ballista cluster whose scheduler is at df://HOST:PORT (`tally cluster
+    /// scheduler`) instead of in this process; the sinks and the state store are still written
+    /// from here. Needs a tally built with `--features distributed`.
+    #[arg(long, value_name = "df://HOST:PORT")]
+    cluster: Option<String>,
+    /// With --cluster: the longest the job may go without finishing a stage (no executor
+    /// registered, executors lost) before it is cancelled and the run fails: 90s, 5m.
+    #[arg(long, value_parser = parse_duration, default_value = "120s")]
+    cluster_timeout: std::time::Duration,
+    /// With --cluster: the partitions the plan is cut into, the tasks of each stage.
+    #[arg(long, default_value_t = 8)]
+    cluster_partitions: usize,
     /// Print the query's operators with their metrics (rows, time, memory, spills) to stderr,
     /// as DataFusion's EXPLAIN ANALYZE shows them.
     #[arg(long)]
@@ -191,6 +204,12 @@ async fn run_scrubbed(
         input: plan.input.clone(),
         max_bad_rows: args.max_bad_rows,
         memory_limit: args.memory_limit,
+        cluster: args
+            .cluster
+            .as_deref()
+            .map(|url| ClusterTarget::parse(url, args.cluster_timeout, args.cluster_partitions))
+            .transpose()
+            .map_err(|e| anyhow!("--cluster: {e}"))?,
     };
     let mut run = Run::new(request)
         .with_progress(*progress)

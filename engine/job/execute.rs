@@ -17,10 +17,11 @@ use datafusion::prelude::SessionConfig;
 use serde::Serialize;
 
 use super::definition::{DefinitionError, JobDefinition};
+use crate::cluster::ClusterTarget;
 use crate::layout::format_date;
 use crate::progress::Progress;
 use crate::sources::{
-    files_table, input_table, list_inputs, ranked, BadRow, InputFile, ListingError, SourceStats,
+    files_table, list_inputs, ranked, BadRow, InputFile, InputTable, ListingError, SourceStats,
 };
 use crate::storage::{Location, StorageError};
 
@@ -50,6 +51,14 @@ pub enum RunError {
         limit_mib: u64,
         #[source]
         source: DataFusionError,
+    },
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error("job `{job}` failed: the cluster's executors refused {bad_rows} bad input rows, more than --max-bad-rows {limit} (each row is named in the executors' logs)")]
+    TooManyBadRows {
+        job: String,
+        bad_rows: u64,
+        limit: u64,
     },
     #[error(
         "job `{job}` output has no column `{column}` declared as its {role} (columns: {columns})"
@@ -88,6 +97,8 @@ pub struct RunRequest {
     /// Memory the query may hold (hash tables, sort buffers); beyond it, aggregations and sorts
     /// spill to temporary files. `None`: [`DEFAULT_MEMORY_LIMIT`].
     pub memory_limit: Option<u64>,
+    /// Run the query on this Ballista cluster instead of in this process (`None`: here).
+    pub cluster: Option<ClusterTarget>,
 }
 
 /// The query's memory budget when none is given: enough for a province of 10M transactions to
@@ -227,7 +238,10 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
 
     let stats = Arc::new(SourceStats::new(request.max_bad_rows));
     let ctx = session_with_memory_limit(Some(request.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT)));
-    let partitions = ctx.copied_config().target_partitions();
+    let partitions = match &request.cluster {
+        Some(cluster) => cluster.partitions,
+        None => ctx.copied_config().target_partitions(),
+    };
     let bar = progress.bytes("reading", files.iter().map(|f| f.size).sum());
     let frame = job_frame(
         &ctx,
@@ -255,20 +269,44 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
         .create_physical_plan()
         .await
         .map_err(|e| query_err(job, e))?;
-    let batches = datafusion::physical_plan::collect(plan.clone(), task_ctx).await;
+    let executed = match &request.cluster {
+        None => datafusion::physical_plan::collect(plan.clone(), task_ctx)
+            .await
+            .map(|batches| (batches, None))
+            .map_err(|e| {
+                let limit = request.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT);
+                match e.find_root() {
+                    DataFusionError::ResourcesExhausted(_) => RunError::MemoryLimit {
+                        job: job.name.clone(),
+                        limit_mib: limit >> 20,
+                        source: e,
+                    },
+                    _ => query_err(job, e),
+                }
+            }),
+        Some(cluster) => run_on_cluster(plan.clone(), &ctx, job, cluster)
+            .await
+            .map(|(batches, figures)| (batches, Some(figures))),
+    };
     ticker.abort();
     bar.finish_and_clear();
-    let batches = batches.map_err(|e| {
-        let limit = request.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT);
-        match e.find_root() {
-            DataFusionError::ResourcesExhausted(_) => RunError::MemoryLimit {
-                job: job.name.clone(),
-                limit_mib: limit >> 20,
-                source: e,
-            },
-            _ => query_err(job, e),
-        }
-    })?;
+    let (batches, cluster_figures) = executed?;
+    let (rows_in, bytes_in, bad_rows) = match cluster_figures {
+        Some(f) => (f.rows_in, f.bytes_in, f.bad_rows),
+        None => (
+            stats.rows_in(),
+            stats.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+            stats.bad_rows(),
+        ),
+    };
+    // Executors each hold the tolerance for their own tasks; the run holds it for the sum.
+    if bad_rows > request.max_bad_rows {
+        return Err(RunError::TooManyBadRows {
+            job: job.name.clone(),
+            bad_rows,
+            limit: request.max_bad_rows,
+        });
+    }
     check_unique_keys(job, &schema, &batches)?;
 
     let summary = RunSummary {
@@ -276,9 +314,9 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
         params: request.params.clone(),
         input: location.url.clone(),
         files: files.iter().map(|f| f.url.clone()).collect(),
-        bytes_in: stats.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
-        rows_in: stats.rows_in(),
-        bad_rows: stats.bad_rows(),
+        bytes_in,
+        rows_in,
+        bad_rows,
         bad_row_samples: stats
             .bad_samples
             .lock()
@@ -295,6 +333,31 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
     })
 }
 
+/// Runs the planned job on a Ballista cluster; see [`crate::cluster`].
+#[cfg(feature = "distributed")]
+async fn run_on_cluster(
+    plan: Arc<dyn ExecutionPlan>,
+    ctx: &SessionContext,
+    job: &JobDefinition,
+    cluster: &ClusterTarget,
+) -> Result<(Vec<RecordBatch>, crate::cluster::ReadFigures), RunError> {
+    let name = format!("tally {}", job.name);
+    Ok(crate::cluster::execute(plan, &ctx.copied_config(), &name, cluster).await?)
+}
+
+#[cfg(not(feature = "distributed"))]
+async fn run_on_cluster(
+    _plan: Arc<dyn ExecutionPlan>,
+    _ctx: &SessionContext,
+    _job: &JobDefinition,
+    _cluster: &ClusterTarget,
+) -> Result<(Vec<RecordBatch>, crate::cluster::ReadFigures), RunError> {
+    Err(crate::cluster::ClusterError::NotBuilt {
+        what: "run a job on a cluster (--cluster)",
+    }
+    .into())
+}
+
 /// The job's SQL planned in `ctx` over `files` as its input table, its parameters bound.
 async fn job_frame(
     ctx: &SessionContext,
@@ -305,8 +368,7 @@ async fn job_frame(
     params: &BTreeMap<String, String>,
 ) -> Result<DataFrame, RunError> {
     let files = ranked(files);
-    let table =
-        input_table(&files, &job.input.layout, stats, partitions).map_err(|e| query_err(job, e))?;
+    let table = InputTable::new(&files, &job.input.layout, stats, partitions);
     ctx.register_table(job.input.table.as_str(), Arc::new(table))
         .map_err(|e| query_err(job, e))?;
     let files_table = files_table(&files).map_err(|e| query_err(job, e))?;

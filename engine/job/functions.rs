@@ -50,6 +50,9 @@ pub struct NewestSum {
 }
 
 impl NewestSum {
+    /// The function's name in SQL.
+    pub const NAME: &'static str = "newest_sum";
+
     pub fn new() -> NewestSum {
         NewestSum {
             signature: Signature::user_defined(Volatility::Immutable),
@@ -65,7 +68,7 @@ impl Default for NewestSum {
 
 impl AggregateUDFImpl for NewestSum {
     fn name(&self) -> &str {
-        "newest_sum"
+        Self::NAME
     }
 
     fn signature(&self) -> &Signature {

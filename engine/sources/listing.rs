@@ -20,7 +20,7 @@ pub enum ListingError {
 }
 
 /// The formats a job can read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InputFormat {
     Csv,
@@ -33,6 +33,8 @@ pub struct InputFile {
     pub name: String,
     /// Full URL, used in messages and as the `source_file` lineage value.
     pub url: String,
+    /// URL of the folder the file is in, as [`Location::open`] takes it.
+    pub folder: String,
     pub store: Arc<dyn ObjectStore>,
     pub path: Path,
     /// The file on disk, for local inputs: read directly rather than through the object store.
@@ -78,6 +80,7 @@ pub async fn list_inputs(
         let source_time = location.source_time(&entry).await?;
         inputs.push(InputFile {
             url: location.child_url(&entry.name),
+            folder: location.url.clone(),
             local_path: location.local_path(&entry.name),
             name: entry.name,
             store: location.store.clone(),

@@ -1,10 +1,11 @@
 //! Sources: the files a job reads, and how they become one DataFusion table.
 //!
 //! A job's input is the set of files in one folder whose names match the job's patterns (for the
-//! province job, `{province}-*.csv` and `{province}-*.parquet`). Each file is one partition of a
-//! [`StreamingTable`]: it is read as a stream (bounded memory), parsed strictly against the job's
-//! input layout, and every row is tagged with its `source_file` and `source_time`, so the job's SQL
-//! can tell which cumulative file is newest.
+//! province job, `{province}-*.csv` and `{province}-*.parquet`). They are one [`InputTable`],
+//! scanned by an [`InputScanExec`] whose partitions each read a share of the files: every file is
+//! read as a stream (bounded memory), parsed strictly against the job's input layout, and every
+//! row is tagged with its `source_file` and `source_time`, so the job's SQL can tell which
+//! cumulative file is newest.
 //!
 //! Rows also carry `source_rank`, the file's place among the job's input files when they are
 //! ordered oldest first (by `source_time`, then by `source_file`): 1 for the oldest, the number of
@@ -17,6 +18,7 @@
 mod csv_file;
 mod listing;
 mod parquet_file;
+mod scan;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,15 +26,15 @@ use std::sync::{Arc, Mutex};
 use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::streaming::StreamingTable;
 use datafusion::datasource::MemTable;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::PartitionStream;
 
 use crate::layout::Layout;
 
 pub use listing::{list_inputs, InputFile, InputFormat, ListingError};
+pub use scan::{
+    FileSpec, InputScanExec, InputSpec, InputTable, LayoutSpec, ReadSpec, BAD_ROWS_METRIC,
+    INPUT_BYTES_METRIC, INPUT_ROWS_METRIC,
+};
 
 /// Name of the lineage column holding the file a row came from.
 pub const SOURCE_FILE: &str = "source_file";
@@ -191,82 +193,3 @@ pub fn files_table(ranked: &[RankedFile]) -> datafusion::error::Result<MemTable>
 
 /// Rows per record batch produced by the readers.
 pub const BATCH_ROWS: usize = 8192;
-
-/// The table over a job's input files, as `partitions` streaming partitions (DataFusion's target
-/// partitions, normally the number of cores). Each partition reads its share of the files one after
-/// another, shares balanced by size: as many files are parsed at once as there are cores, so a
-/// province of hundreds of files neither oversubscribes the CPU nor holds hundreds of read buffers.
-pub fn input_table(
-    files: &[RankedFile],
-    layout: &Layout,
-    stats: Arc<SourceStats>,
-    partitions: usize,
-) -> datafusion::error::Result<StreamingTable> {
-    let schema = input_schema(layout);
-    let mut groups: Vec<(u64, Vec<Arc<dyn PartitionStream>>)> =
-        vec![(0, Vec::new()); partitions.clamp(1, files.len().max(1))];
-    let mut by_size = files.to_vec();
-    by_size.sort_by(|a, b| {
-        b.file
-            .size
-            .cmp(&a.file.size)
-            .then_with(|| a.file.url.cmp(&b.file.url))
-    });
-    for file in by_size {
-        let size = file.file.size;
-        let reader: Arc<dyn PartitionStream> = match file.file.format {
-            InputFormat::Csv => Arc::new(csv_file::CsvPartition {
-                file,
-                layout: layout.clone(),
-                schema: schema.clone(),
-                stats: stats.clone(),
-            }),
-            InputFormat::Parquet => Arc::new(parquet_file::ParquetPartition {
-                file,
-                layout: layout.clone(),
-                schema: schema.clone(),
-                stats: stats.clone(),
-            }),
-        };
-        // Largest file first onto the least loaded group.
-        let group = groups
-            .iter_mut()
-            .min_by_key(|(bytes, _)| *bytes)
-            .expect("at least one group");
-        group.0 += size.max(1);
-        group.1.push(reader);
-    }
-    let partitions: Vec<Arc<dyn PartitionStream>> = groups
-        .into_iter()
-        .map(|(_, files)| -> Arc<dyn PartitionStream> {
-            Arc::new(FileSequence {
-                schema: schema.clone(),
-                files,
-            })
-        })
-        .collect();
-    StreamingTable::try_new(schema, partitions)
-}
-
-/// One partition made of several files read in sequence; a file is opened only when the one
-/// before it is finished.
-#[derive(Debug)]
-struct FileSequence {
-    schema: SchemaRef,
-    files: Vec<Arc<dyn PartitionStream>>,
-}
-
-impl PartitionStream for FileSequence {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        use futures::StreamExt;
-        let files = self.files.clone();
-        let batches = futures::stream::iter(files)
-            .map(move |file| file.execute(ctx.clone()))
-            .flatten();
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
-    }
-}

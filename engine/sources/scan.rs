@@ -1,0 +1,687 @@
+//! The input table of a job and its scan: the plan node that reads a job's files.
+//!
+//! [`InputTable`] is what a job's SQL sees as its input table. Scanning it makes an
+//! [`InputScanExec`] over a *work list*: a small in-memory source whose partition `p` holds one
+//! row per file that partition `p` reads (folder, name, URL, size, time, format, rank; groups
+//! balanced by size, see [`InputSpec::new`]). The scan itself holds only how to read (the layout's
+//! columns, the bad-row tolerance, the columns kept, as a [`ReadSpec`]).
+//!
+//! Why a work list rather than files inside the scan: a plan can then be written down and run
+//! elsewhere piece by piece. Ballista (the `distributed` feature) gives each task a slice of a
+//! stage's partitions and cuts the leaves it knows, such as memory sources, to that slice; the
+//! scan, above the leaf, then reads exactly its task's files, and a rebuilt scan reads exactly the
+//! rows a local run reads.
+//!
+//! A scan built here reads files whose stores are already open; a rebuilt one opens each folder
+//! when it first needs it (opening an S3 folder is asynchronous: credentials, region).
+//!
+//! The scan's metrics carry its reading figures (`input_rows`, `input_bytes`, `bad_rows`), so a
+//! run's profile shows them, and a cluster run adds them up from its executors.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{Count, Metric, MetricValue, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    csv_file, input_schema, parquet_file, InputFile, InputFormat, RankedFile, SourceStats,
+};
+use crate::layout::{ColumnType, Layout, LayoutError};
+use crate::storage::Location;
+
+/// Metric names of the scan's reading figures.
+pub const INPUT_ROWS_METRIC: &str = "input_rows";
+pub const INPUT_BYTES_METRIC: &str = "input_bytes";
+pub const BAD_ROWS_METRIC: &str = "bad_rows";
+
+/// One input file as data: where it is, and what the readers need to know about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileSpec {
+    /// The folder's URL as [`Location::open`] takes it (`file:///abs/dir`, `s3://bucket/prefix`).
+    pub folder: String,
+    /// The file's name inside the folder.
+    pub name: String,
+    /// The file's URL (the `source_file` lineage value).
+    pub url: String,
+    pub size: u64,
+    /// `source_time` in microseconds since the epoch.
+    pub source_time_micros: i64,
+    pub format: InputFormat,
+    /// The file's rank among the job's files, oldest first.
+    pub rank: i64,
+}
+
+/// A layout as data: its name and its columns' names and types.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayoutSpec {
+    pub name: String,
+    /// (column name, type name as layouts write it, e.g. `decimal(18,2)`).
+    pub columns: Vec<(String, String)>,
+}
+
+impl LayoutSpec {
+    fn of(layout: &Layout) -> LayoutSpec {
+        LayoutSpec {
+            name: layout.name.clone(),
+            columns: layout
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.ty.to_string()))
+                .collect(),
+        }
+    }
+
+    fn layout(&self) -> Result<Layout, LayoutError> {
+        let mut columns = Vec::with_capacity(self.columns.len());
+        for (name, ty) in &self.columns {
+            let ty = ColumnType::from_name(ty).ok_or_else(|| LayoutError::Invalid {
+                path: "the scan's layout".into(),
+                message: format!("column `{name}` has unknown type `{ty}`"),
+            })?;
+            columns.push(crate::layout::ColumnSpec {
+                name: name.clone(),
+                ty,
+            });
+        }
+        Ok(Layout::from_columns(&self.name, columns))
+    }
+}
+
+/// Everything a scan of a job's input reads, as data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    pub layout: LayoutSpec,
+    /// The scan's partitions: each reads its files one after another.
+    pub groups: Vec<Vec<FileSpec>>,
+    /// Bad rows tolerated before the read fails.
+    pub max_bad_rows: u64,
+}
+
+impl InputSpec {
+    /// The spec of a scan over `files` in `partitions` partitions. As many files are parsed at
+    /// once as there are partitions, so a province of hundreds of files neither oversubscribes
+    /// the CPU nor holds hundreds of read buffers; the largest file goes first onto the least
+    /// loaded group, so shares are balanced by size.
+    pub fn new(
+        files: &[RankedFile],
+        layout: &Layout,
+        partitions: usize,
+        max_bad_rows: u64,
+    ) -> InputSpec {
+        let mut groups: Vec<(u64, Vec<FileSpec>)> =
+            vec![(0, Vec::new()); partitions.clamp(1, files.len().max(1))];
+        let mut by_size: Vec<&RankedFile> = files.iter().collect();
+        by_size.sort_by(|a, b| {
+            b.file
+                .size
+                .cmp(&a.file.size)
+                .then_with(|| a.file.url.cmp(&b.file.url))
+        });
+        for ranked in by_size {
+            let group = groups
+                .iter_mut()
+                .min_by_key(|(bytes, _)| *bytes)
+                .expect("at least one group");
+            group.0 += ranked.file.size.max(1);
+            group.1.push(FileSpec {
+                folder: ranked.file.folder.clone(),
+                name: ranked.file.name.clone(),
+                url: ranked.file.url.clone(),
+                size: ranked.file.size,
+                source_time_micros: ranked.file.source_time.timestamp_micros(),
+                format: ranked.file.format,
+                rank: ranked.rank,
+            });
+        }
+        InputSpec {
+            layout: LayoutSpec::of(layout),
+            groups: groups.into_iter().map(|(_, files)| files).collect(),
+            max_bad_rows,
+        }
+    }
+}
+
+/// The columns of the scan's work list: one row per file, as [`FileSpec`] holds it.
+fn work_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("folder", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("url", DataType::Utf8, false),
+        Field::new("size", DataType::UInt64, false),
+        Field::new("source_time_micros", DataType::Int64, false),
+        Field::new("format", DataType::Utf8, false),
+        Field::new("rank", DataType::Int64, false),
+    ]))
+}
+
+/// One partition's files as a work-list batch.
+fn work_batch(files: &[FileSpec]) -> Result<RecordBatch> {
+    let text = |f: fn(&FileSpec) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(files.iter().map(f)))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        text(|f| &f.folder),
+        text(|f| &f.name),
+        text(|f| &f.url),
+        Arc::new(UInt64Array::from_iter_values(files.iter().map(|f| f.size))),
+        Arc::new(Int64Array::from_iter_values(
+            files.iter().map(|f| f.source_time_micros),
+        )),
+        text(|f| match f.format {
+            InputFormat::Csv => "csv",
+            InputFormat::Parquet => "parquet",
+        }),
+        Arc::new(Int64Array::from_iter_values(files.iter().map(|f| f.rank))),
+    ];
+    Ok(RecordBatch::try_new(work_schema(), columns)?)
+}
+
+/// The files a work-list batch names.
+fn work_files(batch: &RecordBatch) -> Result<Vec<FileSpec>> {
+    let bad = || DataFusionError::Internal("the input scan's work list has other columns".into());
+    let text = |i: usize| -> Result<&StringArray> {
+        batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(bad)
+    };
+    let (folder, name, url, format) = (text(0)?, text(1)?, text(2)?, text(5)?);
+    let size = batch
+        .column(3)
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .ok_or_else(bad)?;
+    let int = |i: usize| -> Result<&Int64Array> {
+        batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(bad)
+    };
+    let (time, rank) = (int(4)?, int(6)?);
+    (0..batch.num_rows())
+        .map(|row| {
+            Ok(FileSpec {
+                folder: folder.value(row).to_string(),
+                name: name.value(row).to_string(),
+                url: url.value(row).to_string(),
+                size: size.value(row),
+                source_time_micros: time.value(row),
+                format: match format.value(row) {
+                    "csv" => InputFormat::Csv,
+                    "parquet" => InputFormat::Parquet,
+                    other => {
+                        return Err(DataFusionError::Internal(format!(
+                            "unknown input format `{other}` in the scan's work list"
+                        )))
+                    }
+                },
+                rank: rank.value(row),
+            })
+        })
+        .collect()
+}
+
+/// How a scan gets at the files its work list names.
+#[derive(Debug, Clone)]
+enum Opener {
+    /// Built here: the files, their stores open, by URL.
+    Known(Arc<HashMap<String, RankedFile>>),
+    /// Rebuilt elsewhere: folders opened on first use, once each.
+    Folders(Arc<tokio::sync::Mutex<HashMap<String, Location>>>),
+}
+
+impl Opener {
+    async fn open(&self, spec: &FileSpec) -> Result<RankedFile> {
+        let folders = match self {
+            Opener::Known(files) => {
+                return files.get(&spec.url).cloned().ok_or_else(|| {
+                    DataFusionError::Internal(format!(
+                        "{} is not one of the scan's files",
+                        spec.url
+                    ))
+                })
+            }
+            Opener::Folders(folders) => folders,
+        };
+        let mut folders = folders.lock().await;
+        if !folders.contains_key(&spec.folder) {
+            let location = Location::open(&spec.folder).await.map_err(|e| {
+                DataFusionError::Execution(format!("cannot open input folder: {e}"))
+            })?;
+            folders.insert(spec.folder.clone(), location);
+        }
+        let location = &folders[&spec.folder];
+        let source_time = DateTime::<Utc>::from_timestamp_micros(spec.source_time_micros)
+            .ok_or_else(|| {
+                DataFusionError::Execution(format!(
+                    "{}: source time {} µs is out of range",
+                    spec.url, spec.source_time_micros
+                ))
+            })?;
+        Ok(RankedFile {
+            file: InputFile {
+                name: spec.name.clone(),
+                url: spec.url.clone(),
+                folder: spec.folder.clone(),
+                store: location.store.clone(),
+                path: location.child(&spec.name),
+                local_path: location.local_path(&spec.name),
+                size: spec.size,
+                source_time,
+                format: spec.format,
+            },
+            rank: spec.rank,
+        })
+    }
+}
+
+/// A job's input table: its files as one table of the layout's columns and the lineage columns.
+#[derive(Debug)]
+pub struct InputTable {
+    spec: InputSpec,
+    layout: Layout,
+    schema: SchemaRef,
+    opener: Opener,
+    stats: Arc<SourceStats>,
+}
+
+impl InputTable {
+    /// The table over `files` (their stores open), read in `partitions` partitions; reading
+    /// figures and refused rows go to `stats`.
+    pub fn new(
+        files: &[RankedFile],
+        layout: &Layout,
+        stats: Arc<SourceStats>,
+        partitions: usize,
+    ) -> InputTable {
+        let by_url = files
+            .iter()
+            .map(|f| (f.file.url.clone(), f.clone()))
+            .collect();
+        InputTable {
+            spec: InputSpec::new(files, layout, partitions, stats.max_bad_rows),
+            schema: input_schema(layout),
+            layout: layout.clone(),
+            opener: Opener::Known(Arc::new(by_url)),
+            stats,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for InputTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let work = self
+            .spec
+            .groups
+            .iter()
+            .map(|group| work_batch(group).map(|b| vec![b]))
+            .collect::<Result<Vec<_>>>()?;
+        let work = MemorySourceConfig::try_new_exec(&work, work_schema(), None)?;
+        Ok(Arc::new(InputScanExec::new(
+            work,
+            ReadSpec {
+                layout: self.spec.layout.clone(),
+                max_bad_rows: self.spec.max_bad_rows,
+                projection: projection.cloned(),
+            },
+            self.layout.clone(),
+            self.opener.clone(),
+            self.stats.clone(),
+        )?))
+    }
+}
+
+/// How a scan reads, as data: the layout, the bad-row tolerance, the columns kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadSpec {
+    pub layout: LayoutSpec,
+    pub max_bad_rows: u64,
+    /// The columns of the layout and lineage kept (`None`: all).
+    pub projection: Option<Vec<usize>>,
+}
+
+/// The plan node reading a job's input files; see the module docs. Its one input is the work
+/// list, a memory source whose partition `p` holds the files partition `p` reads.
+#[derive(Debug)]
+pub struct InputScanExec {
+    work: Arc<dyn ExecutionPlan>,
+    read: ReadSpec,
+    layout: Layout,
+    /// The layout's columns and the lineage columns, as the readers make them.
+    file_schema: SchemaRef,
+    opener: Opener,
+    stats: Arc<SourceStats>,
+    properties: Arc<PlanProperties>,
+}
+
+impl InputScanExec {
+    fn new(
+        work: Arc<dyn ExecutionPlan>,
+        read: ReadSpec,
+        layout: Layout,
+        opener: Opener,
+        stats: Arc<SourceStats>,
+    ) -> Result<InputScanExec> {
+        let file_schema = input_schema(&layout);
+        let schema = match &read.projection {
+            Some(p) => Arc::new(file_schema.project(p)?),
+            None => file_schema.clone(),
+        };
+        let partitions = work.properties().partitioning.partition_count();
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(InputScanExec {
+            work,
+            read,
+            layout,
+            file_schema,
+            opener,
+            stats,
+            properties: Arc::new(properties),
+        })
+    }
+
+    /// A scan rebuilt from its spec (on another machine) over its work list: it opens the
+    /// folders when it first runs, and counts its own reading figures.
+    pub fn rebuild(work: Arc<dyn ExecutionPlan>, read: ReadSpec) -> Result<InputScanExec> {
+        let layout = read
+            .layout
+            .layout()
+            .map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        let stats = Arc::new(SourceStats::new(read.max_bad_rows));
+        InputScanExec::new(
+            work,
+            read,
+            layout,
+            Opener::Folders(Default::default()),
+            stats,
+        )
+    }
+
+    /// How this scan reads.
+    pub fn read_spec(&self) -> &ReadSpec {
+        &self.read
+    }
+
+    /// The reader of one file.
+    fn reader(&self, file: RankedFile) -> Arc<dyn PartitionStream> {
+        let (layout, schema, stats) = (
+            self.layout.clone(),
+            self.file_schema.clone(),
+            self.stats.clone(),
+        );
+        match file.file.format {
+            InputFormat::Csv => Arc::new(csv_file::CsvPartition {
+                file,
+                layout,
+                schema,
+                stats,
+            }),
+            InputFormat::Parquet => Arc::new(parquet_file::ParquetPartition {
+                file,
+                layout,
+                schema,
+                stats,
+            }),
+        }
+    }
+
+    fn with_work(&self, work: Arc<dyn ExecutionPlan>) -> Result<InputScanExec> {
+        InputScanExec::new(
+            work,
+            self.read.clone(),
+            self.layout.clone(),
+            self.opener.clone(),
+            self.stats.clone(),
+        )
+    }
+}
+
+impl DisplayAs for InputScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "InputScanExec: layout={}, partitions={}",
+            self.read.layout.name,
+            self.properties.partitioning.partition_count()
+        )?;
+        if let Some(p) = &self.read.projection {
+            let names: Vec<&str> = p
+                .iter()
+                .map(|&i| self.file_schema.field(i).name().as_str())
+                .collect();
+            write!(f, ", projection=[{}]", names.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for InputScanExec {
+    fn name(&self) -> &str {
+        "InputScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.work]
+    }
+
+    // Partition `p` reads exactly the files of the work list's partition `p`: the work list is
+    // never repartitioned.
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match (children.pop(), children.is_empty()) {
+            (Some(work), true) => Ok(Arc::new(self.with_work(work)?)),
+            _ => Err(DataFusionError::Internal(
+                "InputScanExec has one input, its work list".into(),
+            )),
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let work = self.work.execute(partition, ctx.clone())?;
+        let schema = self.schema();
+        let projection = self.read.projection.clone();
+        let this = Arc::new(self.with_work(self.work.clone())?);
+        // Each work row is one file: opened, then read to its end before the next one starts.
+        let batches = work
+            .map(|batch| batch.and_then(|b| work_files(&b)))
+            .map_ok(|files| futures::stream::iter(files.into_iter().map(Ok::<_, DataFusionError>)))
+            .try_flatten()
+            .and_then(move |spec| {
+                let this = this.clone();
+                async move { Ok(this.reader(this.opener.open(&spec).await?)) }
+            })
+            .map_ok(move |reader| reader.execute(ctx.clone()))
+            .try_flatten()
+            .map(move |batch| match &projection {
+                Some(p) => batch.and_then(|b| b.project(p).map_err(Into::into)),
+                None => batch,
+            });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        let mut set = MetricsSet::new();
+        for (name, value) in [
+            (INPUT_ROWS_METRIC, self.stats.rows_in()),
+            (
+                INPUT_BYTES_METRIC,
+                self.stats
+                    .bytes_in
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            (BAD_ROWS_METRIC, self.stats.bad_rows()),
+        ] {
+            let count = Count::new();
+            count.add(value as usize);
+            set.push(Arc::new(Metric::new(
+                MetricValue::Count {
+                    name: name.into(),
+                    count,
+                },
+                None,
+            )));
+        }
+        Some(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::LayoutSet;
+
+    fn file(name: &str, size: u64, rank: i64) -> RankedFile {
+        let store: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::memory::InMemory::new());
+        RankedFile {
+            file: InputFile {
+                name: name.into(),
+                url: format!("file:///in/{name}"),
+                folder: "file:///in".into(),
+                store,
+                path: name.into(),
+                local_path: None,
+                size,
+                source_time: DateTime::<Utc>::from_timestamp_micros(1_700_000_000_000_000 + rank)
+                    .unwrap(),
+                format: InputFormat::Csv,
+            },
+            rank,
+        }
+    }
+
+    #[test]
+    fn groups_are_balanced_by_size_largest_first() {
+        let layouts = LayoutSet::embedded();
+        let layout = layouts.by_name("pos_transactions").unwrap();
+        let files = [
+            file("a", 100, 1),
+            file("b", 60, 2),
+            file("c", 50, 3),
+            file("d", 10, 4),
+        ];
+        let spec = InputSpec::new(&files, layout, 2, 7);
+        let names: Vec<Vec<&str>> = spec
+            .groups
+            .iter()
+            .map(|g| g.iter().map(|f| f.name.as_str()).collect())
+            .collect();
+        assert_eq!(names, vec![vec!["a", "d"], vec!["b", "c"]]);
+        assert_eq!(spec.max_bad_rows, 7);
+    }
+
+    #[test]
+    fn a_read_spec_survives_json_and_rebuilds_the_same_layout() {
+        let layouts = LayoutSet::embedded();
+        let layout = layouts.by_name("pos_transactions").unwrap();
+        let read = ReadSpec {
+            layout: LayoutSpec::of(layout),
+            max_bad_rows: 3,
+            projection: Some(vec![0, 2]),
+        };
+        let text = serde_json::to_string(&read).unwrap();
+        let back: ReadSpec = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, read);
+        assert_eq!(back.layout.layout().unwrap().columns, layout.columns);
+        let work =
+            MemorySourceConfig::try_new_exec(&[vec![], vec![]], work_schema(), None).unwrap();
+        let scan = InputScanExec::rebuild(work, back).unwrap();
+        assert_eq!(scan.schema().fields().len(), 2);
+        assert_eq!(scan.properties().partitioning.partition_count(), 2);
+    }
+
+    #[test]
+    fn work_lists_name_the_files_they_were_made_of() {
+        let layouts = LayoutSet::embedded();
+        let layout = layouts.by_name("pos_transactions").unwrap();
+        let mut parquet = file("b", 60, 2);
+        parquet.file.format = InputFormat::Parquet;
+        let spec = InputSpec::new(&[file("a", 100, 1), parquet], layout, 1, 0);
+        let batch = work_batch(&spec.groups[0]).unwrap();
+        assert_eq!(work_files(&batch).unwrap(), spec.groups[0]);
+    }
+
+    #[test]
+    fn a_read_spec_with_an_unknown_type_is_refused() {
+        let read = ReadSpec {
+            layout: LayoutSpec {
+                name: "x".into(),
+                columns: vec![("a".into(), "float".into())],
+            },
+            max_bad_rows: 0,
+            projection: None,
+        };
+        let work = MemorySourceConfig::try_new_exec(&[vec![]], work_schema(), None).unwrap();
+        let err = InputScanExec::rebuild(work, read).unwrap_err();
+        assert!(err.to_string().contains("unknown type `float`"), "{err}");
+    }
+}
