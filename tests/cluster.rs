@@ -263,24 +263,29 @@ async fn the_province_job_on_a_cluster_reads_the_s3_test_server() {
     );
 }
 
-/// Runs the sample job into a Hudi table, a SQLite warehouse and a SQLite state store through
-/// `cluster_url`, expecting failure within `bound`; checks that nothing was written and FAILED
-/// was recorded, and returns stderr.
-async fn failed_cluster_run(cluster_url: &str, bound: Duration) -> String {
+/// Runs `province`'s job over `val` into a Hudi table, a SQLite warehouse and a SQLite state store
+/// through `cluster_url`, calling `during` while it runs; expects failure within `bound`, checks
+/// that nothing was written and FAILED was recorded, and returns stderr.
+async fn failed_cluster_run(
+    cluster_url: &str,
+    province: &str,
+    val: &Path,
+    bound: Duration,
+    during: impl FnOnce(),
+) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let val = validated_sample(dir.path());
     let table = dir.path().join("table");
     let warehouse = dir.path().join("warehouse.db");
     let state = format!("sqlite://{}", dir.path().join("state.db").display());
     let started = Instant::now();
-    let run = job_run("province_sales", "WI", &val)
+    let run = job_run("province_sales", province, val)
         .table(table.to_str().unwrap())
         .warehouse(&format!("sqlite://{}", warehouse.display()))
         .state(&state)
         .args(&["--cluster", cluster_url, "--cluster-timeout", "5s"]);
-    let err = tokio::task::spawn_blocking(move || run.fails())
-        .await
-        .unwrap();
+    let running = tokio::task::spawn_blocking(move || run.fails());
+    during();
+    let err = running.await.unwrap();
     let took = started.elapsed();
     assert!(took < bound, "the run took {took:?}: {err}");
     // Sinks as they were: the table never created, the warehouse without rows.
@@ -304,10 +309,18 @@ async fn failed_cluster_run(cluster_url: &str, bound: Duration) -> String {
     err
 }
 
+/// The bundled sample province, validated, in a temporary folder.
+fn sample() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let val = validated_sample(dir.path());
+    (dir, val)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cluster_without_executors_fails_the_run_within_the_timeout() {
     let cluster = Cluster::start(0);
-    let err = failed_cluster_run(&cluster.url, Duration::from_secs(90)).await;
+    let (_dir, val) = sample();
+    let err = failed_cluster_run(&cluster.url, "WI", &val, Duration::from_secs(90), || {}).await;
     assert!(err.contains("finished no stage within 5s"), "{err}");
     assert!(err.contains("Is any executor registered"), "{err}");
 }
@@ -320,7 +333,8 @@ async fn an_executor_killed_before_it_runs_the_jobs_tasks_fails_the_run_within_t
         executor.0.kill().unwrap();
         executor.0.wait().unwrap();
     }
-    let err = failed_cluster_run(&cluster.url, Duration::from_secs(90)).await;
+    let (_dir, val) = sample();
+    let err = failed_cluster_run(&cluster.url, "WI", &val, Duration::from_secs(90), || {}).await;
     assert!(
         err.contains("finished no stage") || err.contains("executors were lost"),
         "{err}"
@@ -328,9 +342,55 @@ async fn an_executor_killed_before_it_runs_the_jobs_tasks_fails_the_run_within_t
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_executor_killed_mid_job_fails_the_run_within_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&[
+        "generate",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--province",
+        "MB",
+        "--transactions",
+        "1.2M",
+        "--stores",
+        "20",
+        "--forms",
+        "validated",
+    ]);
+    let mut cluster = Cluster::start(1);
+    let log = cluster.logs.path().join("executor-0.log");
+    let executor = cluster.executors.pop().unwrap();
+    let val = dir.path().join("validated");
+    let err = failed_cluster_run(
+        &cluster.url,
+        "MB",
+        &val,
+        Duration::from_secs(90),
+        move || {
+            // Killed as soon as it has taken a task of the job.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("Received task")
+            {
+                assert!(Instant::now() < deadline, "the executor never took a task");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            drop(executor);
+        },
+    )
+    .await;
+    assert!(
+        err.contains("finished no stage") || err.contains("cannot fetch the rows"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_scheduler_fails_the_run_at_once() {
     let url = format!("df://127.0.0.1:{}", free_port());
-    let err = failed_cluster_run(&url, Duration::from_secs(60)).await;
+    let (_dir, val) = sample();
+    let err = failed_cluster_run(&url, "WI", &val, Duration::from_secs(60), || {}).await;
     assert!(
         err.contains("cannot reach the Ballista scheduler at df://127.0.0.1:"),
         "{err}"
