@@ -41,7 +41,7 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Run a SQL job over a province's validated files.
     #[command(after_help = run::AFTER_HELP)]
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// List, show and explain the SQL-defined jobs.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
@@ -122,7 +122,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
     let catalog = JobCatalog::new(&cli.global.jobs_dir, layouts.clone());
     match cli.command {
         Command::Validate(args) => validate::run(args, layouts, &progress).await,
-        Command::Run(args) => run::run(args, &catalog, &progress).await,
+        Command::Run(args) => run::run(*args, &catalog, &progress).await,
         Command::Jobs(cmd) => jobs::run(cmd, &catalog).await,
         Command::Track(args) => track::run(args).await,
         Command::Schedule(args) => schedule::schedule(args).await,
