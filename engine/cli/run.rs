@@ -259,7 +259,12 @@ fn report(args: &RunArgs, plan: &Plan, outcome: &RunOutcome) -> Result<()> {
         describe_params(&s.params),
         s.line()
     );
-    if args.profile {
+    if args.profile && args.cluster.is_some() {
+        eprintln!(
+            "tally run: the plan sent to the cluster (its operators' metrics are the executors'; the scheduler's job metrics hold them):\n{}",
+            rows.profile()
+        );
+    } else if args.profile {
         eprintln!(
             "tally run: the query's operators, with their metrics:\n{}",
             rows.profile()

@@ -238,10 +238,16 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
 
     let stats = Arc::new(SourceStats::new(request.max_bad_rows));
     let ctx = session_with_memory_limit(Some(request.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT)));
-    let partitions = match &request.cluster {
-        Some(cluster) => cluster.partitions,
-        None => ctx.copied_config().target_partitions(),
-    };
+    if let Some(cluster) = &request.cluster {
+        // Every stage of the plan, not only the scan, is cut into the cluster's partitions.
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .execution
+            .target_partitions = cluster.partitions;
+    }
+    let partitions = ctx.copied_config().target_partitions();
     let bar = progress.bytes("reading", files.iter().map(|f| f.size).sum());
     let frame = job_frame(
         &ctx,
