@@ -614,4 +614,42 @@ fn a_profile_shows_each_operator_with_its_metrics_and_changes_no_row() {
     assert!(profile.contains("output_rows=9"), "{profile}");
     assert!(profile.contains("elapsed_compute="), "{profile}");
     assert!(profile.contains("AggregateExec"), "{profile}");
+    // The scan counts what it read: the sample's 22 rows in 5 files.
+    assert!(
+        profile.contains("InputScanExec: layout=pos_transactions, partitions="),
+        "{profile}"
+    );
+    assert!(profile.contains("input_rows=22"), "{profile}");
+    assert!(profile.contains("bad_rows=0"), "{profile}");
+}
+
+#[test]
+fn datafusion_options_come_from_its_environment_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let val = validated_sample(dir.path());
+    let plain = job_run("province_sales", "WI", &val).dry_run().run();
+    let mut cmd = tally();
+    cmd.env("DATAFUSION_EXECUTION_TARGET_PARTITIONS", "3")
+        .args([
+            "run",
+            "--job",
+            "province_sales",
+            "--province",
+            "WI",
+            "--input",
+            val.to_str().unwrap(),
+            "--dry-run",
+            "--profile",
+        ]);
+    let tuned = cmd.output().unwrap();
+    assert!(tuned.status.success());
+    assert_eq!(
+        tuned.stdout, plain.stdout,
+        "the rows do not depend on the partitions"
+    );
+    let stderr = String::from_utf8_lossy(&tuned.stderr);
+    assert!(
+        stderr.contains("InputScanExec: layout=pos_transactions, partitions=3"),
+        "{stderr}"
+    );
 }

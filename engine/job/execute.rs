@@ -165,9 +165,16 @@ pub fn session_with_memory_limit(limit: Option<u64>) -> SessionContext {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let mut config = SessionConfig::new()
-        .with_target_partitions(cores)
-        .with_information_schema(false);
+    // DataFusion's own options can be tuned without a rebuild through its environment variables
+    // (`DATAFUSION_EXECUTION_BATCH_SIZE=16384`, ...); tally's defaults apply where none is set.
+    let mut config = SessionConfig::from_env().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "ignoring DATAFUSION_* settings that do not parse");
+        SessionConfig::new()
+    });
+    if std::env::var_os("DATAFUSION_EXECUTION_TARGET_PARTITIONS").is_none() {
+        config = config.with_target_partitions(cores);
+    }
+    let mut config = config.with_information_schema(false);
     // `VARCHAR` in a job's SQL means plain Utf8, the string type every sink and reader expects.
     config.options_mut().sql_parser.map_string_types_to_utf8view = false;
     let ctx = match limit.map(|limit| {
