@@ -118,6 +118,8 @@ async fn connect(target: &ClusterTarget) -> Result<SchedulerGrpcClient<Channel>,
     let endpoint = Endpoint::from_shared(format!("http://{}", target.scheduler))
         .map_err(|e| target.unreachable(e.to_string()))?
         .connect_timeout(target.connect_timeout())
+        // A scheduler that accepts a request and never answers must not hold the run either.
+        .timeout(target.timeout.max(Duration::from_secs(30)))
         .tcp_nodelay(true);
     let channel = tokio::time::timeout(target.connect_timeout(), endpoint.connect())
         .await
