@@ -7,22 +7,12 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 use object_store::ObjectStoreExt;
 use serde_json::Value;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The Runtime API emulator and the function polling it.
 fn start(port: u16, env: &[(&str, String)], log: &Path) -> Vec<Running> {
@@ -42,14 +32,7 @@ fn start(port: u16, env: &[(&str, String)], log: &Path) -> Vec<Running> {
         .spawn()
         .expect("cargo lambda runs (pip install cargo-lambda; tests/run.sh does)");
     let mut processes = vec![Running(emulator)];
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the Runtime API emulator did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_port(port, "the Runtime API emulator");
     let function = Command::new(env!("CARGO_BIN_EXE_tally-lambda"))
         .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
