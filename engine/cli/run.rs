@@ -79,7 +79,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0)]
     max_bad_rows: u64,
     /// Memory the query may use for hash tables and sorts (e.g. 512M, 4G); beyond it, it spills
-    /// to temporary files (TMPDIR). Default: 1G.
+    /// to temporary files (TMPDIR). Default: 2G.
     #[arg(long, value_parser = parse_bytes)]
     memory_limit: Option<u64>,
     /// Run the query on the Ballista cluster whose scheduler is at df://HOST:PORT (`tally cluster
