@@ -380,18 +380,10 @@ async fn an_unreachable_scheduler_fails_the_run_at_once() {
 
 #[test]
 fn cluster_flags_are_checked_before_anything_runs() {
-    let err = fails(&[
-        "run",
-        "--job",
-        "province_sales",
-        "--province",
-        "WI",
-        "--input",
-        ".",
-        "--dry-run",
-        "--cluster",
-        "http://x:1",
-    ]);
+    let err = job_run("province_sales", "WI", ".")
+        .dry_run()
+        .args(&["--cluster", "http://x:1"])
+        .fails();
     assert!(
         err.contains("--cluster: `http://x:1` is not a cluster URL"),
         "{err}"

@@ -628,20 +628,11 @@ fn datafusion_options_come_from_its_environment_variables() {
     let dir = tempfile::tempdir().unwrap();
     let val = validated_sample(dir.path());
     let plain = job_run("province_sales", "WI", &val).dry_run().run();
-    let mut cmd = tally();
-    cmd.env("DATAFUSION_EXECUTION_TARGET_PARTITIONS", "3")
-        .args([
-            "run",
-            "--job",
-            "province_sales",
-            "--province",
-            "WI",
-            "--input",
-            val.to_str().unwrap(),
-            "--dry-run",
-            "--profile",
-        ]);
-    let tuned = cmd.output().unwrap();
+    let tuned = job_run("province_sales", "WI", &val)
+        .dry_run()
+        .args(&["--profile"])
+        .env("DATAFUSION_EXECUTION_TARGET_PARTITIONS", "3")
+        .run();
     assert!(tuned.status.success());
     assert_eq!(
         tuned.stdout, plain.stdout,

@@ -62,6 +62,7 @@ pub fn fails(args: &[&str]) -> String {
 #[derive(Debug, Clone)]
 pub struct JobRun {
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// `tally run --job JOB --province PROVINCE --input INPUT`.
@@ -76,6 +77,7 @@ pub fn job_run(job: &str, province: &str, input: impl AsRef<Path>) -> JobRun {
             "--input".into(),
             input.as_ref().display().to_string(),
         ],
+        env: Vec::new(),
     }
 }
 
@@ -83,6 +85,12 @@ impl JobRun {
     /// Any other flags, as given.
     pub fn args(mut self, more: &[&str]) -> JobRun {
         self.args.extend(more.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// An environment variable for the run.
+    pub fn env(mut self, name: &str, value: &str) -> JobRun {
+        self.env.push((name.into(), value.into()));
         self
     }
 
@@ -121,17 +129,36 @@ impl JobRun {
 
     /// Runs it, whatever the exit status.
     pub fn run(&self) -> Output {
-        run(&self.argv())
+        tally()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .args(self.argv())
+            .output()
+            .expect("tally runs")
     }
 
     /// Runs it and insists on success; returns stdout.
     pub fn ok(&self) -> String {
-        ok(&self.argv())
+        let out = self.run();
+        assert!(
+            out.status.success(),
+            "tally {:?} failed:\nstdout:\n{}\nstderr:\n{}",
+            self.args,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
     }
 
     /// Runs it and insists on failure; returns stderr.
     pub fn fails(&self) -> String {
-        fails(&self.argv())
+        let out = self.run();
+        assert!(
+            !out.status.success(),
+            "tally {:?} should have failed; stdout:\n{}",
+            self.args,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).expect("utf-8 stderr")
     }
 }
 
