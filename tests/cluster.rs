@@ -208,28 +208,17 @@ fn the_province_job_on_a_cluster_prints_exactly_the_bytes_of_a_local_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_province_job_on_a_cluster_reads_the_s3_test_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("raw");
-    tally::demo::write_sample_files(&raw).unwrap();
-    let val = format!("{}/validated", prefix("cluster"));
-    let val2 = val.clone();
-    let (local, clustered, logs) = tokio::task::spawn_blocking(move || {
-        ok(&[
-            "validate",
-            "--input",
-            raw.to_str().unwrap(),
-            "--output",
-            &val2,
-        ]);
+    let (val, local, clustered, logs) = tokio::task::spawn_blocking(|| {
+        let val = validated_sample_on_s3("cluster");
         let cluster = Cluster::start(2);
         let run = || {
-            job_run("province_sales", "WI", &val2)
+            job_run("province_sales", "WI", &val)
                 .dry_run()
                 .format("csv")
         };
         let local = run().ok();
         let clustered = run().args(&["--cluster", &cluster.url]).ok();
-        (local, clustered, cluster.logs())
+        (val.clone(), local, clustered, cluster.logs())
     })
     .await
     .unwrap();

@@ -9,17 +9,7 @@ use object_store::ObjectStoreExt;
 
 #[test]
 fn local_raw_files_validated_to_s3_then_run_from_s3() {
-    let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("raw");
-    tally::demo::write_sample_files(&raw).unwrap();
-    let val = format!("{}/validated", prefix("local-to-s3"));
-    ok(&[
-        "validate",
-        "--input",
-        raw.to_str().unwrap(),
-        "--output",
-        &val,
-    ]);
+    let val = validated_sample_on_s3("local-to-s3");
     let out = job_run("jobs/province_sales.sql", "WI", &val)
         .dry_run()
         .format("csv")
@@ -90,22 +80,9 @@ fn a_missing_s3_prefix_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_quarantine_on_s3_is_a_real_sub_folder() {
-    let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("raw");
-    tally::demo::write_sample_files(&raw).unwrap();
-    let val = format!("{}/validated", prefix("quarantine"));
-    let val2 = val.clone();
-    tokio::task::spawn_blocking(move || {
-        ok(&[
-            "validate",
-            "--input",
-            raw.to_str().unwrap(),
-            "--output",
-            &val2,
-        ])
-    })
-    .await
-    .unwrap();
+    let val = tokio::task::spawn_blocking(|| validated_sample_on_s3("quarantine"))
+        .await
+        .unwrap();
     let location = tally::storage::Location::open(&format!("{val}/_quarantine"))
         .await
         .unwrap();
@@ -136,22 +113,9 @@ async fn raw_s3_client() -> aws_sdk_s3::Client {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn odd_keys_in_an_s3_folder_are_skipped_not_fatal() {
-    let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("raw");
-    tally::demo::write_sample_files(&raw).unwrap();
-    let val = format!("{}/validated", prefix("odd-keys"));
-    let val2 = val.clone();
-    tokio::task::spawn_blocking(move || {
-        ok(&[
-            "validate",
-            "--input",
-            raw.to_str().unwrap(),
-            "--output",
-            &val2,
-        ])
-    })
-    .await
-    .unwrap();
+    let val = tokio::task::spawn_blocking(|| validated_sample_on_s3("odd-keys"))
+        .await
+        .unwrap();
     // Keys a careless uploader can make, which object_store cannot represent as paths.
     let key_prefix = val.strip_prefix(&format!("s3://{}/", bucket())).unwrap();
     let client = raw_s3_client().await;

@@ -426,6 +426,23 @@ pub fn validated_sample(dir: &Path) -> std::path::PathBuf {
     val
 }
 
+/// The bundled sample province's raw files validated into a fresh folder on the S3 test server
+/// (`{prefix(name)}/validated`), whose URL is returned. Blocking: it runs `tally validate`.
+pub fn validated_sample_on_s3(name: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw");
+    tally::demo::write_sample_files(&raw).unwrap();
+    let val = format!("{}/validated", prefix(name));
+    ok(&[
+        "validate",
+        "--input",
+        raw.to_str().unwrap(),
+        "--output",
+        &val,
+    ]);
+    val
+}
+
 /// The warehouse table's rows as text, data columns then `updated_at`.
 pub const WAREHOUSE_SELECT: &str = "SELECT province, store_id, item_id, CAST(trans_date AS TEXT) AS d, CAST(sale_amount AS TEXT) AS s, \
     CAST(tax_amount AS TEXT) AS t, CAST(discount_amount AS TEXT) AS x, CAST(updated_at AS TEXT) AS u FROM store_item_daily_sales";
