@@ -31,7 +31,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::codec::TallyCodec;
 use super::{ClusterError, ClusterTarget, ReadFigures};
-use crate::sources::{BAD_ROWS_METRIC, INPUT_BYTES_METRIC, INPUT_ROWS_METRIC};
+use crate::sources::{InputScanExec, BAD_ROWS_METRIC, INPUT_BYTES_METRIC, INPUT_ROWS_METRIC};
 
 /// The largest gRPC message the driver sends or takes (plans, job metrics).
 const MAX_MESSAGE: usize = 64 << 20;
@@ -207,7 +207,7 @@ async fn read_figures(
         .stages
         .iter()
         .flat_map(|stage| &stage.operators)
-        .filter(|op| op.operator_type == "InputScanExec")
+        .filter(|op| op.operator_type == InputScanExec::NAME)
         .flat_map(|op| &op.metrics)
         .filter_map(|m| match &m.metric {
             Some(operator_metric::Metric::Count(named)) => Some(named),

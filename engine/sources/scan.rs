@@ -27,6 +27,7 @@ use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
+use datafusion::common::cast::{as_int64_array, as_string_array, as_uint64_array};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
@@ -199,28 +200,13 @@ fn work_batch(files: &[FileSpec]) -> Result<RecordBatch> {
 
 /// The files a work-list batch names.
 fn work_files(batch: &RecordBatch) -> Result<Vec<FileSpec>> {
-    let bad = || DataFusionError::Internal("the input scan's work list has other columns".into());
-    let text = |i: usize| -> Result<&StringArray> {
-        batch
-            .column(i)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(bad)
-    };
+    let text = |i: usize| as_string_array(batch.column(i));
     let (folder, name, url, format) = (text(0)?, text(1)?, text(2)?, text(5)?);
-    let size = batch
-        .column(3)
-        .as_any()
-        .downcast_ref::<UInt64Array>()
-        .ok_or_else(bad)?;
-    let int = |i: usize| -> Result<&Int64Array> {
-        batch
-            .column(i)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(bad)
-    };
-    let (time, rank) = (int(4)?, int(6)?);
+    let size = as_uint64_array(batch.column(3))?;
+    let (time, rank) = (
+        as_int64_array(batch.column(4))?,
+        as_int64_array(batch.column(6))?,
+    );
     (0..batch.num_rows())
         .map(|row| {
             Ok(FileSpec {
@@ -378,21 +364,57 @@ pub struct ReadSpec {
     pub projection: Option<Vec<usize>>,
 }
 
+/// What a scan's partitions share to read files: the layout, the schema the readers make, how
+/// files are opened, where figures go.
+#[derive(Debug)]
+struct Readers {
+    layout: Layout,
+    /// The layout's columns and the lineage columns, as the readers make them.
+    file_schema: SchemaRef,
+    opener: Opener,
+    stats: Arc<SourceStats>,
+}
+
+impl Readers {
+    /// The reader of one file.
+    async fn open(&self, spec: &FileSpec) -> Result<Arc<dyn PartitionStream>> {
+        let file = self.opener.open(spec).await?;
+        let (layout, schema, stats) = (
+            self.layout.clone(),
+            self.file_schema.clone(),
+            self.stats.clone(),
+        );
+        Ok(match file.file.format {
+            InputFormat::Csv => Arc::new(csv_file::CsvPartition {
+                file,
+                layout,
+                schema,
+                stats,
+            }),
+            InputFormat::Parquet => Arc::new(parquet_file::ParquetPartition {
+                file,
+                layout,
+                schema,
+                stats,
+            }),
+        })
+    }
+}
+
 /// The plan node reading a job's input files; see the module docs. Its one input is the work
 /// list, a memory source whose partition `p` holds the files partition `p` reads.
 #[derive(Debug)]
 pub struct InputScanExec {
     work: Arc<dyn ExecutionPlan>,
     read: ReadSpec,
-    layout: Layout,
-    /// The layout's columns and the lineage columns, as the readers make them.
-    file_schema: SchemaRef,
-    opener: Opener,
-    stats: Arc<SourceStats>,
+    readers: Arc<Readers>,
     properties: Arc<PlanProperties>,
 }
 
 impl InputScanExec {
+    /// The node's name in plans and in the metrics a cluster reports.
+    pub const NAME: &'static str = "InputScanExec";
+
     fn new(
         work: Arc<dyn ExecutionPlan>,
         read: ReadSpec,
@@ -400,10 +422,23 @@ impl InputScanExec {
         opener: Opener,
         stats: Arc<SourceStats>,
     ) -> Result<InputScanExec> {
-        let file_schema = input_schema(&layout);
+        let readers = Arc::new(Readers {
+            file_schema: input_schema(&layout),
+            layout,
+            opener,
+            stats,
+        });
+        InputScanExec::over(work, read, readers)
+    }
+
+    fn over(
+        work: Arc<dyn ExecutionPlan>,
+        read: ReadSpec,
+        readers: Arc<Readers>,
+    ) -> Result<InputScanExec> {
         let schema = match &read.projection {
-            Some(p) => Arc::new(file_schema.project(p)?),
-            None => file_schema.clone(),
+            Some(p) => Arc::new(readers.file_schema.project(p)?),
+            None => readers.file_schema.clone(),
         };
         let partitions = work.properties().partitioning.partition_count();
         let properties = PlanProperties::new(
@@ -415,10 +450,7 @@ impl InputScanExec {
         Ok(InputScanExec {
             work,
             read,
-            layout,
-            file_schema,
-            opener,
-            stats,
+            readers,
             properties: Arc::new(properties),
         })
     }
@@ -444,53 +476,21 @@ impl InputScanExec {
     pub fn read_spec(&self) -> &ReadSpec {
         &self.read
     }
-
-    /// The reader of one file.
-    fn reader(&self, file: RankedFile) -> Arc<dyn PartitionStream> {
-        let (layout, schema, stats) = (
-            self.layout.clone(),
-            self.file_schema.clone(),
-            self.stats.clone(),
-        );
-        match file.file.format {
-            InputFormat::Csv => Arc::new(csv_file::CsvPartition {
-                file,
-                layout,
-                schema,
-                stats,
-            }),
-            InputFormat::Parquet => Arc::new(parquet_file::ParquetPartition {
-                file,
-                layout,
-                schema,
-                stats,
-            }),
-        }
-    }
-
-    fn with_work(&self, work: Arc<dyn ExecutionPlan>) -> Result<InputScanExec> {
-        InputScanExec::new(
-            work,
-            self.read.clone(),
-            self.layout.clone(),
-            self.opener.clone(),
-            self.stats.clone(),
-        )
-    }
 }
 
 impl DisplayAs for InputScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "InputScanExec: layout={}, partitions={}",
+            "{}: layout={}, partitions={}",
+            Self::NAME,
             self.read.layout.name,
             self.properties.partitioning.partition_count()
         )?;
         if let Some(p) = &self.read.projection {
             let names: Vec<&str> = p
                 .iter()
-                .map(|&i| self.file_schema.field(i).name().as_str())
+                .map(|&i| self.readers.file_schema.field(i).name().as_str())
                 .collect();
             write!(f, ", projection=[{}]", names.join(", "))?;
         }
@@ -500,7 +500,7 @@ impl DisplayAs for InputScanExec {
 
 impl ExecutionPlan for InputScanExec {
     fn name(&self) -> &str {
-        "InputScanExec"
+        Self::NAME
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
@@ -534,7 +534,11 @@ impl ExecutionPlan for InputScanExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         match (children.pop(), children.is_empty()) {
-            (Some(work), true) => Ok(Arc::new(self.with_work(work)?)),
+            (Some(work), true) => Ok(Arc::new(InputScanExec::over(
+                work,
+                self.read.clone(),
+                self.readers.clone(),
+            )?)),
             _ => Err(DataFusionError::Internal(
                 "InputScanExec has one input, its work list".into(),
             )),
@@ -549,15 +553,15 @@ impl ExecutionPlan for InputScanExec {
         let work = self.work.execute(partition, ctx.clone())?;
         let schema = self.schema();
         let projection = self.read.projection.clone();
-        let this = Arc::new(self.with_work(self.work.clone())?);
+        let readers = self.readers.clone();
         // Each work row is one file: opened, then read to its end before the next one starts.
         let batches = work
             .map(|batch| batch.and_then(|b| work_files(&b)))
             .map_ok(|files| futures::stream::iter(files.into_iter().map(Ok::<_, DataFusionError>)))
             .try_flatten()
             .and_then(move |spec| {
-                let this = this.clone();
-                async move { Ok(this.reader(this.opener.open(&spec).await?)) }
+                let readers = readers.clone();
+                async move { readers.open(&spec).await }
             })
             .map_ok(move |reader| reader.execute(ctx.clone()))
             .try_flatten()
@@ -569,16 +573,15 @@ impl ExecutionPlan for InputScanExec {
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
+        let stats = &self.readers.stats;
         let mut set = MetricsSet::new();
         for (name, value) in [
-            (INPUT_ROWS_METRIC, self.stats.rows_in()),
+            (INPUT_ROWS_METRIC, stats.rows_in()),
             (
                 INPUT_BYTES_METRIC,
-                self.stats
-                    .bytes_in
-                    .load(std::sync::atomic::Ordering::Relaxed),
+                stats.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
             ),
-            (BAD_ROWS_METRIC, self.stats.bad_rows()),
+            (BAD_ROWS_METRIC, stats.bad_rows()),
         ] {
             let count = Count::new();
             count.add(value as usize);
