@@ -2,7 +2,7 @@
 //!
 //! | URL | where | how rows get there |
 //! |---|---|---|
-//! | `sqlite://PATH` | embedded SQLite file (the default for local runs) | bound multi-row inserts |
+//! | `sqlite://PATH` | embedded SQLite file (the default for local runs) | one prepared upsert, values bound from Arrow, on a writer thread ([`sqlite`]) |
 //! | `postgres://...` | PostgreSQL | `COPY ... FROM STDIN` into a temp table, then `INSERT ... ON CONFLICT` |
 //! | `redshift://...` | Redshift over its PostgreSQL wire protocol (port 5439) | bound inserts into a temp table, then delete+insert |
 //! | `redshift-data://...` | Redshift through the Data API | Parquet under an S3 prefix, `COPY`, delete+insert in one `BatchExecuteStatement` |
@@ -13,6 +13,7 @@
 pub mod dialect;
 pub mod redshift_data;
 pub mod sql;
+pub mod sqlite;
 
 use async_trait::async_trait;
 
@@ -83,7 +84,10 @@ impl Sink for WarehouseSink {
             )
             .await;
         }
-        let known = ["sqlite://", "postgres://", "postgresql://", "redshift://"];
+        if let Some(location) = self.url.strip_prefix("sqlite://") {
+            return sqlite::stage(location, &target, &spec, rows.batches, self.create_table).await;
+        }
+        let known = ["postgres://", "postgresql://", "redshift://"];
         if !known.iter().any(|p| self.url.starts_with(p)) {
             return Err(SinkError {
                 sink: "warehouse",

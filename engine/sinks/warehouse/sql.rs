@@ -1,13 +1,10 @@
-//! Warehouses reached over a database connection (sqlx): SQLite (the embedded default),
-//! PostgreSQL, and Redshift through its PostgreSQL wire protocol.
+//! Warehouses reached over the PostgreSQL wire protocol (sqlx): PostgreSQL, and Redshift on its
+//! port 5439. (SQLite has its own writer: [`super::sqlite`].)
 //!
 //! Staging happens inside one open transaction: create the table if missing, create a temporary
 //! staging table, bulk-load the rows (`COPY ... FROM STDIN` on PostgreSQL, batched multi-row
-//! inserts elsewhere), merge with the dialect's statements. Publishing commits; discarding (or any
-//! error) rolls back, which also drops the staging table.
-
-use std::path::PathBuf;
-use std::str::FromStr;
+//! inserts on Redshift), merge with the dialect's statements. Publishing commits; discarding (or
+//! any error) rolls back, which also drops the staging table.
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -15,21 +12,15 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimestampMicrosecondType};
 use datafusion::arrow::error::ArrowError;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, Executor, Pool, Postgres, QueryBuilder, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Executor, Pool, Postgres, QueryBuilder, Transaction};
 
-use super::dialect::{Dialect, RowsInsert, TableError, TableSpec, SQLITE_TIME_FORMAT, STAGING};
+use super::dialect::{Dialect, RowsInsert, TableError, TableSpec, STAGING};
+use super::sqlite::SqliteError;
 use crate::sinks::{SinkDetails, SinkError, SinkReport, StagedWrite};
 
 /// Why rows could not be staged in a warehouse reached over a connection.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot create {}", path.display())]
-    CreateFolder {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("cannot connect")]
     Connect(#[source] sqlx::Error),
     #[error(transparent)]
@@ -40,6 +31,8 @@ pub enum LoadError {
     Csv(#[source] ArrowError),
     #[error(transparent)]
     Table(#[from] TableError),
+    #[error(transparent)]
+    Sqlite(#[from] SqliteError),
 }
 
 /// Values of one cell as the loaders bind them.
@@ -50,7 +43,7 @@ enum Cell {
 }
 
 /// Cell values of one column, converted once per batch.
-fn column_cells(col: &ArrayRef, dialect: Dialect) -> Result<Vec<Cell>, LoadError> {
+fn column_cells(col: &ArrayRef) -> Result<Vec<Cell>, LoadError> {
     let n = col.len();
     let texts = |array: &ArrayRef| -> Result<Vec<Cell>, LoadError> {
         let s = cast(array, &DataType::Utf8).map_err(LoadError::Convert)?;
@@ -95,10 +88,7 @@ fn column_cells(col: &ArrayRef, dialect: Dialect) -> Result<Vec<Cell>, LoadError
                         return Cell::Null;
                     }
                     let t = chrono::DateTime::from_timestamp_micros(v.value(i)).unwrap_or_default();
-                    Cell::Text(match dialect {
-                        Dialect::Sqlite => t.format(SQLITE_TIME_FORMAT).to_string(),
-                        _ => t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
-                    })
+                    Cell::Text(t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
                 })
                 .collect())
         }
@@ -118,16 +108,13 @@ fn column_cells(col: &ArrayRef, dialect: Dialect) -> Result<Vec<Cell>, LoadError
     }
 }
 
-/// A connected warehouse.
-pub enum Connection {
-    Sqlite(Pool<Sqlite>),
-    Postgres(Pool<Postgres>, Dialect),
+/// A warehouse connected over the PostgreSQL protocol, and which dialect it speaks.
+pub struct Connection {
+    pool: Pool<Postgres>,
+    dialect: Dialect,
 }
 
-pub enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
-    Postgres(Transaction<'static, Postgres>),
-}
+type Tx = Transaction<'static, Postgres>;
 
 fn db_err(spec: &TableSpec, target: &str, e: impl Into<LoadError>) -> SinkError {
     let context = format!("table {}", spec.name);
@@ -135,28 +122,8 @@ fn db_err(spec: &TableSpec, target: &str, e: impl Into<LoadError>) -> SinkError 
 }
 
 impl Connection {
-    /// Connects: `sqlite://PATH` (created if missing), `postgres://...`, `redshift://...`.
+    /// Connects: `postgres://...` or `redshift://...` (Redshift's PostgreSQL protocol).
     pub async fn open(url: &str) -> Result<Connection, LoadError> {
-        if let Some(rest) = url.strip_prefix("sqlite://") {
-            if let Some(parent) = std::path::Path::new(rest).parent() {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent).map_err(|source| LoadError::CreateFolder {
-                        path: parent.to_path_buf(),
-                        source,
-                    })?;
-                }
-            }
-            let options = SqliteConnectOptions::from_str(url)
-                .map_err(LoadError::Connect)?
-                .create_if_missing(true)
-                .busy_timeout(std::time::Duration::from_secs(30));
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(options)
-                .await
-                .map_err(LoadError::Connect)?;
-            return Ok(Connection::Sqlite(pool));
-        }
         let (pg_url, dialect) = if let Some(rest) = url.strip_prefix("redshift://") {
             (format!("postgres://{rest}"), Dialect::Redshift)
         } else {
@@ -167,51 +134,15 @@ impl Connection {
             .connect(&pg_url)
             .await
             .map_err(LoadError::Connect)?;
-        Ok(Connection::Postgres(pool, dialect))
-    }
-
-    pub fn dialect(&self) -> Dialect {
-        match self {
-            Connection::Sqlite(_) => Dialect::Sqlite,
-            Connection::Postgres(_, d) => *d,
-        }
-    }
-
-    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        Ok(match self {
-            Connection::Sqlite(p) => Tx::Sqlite(p.begin().await?),
-            Connection::Postgres(p, _) => Tx::Postgres(p.begin().await?),
-        })
+        Ok(Connection { pool, dialect })
     }
 }
 
-impl Tx {
-    async fn execute(&mut self, sql: &str) -> Result<u64, sqlx::Error> {
-        Ok(match self {
-            // Statements are generated from quoted identifiers (dialect.rs), never from data.
-            Tx::Sqlite(tx) => tx.execute(AssertSqlSafe(sql)).await?.rows_affected(),
-            Tx::Postgres(tx) => tx.execute(AssertSqlSafe(sql)).await?.rows_affected(),
-        })
-    }
-
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => tx.commit().await,
-            Tx::Postgres(tx) => tx.commit().await,
-        }
-    }
-
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => tx.rollback().await,
-            Tx::Postgres(tx) => tx.rollback().await,
-        }
-    }
+/// Runs one generated statement; returns the rows it affected.
+async fn execute(tx: &mut Tx, sql: &str) -> Result<u64, sqlx::Error> {
+    // Statements are generated from quoted identifiers (dialect.rs), never from data.
+    Ok(tx.execute(AssertSqlSafe(sql)).await?.rows_affected())
 }
-
-/// Loads batches into the staging table with multi-row inserts (bound values).
-/// SQLite's time of writing, for `updated_at`.
-const SQLITE_NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 /// Inserts the batches' rows with multi-row `INSERT` statements shaped by `insert`. Statements
 /// of a full chunk have the same text, so the connection prepares them once. Returns the rows the
@@ -224,15 +155,15 @@ async fn insert_rows(
     insert: &RowsInsert,
 ) -> Result<u64, LoadError> {
     let cols = spec.column_names();
-    // Stay under SQLite's and PostgreSQL's bind-parameter limits.
+    // Stay under PostgreSQL's bind-parameter limit.
     let rows_per_statement = (30_000 / cols.len().max(1)).max(1);
     // Over the PostgreSQL protocol, text values are cast to the typed staging columns.
     let casts: Vec<Option<String>> = spec
         .columns
         .iter()
-        .map(|(_, ty)| match dialect {
-            Dialect::Sqlite => Ok(None),
-            d => spec.column_type(d, ty).map(|ty| Some(format!(" AS {ty})"))),
+        .map(|(_, ty)| {
+            spec.column_type(dialect, ty)
+                .map(|ty| Some(format!(" AS {ty})")))
         })
         .collect::<Result<_, _>>()?;
     let mut changed = 0;
@@ -243,7 +174,7 @@ async fn insert_rows(
                 let col = batch
                     .column_by_name(c)
                     .expect("spec comes from this schema");
-                column_cells(col, dialect)
+                column_cells(col)
             })
             .collect::<Result<_, _>>()?;
         let mut cells: Vec<std::vec::IntoIter<Cell>> =
@@ -251,42 +182,34 @@ async fn insert_rows(
         let mut start = 0;
         while start < batch.num_rows() {
             let end = (start + rows_per_statement).min(batch.num_rows());
-            macro_rules! load {
-                ($db:ty, $tx:expr) => {{
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new(&insert.head);
-                    q.push("VALUES ");
-                    for row in start..end {
-                        if row > start {
-                            q.push(", ");
-                        }
-                        q.push("(");
-                        for (c, col) in cells.iter_mut().enumerate() {
-                            if c > 0 {
-                                q.push(", ");
-                            }
-                            if casts[c].is_some() {
-                                q.push("CAST(");
-                            }
-                            match col.next().unwrap_or(Cell::Null) {
-                                Cell::Null => q.push_bind(None::<String>),
-                                Cell::Int(v) => q.push_bind(v),
-                                Cell::Text(v) => q.push_bind(v),
-                            };
-                            if let Some(cast) = &casts[c] {
-                                q.push(cast);
-                            }
-                        }
-                        q.push(&insert.row_end);
-                        q.push(")");
+            let mut q: QueryBuilder<Postgres> = QueryBuilder::new(&insert.head);
+            q.push("VALUES ");
+            for row in start..end {
+                if row > start {
+                    q.push(", ");
+                }
+                q.push("(");
+                for (c, col) in cells.iter_mut().enumerate() {
+                    if c > 0 {
+                        q.push(", ");
                     }
-                    q.push(&insert.tail);
-                    q.build().execute(&mut **$tx).await?.rows_affected()
-                }};
+                    if casts[c].is_some() {
+                        q.push("CAST(");
+                    }
+                    match col.next().unwrap_or(Cell::Null) {
+                        Cell::Null => q.push_bind(None::<String>),
+                        Cell::Int(v) => q.push_bind(v),
+                        Cell::Text(v) => q.push_bind(v),
+                    };
+                    if let Some(cast) = &casts[c] {
+                        q.push(cast);
+                    }
+                }
+                q.push(&insert.row_end);
+                q.push(")");
             }
-            changed += match tx {
-                Tx::Sqlite(t) => load!(Sqlite, t),
-                Tx::Postgres(t) => load!(Postgres, t),
-            };
+            q.push(&insert.tail);
+            changed += q.build().execute(&mut **tx).await?.rows_affected();
             start = end;
         }
     }
@@ -334,49 +257,36 @@ pub async fn stage(
     let connection = Connection::open(url)
         .await
         .map_err(|e| db_err(spec, target, e))?;
-    let dialect = connection.dialect();
+    let dialect = connection.dialect;
     let mut tx = connection
+        .pool
         .begin()
         .await
         .map_err(|e| db_err(spec, target, e))?;
     let staged = async {
         if create_table {
             let ddl = spec.create_table(dialect)?;
-            tx.execute(&ddl).await?;
+            execute(&mut tx, &ddl).await?;
         }
-        if dialect == Dialect::Sqlite {
-            // SQLite upserts the rows directly, in multi-row statements it prepares once: no
-            // staging table to fill and then read back in a second statement.
-            let upsert = spec.direct_upsert(SQLITE_NOW);
-            return insert_rows(&mut tx, spec, dialect, batches, &upsert).await;
-        }
-        tx.execute(&spec.create_staging(dialect)?).await?;
-        match (&mut tx, dialect) {
-            (Tx::Postgres(pg), Dialect::Postgres) => copy_rows(pg, spec, batches).await?,
-            (tx, _) => {
-                insert_rows(tx, spec, dialect, batches, &spec.into_staging()).await?;
-            }
-        }
-        let now = match dialect {
-            Dialect::Sqlite => SQLITE_NOW,
-            Dialect::Postgres => "now()",
-            Dialect::Redshift => "GETDATE()",
+        execute(&mut tx, &spec.create_staging(dialect)?).await?;
+        let now = if dialect == Dialect::Redshift {
+            insert_rows(&mut tx, spec, dialect, batches, &spec.into_staging()).await?;
+            "GETDATE()"
+        } else {
+            copy_rows(&mut tx, spec, batches).await?;
+            "now()"
         };
         let mut changed = 0u64;
         let statements = spec.merge_statements(dialect, now);
         let last = statements.len() - 1;
         for (i, sql) in statements.iter().enumerate() {
-            let n = tx.execute(sql).await?;
+            let n = execute(&mut tx, sql).await?;
             // Redshift's delete+insert: the insert's count is the number of rows written.
             if i == last || dialect != Dialect::Redshift {
                 changed += n;
             }
         }
-        let drop_staging = match dialect {
-            Dialect::Sqlite => format!("DROP TABLE temp.{STAGING}"),
-            _ => format!("DROP TABLE {STAGING}"),
-        };
-        tx.execute(&drop_staging).await?;
+        execute(&mut tx, &format!("DROP TABLE {STAGING}")).await?;
         Ok::<u64, LoadError>(changed)
     }
     .await;

@@ -1,0 +1,358 @@
+//! The SQLite warehouse, the embedded default of local runs: rows upserted through rusqlite on a
+//! writer thread of its own.
+//!
+//! Why a thread: every SQLite call blocks, and a province is about a million of them. On its own
+//! thread the load runs beside the Hudi sink's encoding instead of holding an async worker. The
+//! thread keeps one `BEGIN IMMEDIATE` transaction open from the first statement to the run's
+//! decision: [`stage`] returns once every row is upserted (readers still see the table as it
+//! was); publishing commits; discarding the staged write, or dropping it, rolls back.
+//!
+//! Rows go through one prepared `INSERT ... ON CONFLICT DO UPDATE ... WHERE` statement (the rule
+//! of [`super::dialect`]) with values bound straight from the Arrow arrays, no SQL text per row.
+//! `updated_at` is the run's one time of writing, as PostgreSQL's `now()` is its transaction's.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
+use rusqlite::types::Null;
+use rusqlite::{OpenFlags, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::dialect::{Dialect, TableSpec, SQLITE_TIME_FORMAT};
+use super::sql::LoadError;
+use crate::sinks::{SinkDetails, SinkError, SinkReport, StagedWrite};
+
+/// How long a writer waits for another process's write lock on the same file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the SQLite writer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SqliteError {
+    #[error("cannot create {}", path.display())]
+    CreateFolder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open {location}")]
+    Open {
+        location: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(transparent)]
+    Database(#[from] rusqlite::Error),
+    #[error("row {row} of the job's output")]
+    Row {
+        row: u64,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot convert the rows' values for loading")]
+    Convert(#[source] datafusion::arrow::error::ArrowError),
+    #[error("the SQLite writer thread ended before it answered")]
+    WriterGone,
+    #[error("cannot start the SQLite writer thread")]
+    Spawn(#[source] std::io::Error),
+    #[error(transparent)]
+    Table(#[from] super::dialect::TableError),
+}
+
+/// What the writer thread is asked to do once the rows are staged.
+struct Decision {
+    commit: bool,
+    reply: oneshot::Sender<Result<(), SqliteError>>,
+}
+
+/// Upserts `batches` into the SQLite database at `location` (the URL without `sqlite://`) in a
+/// transaction left open until the returned write is published or discarded.
+pub async fn stage(
+    location: &str,
+    target: &str,
+    spec: &TableSpec,
+    batches: &[RecordBatch],
+    create_table: bool,
+) -> Result<Box<dyn StagedWrite>, SinkError> {
+    let err = |e: SqliteError| {
+        let context = format!("table {}", spec.name);
+        SinkError::caused_by("warehouse", target, Some(&context), &LoadError::from(e))
+    };
+    let load = Load {
+        location: location.to_string(),
+        spec: spec.clone(),
+        batches: batches.to_vec(),
+        create_table,
+        updated_at: chrono::Utc::now().format(SQLITE_TIME_FORMAT).to_string(),
+    };
+    let (loaded_tx, loaded_rx) = oneshot::channel();
+    let (decision_tx, decision_rx) = oneshot::channel::<Decision>();
+    std::thread::Builder::new()
+        .name("tally-sqlite".into())
+        .spawn(move || load.run(loaded_tx, decision_rx))
+        .map_err(|e| err(SqliteError::Spawn(e)))?;
+    let changed = loaded_rx
+        .await
+        .map_err(|_| err(SqliteError::WriterGone))?
+        .map_err(err)?;
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    Ok(Box::new(StagedSqlite {
+        decision: Some(decision_tx),
+        report: SinkReport {
+            sink: "warehouse".into(),
+            target: target.to_string(),
+            summary: format!(
+                "table {}: {changed} rows inserted or replaced, {} unchanged or older",
+                spec.name,
+                rows - changed.min(rows)
+            ),
+            details: SinkDetails::Warehouse {
+                table: spec.name.clone(),
+                rows,
+                changed: Some(changed),
+                statement_id: None,
+            },
+        },
+        table: spec.name.clone(),
+    }))
+}
+
+/// Everything the writer thread needs, owned (record batches share their buffers).
+struct Load {
+    location: String,
+    spec: TableSpec,
+    batches: Vec<RecordBatch>,
+    create_table: bool,
+    updated_at: String,
+}
+
+impl Load {
+    /// The writer thread: open, upsert every row, answer, then wait for the decision. Whatever
+    /// ends the thread before a commit (an error, a dropped decision) rolls the transaction back.
+    fn run(
+        self,
+        loaded: oneshot::Sender<Result<u64, SqliteError>>,
+        decision: oneshot::Receiver<Decision>,
+    ) {
+        let mut conn = match open(&self.location) {
+            Ok(conn) => conn,
+            Err(e) => {
+                let _ = loaded.send(Err(e));
+                return;
+            }
+        };
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                let _ = loaded.send(Err(e.into()));
+                return;
+            }
+        };
+        match self.upsert_all(&tx) {
+            Ok(changed) => {
+                if loaded.send(Ok(changed)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = loaded.send(Err(e));
+                return;
+            }
+        }
+        // A dropped sender (the run gave up on this write) rolls back as the transaction drops.
+        if let Ok(Decision { commit, reply }) = decision.blocking_recv() {
+            let result = if commit { tx.commit() } else { tx.rollback() };
+            let _ = reply.send(result.map_err(SqliteError::from));
+        }
+    }
+
+    /// Creates the table if asked, then upserts every row; returns the rows inserted or changed.
+    fn upsert_all(&self, tx: &rusqlite::Transaction<'_>) -> Result<u64, SqliteError> {
+        if self.create_table {
+            tx.execute_batch(&self.spec.create_table(Dialect::Sqlite)?)?;
+        }
+        let upsert = self.spec.direct_upsert("?");
+        let columns = self.spec.column_names();
+        let placeholders = vec!["?"; columns.len()].join(", ");
+        let sql = format!(
+            "{}VALUES ({placeholders}{}){}",
+            upsert.head, upsert.row_end, upsert.tail
+        );
+        let mut statement = tx.prepare(&sql)?;
+        // `updated_at`, the statement's last parameter, stays bound for every row.
+        statement.raw_bind_parameter(columns.len() + 1, &self.updated_at)?;
+        let mut changed = 0u64;
+        let mut row_no = 0u64;
+        for batch in &self.batches {
+            let mut values: Vec<ColumnValues> = columns
+                .iter()
+                .map(|c| {
+                    let col = batch
+                        .column_by_name(c)
+                        .expect("the table spec comes from this schema");
+                    ColumnValues::new(col)
+                })
+                .collect::<Result<_, _>>()?;
+            for row in 0..batch.num_rows() {
+                row_no += 1;
+                for (c, column) in values.iter_mut().enumerate() {
+                    column
+                        .bind(&mut statement, c + 1, row)
+                        .map_err(|source| SqliteError::Row {
+                            row: row_no,
+                            source,
+                        })?;
+                }
+                changed += statement.raw_execute().map_err(|source| SqliteError::Row {
+                    row: row_no,
+                    source,
+                })? as u64;
+            }
+        }
+        Ok(changed)
+    }
+}
+
+/// Opens (creating if missing) the database file; `location` may carry SQLite URI parameters
+/// after `?` (`wh.db?mode=rwc`).
+fn open(location: &str) -> Result<rusqlite::Connection, SqliteError> {
+    let path = Path::new(location.split('?').next().unwrap_or_default());
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|source| SqliteError::CreateFolder {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+    }
+    let opened = if location.contains('?') {
+        rusqlite::Connection::open_with_flags(
+            format!("file:{location}"),
+            OpenFlags::default() | OpenFlags::SQLITE_OPEN_URI,
+        )
+    } else {
+        rusqlite::Connection::open(path)
+    };
+    let conn = opened.map_err(|source| SqliteError::Open {
+        location: location.to_string(),
+        source,
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+/// One column of a batch, converted once into what SQLite binds: integers and booleans as
+/// INTEGER, timestamps as ISO text in UTC, everything else (decimals, dates, strings) as the
+/// text Arrow casts it to.
+enum ColumnValues {
+    Int(Int64Array),
+    Bool(BooleanArray),
+    Text(StringArray),
+    /// Timestamps, with the last one formatted (a file's rows share their source time).
+    Time(TimestampMicrosecondArray, Option<(i64, String)>),
+}
+
+impl ColumnValues {
+    fn new(col: &ArrayRef) -> Result<ColumnValues, SqliteError> {
+        let cast_to = |ty: &DataType| cast(col, ty).map_err(SqliteError::Convert);
+        Ok(match col.data_type() {
+            t if t.is_integer() => ColumnValues::Int(
+                cast_to(&DataType::Int64)?
+                    .as_primitive::<Int64Type>()
+                    .clone(),
+            ),
+            DataType::Boolean => ColumnValues::Bool(col.as_boolean().clone()),
+            DataType::Timestamp(_, _) => ColumnValues::Time(
+                cast_to(&DataType::Timestamp(
+                    TimeUnit::Microsecond,
+                    Some("UTC".into()),
+                ))?
+                .as_primitive::<TimestampMicrosecondType>()
+                .clone(),
+                None,
+            ),
+            _ => ColumnValues::Text(cast_to(&DataType::Utf8)?.as_string::<i32>().clone()),
+        })
+    }
+
+    fn bind(
+        &mut self,
+        statement: &mut rusqlite::Statement<'_>,
+        index: usize,
+        row: usize,
+    ) -> rusqlite::Result<()> {
+        let is_null = match self {
+            ColumnValues::Int(a) => a.is_null(row),
+            ColumnValues::Bool(a) => a.is_null(row),
+            ColumnValues::Text(a) => a.is_null(row),
+            ColumnValues::Time(a, _) => a.is_null(row),
+        };
+        if is_null {
+            return statement.raw_bind_parameter(index, Null);
+        }
+        match self {
+            ColumnValues::Int(a) => statement.raw_bind_parameter(index, a.value(row)),
+            ColumnValues::Bool(a) => statement.raw_bind_parameter(index, a.value(row) as i64),
+            ColumnValues::Text(a) => statement.raw_bind_parameter(index, a.value(row)),
+            ColumnValues::Time(a, last) => {
+                let micros = a.value(row);
+                if last.as_ref().is_none_or(|(m, _)| *m != micros) {
+                    let time = chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
+                    *last = Some((micros, time.format(SQLITE_TIME_FORMAT).to_string()));
+                }
+                let text = last.as_ref().map(|(_, t)| t.as_str()).unwrap_or_default();
+                statement.raw_bind_parameter(index, text)
+            }
+        }
+    }
+}
+
+/// Rows upserted in the writer thread's open transaction.
+struct StagedSqlite {
+    decision: Option<oneshot::Sender<Decision>>,
+    report: SinkReport,
+    table: String,
+}
+
+impl StagedSqlite {
+    async fn decide(&mut self, commit: bool) -> Result<(), SinkError> {
+        let err = |e: SqliteError| {
+            let context = format!("table {}", self.table);
+            SinkError::caused_by(
+                "warehouse",
+                self.report.target.clone(),
+                Some(&context),
+                &LoadError::from(e),
+            )
+        };
+        let Some(decision) = self.decision.take() else {
+            return Ok(());
+        };
+        let (reply, answer) = oneshot::channel();
+        decision
+            .send(Decision { commit, reply })
+            .map_err(|_| err(SqliteError::WriterGone))?;
+        answer
+            .await
+            .map_err(|_| err(SqliteError::WriterGone))?
+            .map_err(err)
+    }
+}
+
+#[async_trait]
+impl StagedWrite for StagedSqlite {
+    async fn publish(mut self: Box<Self>) -> Result<SinkReport, SinkError> {
+        self.decide(true).await?;
+        Ok(self.report)
+    }
+
+    async fn discard(mut self: Box<Self>) -> Result<(), SinkError> {
+        self.decide(false).await
+    }
+}
