@@ -4,8 +4,11 @@
 //! for a simple key, `f1:v1,f2:v2` for a complex one. Keys that Hudi would make ambiguous are
 //! refused rather than written.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, LargeStringArray, RecordBatch, StringArray,
+};
+use datafusion::arrow::datatypes::{DataType, Date32Type};
+use datafusion::arrow::util::display::array_value_to_string;
 
 use super::table::{HudiTable, TableError};
 use crate::layout::format_date;
@@ -31,23 +34,29 @@ impl HudiTable {
     /// fields are all null or empty (Hudi's own generators refuse both).
     pub fn record_keys(&self, batch: &RecordBatch) -> Result<Vec<String>, TableError> {
         let columns = self.columns(batch, &self.config.record_key, "record key")?;
+        let columns: Vec<(&str, KeyText)> = columns
+            .into_iter()
+            .map(|(name, col)| (name, KeyText::new(col)))
+            .collect();
         let complex = self.complex_keys();
         let bad = |row: usize, reason: String| TableError::Data {
             url: self.location.url.clone(),
             message: format!("row {}: {reason}", row + 1),
         };
+        // One string per row, written in place: a province has about a million keys.
+        let width: usize = columns.iter().map(|(name, _)| name.len() + 16).sum();
         (0..batch.num_rows())
             .map(|row| {
-                let mut parts = Vec::with_capacity(columns.len());
+                let mut key = String::with_capacity(width);
                 let mut present = 0;
-                for (name, col) in &columns {
-                    let value = value_text(col, row);
-                    let text = match value.as_deref() {
-                        None => "__null__".to_string(),
-                        Some("") => "__empty__".to_string(),
+                for (i, (name, col)) in columns.iter().enumerate() {
+                    let value = col.value(row);
+                    let text = match value {
+                        None => "__null__",
+                        Some("") => "__empty__",
                         Some(v) => {
                             present += 1;
-                            v.to_string()
+                            v
                         }
                     };
                     if complex {
@@ -60,15 +69,23 @@ impl HudiTable {
                                 ),
                             ));
                         }
-                        parts.push(format!("{name}:{text}"));
+                        if i > 0 {
+                            key.push(',');
+                        }
+                        key.push_str(name);
+                        key.push(':');
+                        key.push_str(text);
                     } else {
-                        if value.as_deref().is_none_or(str::is_empty) {
+                        if value.is_none_or(str::is_empty) {
                             return Err(bad(
                                 row,
                                 format!("record key field `{name}` is null or empty"),
                             ));
                         }
-                        parts.push(text);
+                        if i > 0 {
+                            key.push(',');
+                        }
+                        key.push_str(text);
                     }
                 }
                 if complex && present == 0 {
@@ -80,7 +97,7 @@ impl HudiTable {
                         ),
                     ));
                 }
-                Ok(parts.join(","))
+                Ok(key)
             })
             .collect()
     }
@@ -88,22 +105,38 @@ impl HudiTable {
     /// Partition path per row (`2026-03-01`, or `trans_date=2026-03-01` hive-style).
     pub fn partition_paths(&self, batch: &RecordBatch) -> Result<Vec<String>, TableError> {
         let columns = self.columns(batch, &self.config.partition_fields, "partition field")?;
+        let columns: Vec<(&str, KeyText)> = columns
+            .into_iter()
+            .map(|(name, col)| (name, KeyText::new(col)))
+            .collect();
+        // A run's rows fall in a few partitions: consecutive rows often repeat the last path.
+        let mut last: Option<(Vec<Option<&str>>, String)> = None;
         Ok((0..batch.num_rows())
             .map(|row| {
-                columns
+                let values: Vec<Option<&str>> =
+                    columns.iter().map(|(_, col)| col.value(row)).collect();
+                if let Some((seen, path)) = &last {
+                    if *seen == values {
+                        return path.clone();
+                    }
+                }
+                let path = columns
                     .iter()
-                    .map(|(name, col)| {
-                        let value = value_text(col, row)
+                    .zip(&values)
+                    .map(|((name, _), value)| {
+                        let value = value
                             .filter(|v| !v.is_empty())
-                            .unwrap_or_else(|| "__HIVE_DEFAULT_PARTITION__".to_string());
+                            .unwrap_or("__HIVE_DEFAULT_PARTITION__");
                         if self.config.hive_style {
                             format!("{name}={value}")
                         } else {
-                            value
+                            value.to_string()
                         }
                     })
                     .collect::<Vec<_>>()
-                    .join("/")
+                    .join("/");
+                last = Some((values, path.clone()));
+                path
             })
             .collect())
     }
@@ -129,20 +162,54 @@ impl HudiTable {
     }
 }
 
-/// The text Hudi's key generators use for a value: dates as `YYYY-MM-DD`, numbers as digits.
-fn value_text(col: &ArrayRef, row: usize) -> Option<String> {
-    if col.is_null(row) {
-        return None;
+/// A key or partition column as the text Hudi's key generators use for its values: strings as
+/// they are, dates as `YYYY-MM-DD`, anything else as Arrow displays it (numbers as digits).
+enum KeyText<'a> {
+    Utf8(&'a StringArray),
+    LargeUtf8(&'a LargeStringArray),
+    /// Values turned to text once, up front.
+    Texts(Vec<Option<String>>),
+}
+
+impl<'a> KeyText<'a> {
+    fn new(col: &'a ArrayRef) -> KeyText<'a> {
+        match col.data_type() {
+            DataType::Utf8 => KeyText::Utf8(col.as_string::<i32>()),
+            DataType::LargeUtf8 => KeyText::LargeUtf8(col.as_string::<i64>()),
+            DataType::Date32 => {
+                let dates = col.as_primitive::<Date32Type>();
+                // Few distinct dates: each is formatted once.
+                let mut formatted: std::collections::HashMap<i32, String> = Default::default();
+                KeyText::Texts(
+                    dates
+                        .iter()
+                        .map(|d| {
+                            d.map(|d| formatted.entry(d).or_insert_with(|| format_date(d)).clone())
+                        })
+                        .collect(),
+                )
+            }
+            _ => KeyText::Texts(
+                (0..col.len())
+                    .map(|row| {
+                        if col.is_null(row) {
+                            None
+                        } else {
+                            array_value_to_string(col, row).ok()
+                        }
+                    })
+                    .collect(),
+            ),
+        }
     }
-    Some(match col.data_type() {
-        DataType::Utf8 => col.as_string::<i32>().value(row).to_string(),
-        DataType::LargeUtf8 => col.as_string::<i64>().value(row).to_string(),
-        DataType::Date32 => format_date(
-            col.as_primitive::<datafusion::arrow::datatypes::Date32Type>()
-                .value(row),
-        ),
-        _ => datafusion::arrow::util::display::array_value_to_string(col, row).ok()?,
-    })
+
+    fn value(&self, row: usize) -> Option<&str> {
+        match self {
+            KeyText::Utf8(a) => a.is_valid(row).then(|| a.value(row)),
+            KeyText::LargeUtf8(a) => a.is_valid(row).then(|| a.value(row)),
+            KeyText::Texts(t) => t[row].as_deref(),
+        }
+    }
 }
 
 #[cfg(test)]

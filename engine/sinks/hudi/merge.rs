@@ -8,7 +8,6 @@
 //! sequence number; rows taken from this instant get its own.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -18,6 +17,7 @@ use datafusion::arrow::compute::kernels::interleave::interleave;
 use datafusion::arrow::compute::{cast, SortOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
+use datafusion::common::HashMap;
 
 use super::plan::GroupPlan;
 use super::schema::META_COLUMNS;

@@ -6,9 +6,12 @@
 //!   holding it, fills groups smaller than the target file size with new keys (smallest first),
 //!   and starts new groups of about the target size for the rest.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use datafusion::arrow::array::AsArray;
+// DataFusion's hash maps (hashbrown with foldhash): a province's keys are hashed about a million
+// times per run, where std's SipHash showed in profiles.
+use datafusion::common::{HashMap, HashSet as FastHashSet};
 
 use super::table::{HudiTable, TableError};
 use super::timeline::{BaseFile, Timeline};
@@ -97,7 +100,7 @@ pub fn place_rows(
     };
     let mut plans: BTreeMap<String, GroupPlan> = BTreeMap::new();
     let mut new_keys = Vec::new();
-    let mut seen: HashSet<&str> = HashSet::new();
+    let mut seen: FastHashSet<&str> = FastHashSet::with_capacity(rows_here.len());
     for &row in rows_here {
         let key = keys[row].as_str();
         if !seen.insert(key) {
