@@ -12,4 +12,4 @@ CREATE TABLE IF NOT EXISTS "store_item_daily_sales" (
     "source_time" TEXT NOT NULL,
     "updated_at" TEXT NOT NULL,
     PRIMARY KEY ("store_id", "item_id", "trans_date")
-);
+) WITHOUT ROWID;

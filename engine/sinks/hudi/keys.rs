@@ -102,27 +102,23 @@ impl HudiTable {
             .collect()
     }
 
-    /// Partition path per row (`2026-03-01`, or `trans_date=2026-03-01` hive-style).
-    pub fn partition_paths(&self, batch: &RecordBatch) -> Result<Vec<String>, TableError> {
+    /// The partition path of every row (`2026-03-01`, or `trans_date=2026-03-01` hive-style).
+    pub fn partition_paths(&self, batch: &RecordBatch) -> Result<PartitionPaths, TableError> {
         let columns = self.columns(batch, &self.config.partition_fields, "partition field")?;
         let columns: Vec<(&str, KeyText)> = columns
             .into_iter()
             .map(|(name, col)| (name, KeyText::new(col)))
             .collect();
-        // A run's rows fall in a few partitions: consecutive rows often repeat the last path.
-        let mut last: Option<(Vec<Option<&str>>, String)> = None;
-        Ok((0..batch.num_rows())
-            .map(|row| {
-                let values: Vec<Option<&str>> =
-                    columns.iter().map(|(_, col)| col.value(row)).collect();
-                if let Some((seen, path)) = &last {
-                    if *seen == values {
-                        return path.clone();
-                    }
-                }
+        let mut paths = PartitionPaths::default();
+        // A run's rows fall in a few partitions: each path is made once.
+        let mut known: std::collections::HashMap<Vec<Option<&str>>, u32> = Default::default();
+        for row in 0..batch.num_rows() {
+            let values: Vec<Option<&str>> = columns.iter().map(|(_, col)| col.value(row)).collect();
+            let next = paths.paths.len() as u32;
+            let index = *known.entry(values).or_insert_with_key(|values| {
                 let path = columns
                     .iter()
-                    .zip(&values)
+                    .zip(values)
                     .map(|((name, _), value)| {
                         let value = value
                             .filter(|v| !v.is_empty())
@@ -135,10 +131,12 @@ impl HudiTable {
                     })
                     .collect::<Vec<_>>()
                     .join("/");
-                last = Some((values, path.clone()));
-                path
-            })
-            .collect())
+                paths.paths.push(path);
+                next
+            });
+            paths.of_row.push(index);
+        }
+        Ok(paths)
     }
 
     fn columns<'a>(
@@ -159,6 +157,22 @@ impl HudiTable {
                     })
             })
             .collect()
+    }
+}
+
+/// Each row's partition path, as an index into the distinct paths (a run touches a few).
+#[derive(Debug, Default, Clone)]
+pub struct PartitionPaths {
+    /// The distinct paths, in order of first appearance.
+    pub paths: Vec<String>,
+    /// Per row, the index of its path in `paths`.
+    pub of_row: Vec<u32>,
+}
+
+impl PartitionPaths {
+    /// The path of row `row`.
+    pub fn of(&self, row: usize) -> &str {
+        &self.paths[self.of_row[row] as usize]
     }
 }
 

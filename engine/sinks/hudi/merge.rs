@@ -19,6 +19,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::HashMap;
 
+use super::keys::PartitionPaths;
 use super::plan::GroupPlan;
 use super::schema::META_COLUMNS;
 use super::table::TableError;
@@ -77,7 +78,7 @@ pub fn with_meta_columns(
     table_schema: &SchemaRef,
     instant: &str,
     keys: &[String],
-    partitions: &[String],
+    partitions: &PartitionPaths,
 ) -> Result<RecordBatch, ArrowError> {
     let n = data.num_rows();
     let mut columns: Vec<ArrayRef> = vec![
@@ -86,7 +87,9 @@ pub fn with_meta_columns(
         ))),
         Arc::new(StringArray::from_iter_values(std::iter::repeat_n("", n))),
         Arc::new(StringArray::from_iter_values(keys.iter())),
-        Arc::new(StringArray::from_iter_values(partitions.iter())),
+        Arc::new(StringArray::from_iter_values(
+            (0..n).map(|row| partitions.of(row)),
+        )),
         Arc::new(StringArray::from_iter_values(std::iter::repeat_n("", n))),
     ];
     columns.extend(data.columns().iter().cloned());
@@ -248,7 +251,10 @@ mod tests {
         .unwrap();
         let keys: Vec<String> = rows.iter().map(|r| r.0.to_string()).collect();
         let table = super::super::schema::table_schema(&data_schema());
-        let parts = vec![String::new(); rows.len()];
+        let parts = PartitionPaths {
+            paths: vec![String::new()],
+            of_row: vec![0; rows.len()],
+        };
         with_meta_columns(&data, &table, instant, &keys, &parts).unwrap()
     }
 

@@ -29,6 +29,7 @@ use super::archive::ArchivePolicy;
 use super::clean::CleanPolicy;
 use super::commit::{self, CommitMetadata, PreparedCommit, WriteStat};
 use super::heartbeat::Heartbeat;
+use super::keys::PartitionPaths;
 use super::lock::{LockOptions, WriterLock};
 use super::merge::{conform, conform_all, merge_group, with_meta_columns, MergeTarget};
 use super::open::{commit_schema, existing_data_schema, job_table_config, open_or_create};
@@ -162,7 +163,7 @@ struct StagedParts {
 struct Incoming {
     rows: RecordBatch,
     keys: Vec<String>,
-    partitions: Vec<String>,
+    partitions: PartitionPaths,
     data_schema: SchemaRef,
     precombine_idx: usize,
 }
@@ -216,10 +217,17 @@ async fn plan_instant(
     options: &UpsertOptions,
     figures: &mut UpsertFigures,
 ) -> Result<(Vec<GroupPlan>, BTreeMap<String, Vec<BaseFile>>), TableError> {
-    let mut by_partition: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (row, p) in incoming.partitions.iter().enumerate() {
-        by_partition.entry(p.as_str()).or_default().push(row);
+    let paths = &incoming.partitions;
+    let mut rows_of: Vec<Vec<usize>> = vec![Vec::new(); paths.paths.len()];
+    for (row, &p) in paths.of_row.iter().enumerate() {
+        rows_of[p as usize].push(row);
     }
+    let by_partition: BTreeMap<&str, Vec<usize>> = paths
+        .paths
+        .iter()
+        .map(String::as_str)
+        .zip(rows_of)
+        .collect();
     figures.partitions_touched = by_partition.len();
     let replaced: HashSet<String> = table.replaced_file_ids(timeline).await?;
     let mut plans = Vec::new();

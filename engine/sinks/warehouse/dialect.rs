@@ -153,6 +153,11 @@ impl TableSpec {
             ident(&self.name),
             lines.join(",\n")
         );
+        if dialect == Dialect::Sqlite {
+            // Rows stored in the primary key's B-tree: one tree to update per upsert, not a
+            // rowid table plus a key index.
+            ddl.push_str(" WITHOUT ROWID");
+        }
         if dialect == Dialect::Redshift {
             let mut sort = vec![self.sort_first.clone()];
             sort.extend(self.key.iter().filter(|k| **k != self.sort_first).cloned());
@@ -370,6 +375,7 @@ mod tests {
         let s = spec();
         let sqlite = s.create_table(Dialect::Sqlite).unwrap();
         assert!(sqlite.contains("\"sale_amount\" TEXT"), "{sqlite}");
+        assert!(sqlite.ends_with(") WITHOUT ROWID;"), "{sqlite}");
         let pg = s.create_table(Dialect::Postgres).unwrap();
         assert!(
             pg.contains("\"sale_amount\" DECIMAL(18,2)")
