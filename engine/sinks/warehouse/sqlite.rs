@@ -356,3 +356,168 @@ impl StagedWrite for StagedSqlite {
         self.decide(false).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Date32Array, Decimal128Array};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
+
+    /// A spec and one batch of `(store, day, cents, source micros)` rows, the store nullable so
+    /// a test can break the key's NOT NULL.
+    fn rows(values: &[(Option<&str>, i32, i128, i64)]) -> (TableSpec, RecordBatch) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("store_id", DataType::Utf8, true),
+            Field::new("trans_date", DataType::Date32, false),
+            Field::new("sale_amount", DataType::Decimal128(18, 2), false),
+            Field::new(
+                "source_time",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(
+                    values.iter().map(|v| v.0).collect::<Vec<_>>(),
+                )),
+                Arc::new(Date32Array::from_iter_values(values.iter().map(|v| v.1))),
+                Arc::new(
+                    Decimal128Array::from_iter_values(values.iter().map(|v| v.2))
+                        .with_precision_and_scale(18, 2)
+                        .unwrap(),
+                ),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(values.iter().map(|v| v.3))
+                        .with_timezone("UTC"),
+                ),
+            ],
+        )
+        .unwrap();
+        let spec = TableSpec::new(
+            "sales",
+            &schema,
+            &["store_id".into(), "trans_date".into()],
+            "source_time",
+            "trans_date",
+        )
+        .unwrap();
+        (spec, batch)
+    }
+
+    fn stored(db: &Path) -> Vec<(String, String, String, String)> {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let mut q = conn
+            .prepare(
+                "SELECT store_id, trans_date, sale_amount, source_time FROM sales \
+                 ORDER BY store_id, trans_date",
+            )
+            .unwrap();
+        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn rows_are_visible_only_after_publish_and_a_discard_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("wh.db");
+        let location = db.to_str().unwrap();
+        let (spec, batch) = rows(&[
+            (Some("s1"), 20513, 12345, 1_772_334_000_000_000),
+            (Some("s2"), 20514, -5, 1_772_334_000_000_001),
+        ]);
+
+        // Discarded: the table the transaction created is gone too.
+        let staged = stage(location, "t", &spec, std::slice::from_ref(&batch), true)
+            .await
+            .unwrap();
+        staged.discard().await.unwrap();
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'sales'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0, "a discarded write leaves no table");
+
+        // Dropped without a decision (a run that gave up): rolled back as well.
+        let staged = stage(location, "t", &spec, std::slice::from_ref(&batch), true)
+            .await
+            .unwrap();
+        drop(staged);
+        // The writer thread rolls back when the decision channel closes; a new writer then
+        // gets the lock and sees an empty file.
+        let staged = stage(location, "t", &spec, std::slice::from_ref(&batch), true)
+            .await
+            .unwrap();
+        let report = staged.publish().await.unwrap();
+        assert!(
+            report.summary.contains("2 rows inserted or replaced"),
+            "{}",
+            report.summary
+        );
+        assert_eq!(
+            stored(&db),
+            vec![
+                (
+                    "s1".into(),
+                    "2026-03-01".into(),
+                    "123.45".into(),
+                    "2026-03-01T03:00:00.000000Z".into()
+                ),
+                (
+                    "s2".into(),
+                    "2026-03-02".into(),
+                    "-0.05".into(),
+                    "2026-03-01T03:00:00.000001Z".into()
+                ),
+            ]
+        );
+
+        // The same rows again change nothing.
+        let again = stage(location, "t", &spec, std::slice::from_ref(&batch), true)
+            .await
+            .unwrap()
+            .publish()
+            .await
+            .unwrap();
+        assert!(
+            again
+                .summary
+                .contains("0 rows inserted or replaced, 2 unchanged"),
+            "{}",
+            again.summary
+        );
+    }
+
+    #[tokio::test]
+    async fn a_row_the_table_refuses_is_named_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("wh.db");
+        let (spec, batch) = rows(&[(Some("s1"), 20513, 100, 1), (None, 20513, 100, 1)]);
+        let err = match stage(db.to_str().unwrap(), "t", &spec, &[batch], true).await {
+            Ok(_) => panic!("a NULL key was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("table sales") && err.contains("row 2 of the job's output"),
+            "{err}"
+        );
+        assert!(err.contains("NOT NULL"), "{err}");
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'sales'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0, "the failed load rolled back");
+    }
+}
