@@ -58,9 +58,7 @@ impl Function {
             .await
             .context("cannot find the state store URL (TALLY_STATE)")?;
         let store = StateStore::connect(&state_url).await?;
-        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
+        let aws = tally::aws::config_loader().load().await;
         let emr = aws_sdk_emr::Client::new(&aws);
         let (tag_key, tag_value) = env_or("TALLY_EMR_TAG", "edba=true")
             .split_once('=')

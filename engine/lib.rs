@@ -59,6 +59,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod aws;
 pub mod cluster;
 pub mod control;
 pub mod demo;

@@ -197,7 +197,7 @@ pub async fn resolve_url(text: &str) -> Result<String, SecretError> {
         UrlSource::Env(name) => std::env::var(&name).map_err(|_| SecretError::MissingEnv(name)),
         UrlSource::SecretsManager(arn) => {
             let region = arn.split(':').nth(3).unwrap_or_default().to_string();
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+            let mut loader = crate::aws::config_loader();
             if !region.is_empty() {
                 loader = loader.region(aws_config::Region::new(region));
             }

@@ -487,9 +487,7 @@ async fn s3_store(
     bucket: &str,
     url: &str,
 ) -> Result<(Arc<dyn ObjectStore>, S3Lister), StorageError> {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
+    let sdk = crate::aws::config_loader().load().await;
     let mut s3_config = aws_sdk_s3::config::Builder::from(&sdk);
     if sdk.region().is_none() {
         s3_config = s3_config.region(aws_config::Region::from_static("us-east-1"));

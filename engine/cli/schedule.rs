@@ -108,9 +108,5 @@ fn print_decisions(decisions: &[Decision], json: bool) -> Result<()> {
 
 /// An EMR client from the standard AWS configuration.
 async fn emr_client() -> aws_sdk_emr::Client {
-    aws_sdk_emr::Client::new(
-        &aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await,
-    )
+    aws_sdk_emr::Client::new(&tally::aws::config_loader().load().await)
 }

@@ -164,7 +164,7 @@ impl DataApiTarget {
 
     /// A Data API client from the standard AWS configuration.
     pub async fn client(&self) -> Client {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        let mut loader = crate::aws::config_loader();
         if let Some(region) = &self.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
