@@ -98,9 +98,7 @@ async fn the_quarantine_on_s3_is_a_real_sub_folder() {
 
 /// An S3 client on the test server, for keys object_store refuses to name.
 async fn raw_s3_client() -> aws_sdk_s3::Client {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
+    let sdk = tally::aws::config_loader().load().await;
     let endpoint = tally::storage::s3_endpoint_from_env()
         .expect("AWS_ENDPOINT_URL is not set: run the suite with tests/run.sh");
     aws_sdk_s3::Client::from_conf(

@@ -17,7 +17,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 
-use super::{JobRows, Sink, SinkError, StagedWrite};
+use super::{JobRows, Sink, SinkDetails, SinkError, SinkReport, StagedWrite};
 use dialect::TableSpec;
 
 /// Upserts a job's rows into its warehouse table.
@@ -60,6 +60,31 @@ impl WarehouseSink {
             &rows.job.output.precombine_field,
             &rows.job.output.partition_field,
         )
+    }
+}
+
+/// The report of a load over a connection: `changed` of the batches' rows inserted or replaced.
+fn load_report(
+    target: &str,
+    spec: &TableSpec,
+    batches: &[datafusion::arrow::array::RecordBatch],
+    changed: u64,
+) -> SinkReport {
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    SinkReport {
+        sink: "warehouse".into(),
+        target: target.to_string(),
+        summary: format!(
+            "table {}: {changed} rows inserted or replaced, {} unchanged or older",
+            spec.name,
+            rows - changed.min(rows)
+        ),
+        details: SinkDetails::Warehouse {
+            table: spec.name.clone(),
+            rows,
+            changed: Some(changed),
+            statement_id: None,
+        },
     }
 }
 

@@ -16,7 +16,7 @@ use sqlx::{AssertSqlSafe, Executor, Pool, Postgres, QueryBuilder, Transaction};
 
 use super::dialect::{Dialect, RowsInsert, TableError, TableSpec, STAGING};
 use super::sqlite::SqliteError;
-use crate::sinks::{SinkDetails, SinkError, SinkReport, StagedWrite};
+use crate::sinks::{SinkError, SinkReport, StagedWrite};
 
 /// Why rows could not be staged in a warehouse reached over a connection.
 #[derive(Debug, thiserror::Error)]
@@ -291,28 +291,11 @@ pub async fn stage(
     }
     .await;
     match staged {
-        Ok(changed) => {
-            let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-            Ok(Box::new(StagedSql {
-                tx: Some(tx),
-                report: SinkReport {
-                    sink: "warehouse".into(),
-                    target: target.to_string(),
-                    summary: format!(
-                        "table {}: {changed} rows inserted or replaced, {} unchanged or older",
-                        spec.name,
-                        rows - changed.min(rows)
-                    ),
-                    details: SinkDetails::Warehouse {
-                        table: spec.name.clone(),
-                        rows,
-                        changed: Some(changed),
-                        statement_id: None,
-                    },
-                },
-                spec: spec.clone(),
-            }))
-        }
+        Ok(changed) => Ok(Box::new(StagedSql {
+            tx: Some(tx),
+            report: super::load_report(target, spec, batches, changed),
+            spec: spec.clone(),
+        })),
         Err(e) => {
             let _ = tx.rollback().await;
             Err(db_err(spec, target, e))

@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 
 use super::dialect::{Dialect, TableSpec, SQLITE_TIME_FORMAT};
 use super::sql::LoadError;
-use crate::sinks::{SinkDetails, SinkError, SinkReport, StagedWrite};
+use crate::sinks::{SinkError, SinkReport, StagedWrite};
 
 /// How long a writer waits for another process's write lock on the same file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -101,24 +101,9 @@ pub async fn stage(
         .await
         .map_err(|_| err(SqliteError::WriterGone))?
         .map_err(err)?;
-    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     Ok(Box::new(StagedSqlite {
         decision: Some(decision_tx),
-        report: SinkReport {
-            sink: "warehouse".into(),
-            target: target.to_string(),
-            summary: format!(
-                "table {}: {changed} rows inserted or replaced, {} unchanged or older",
-                spec.name,
-                rows - changed.min(rows)
-            ),
-            details: SinkDetails::Warehouse {
-                table: spec.name.clone(),
-                rows,
-                changed: Some(changed),
-                statement_id: None,
-            },
-        },
+        report: super::load_report(target, spec, batches, changed),
         table: spec.name.clone(),
     }))
 }
@@ -421,6 +406,16 @@ mod tests {
             .unwrap()
     }
 
+    fn tables_named_sales(db: &Path) -> i64 {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'sales'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn rows_are_visible_only_after_publish_and_a_discard_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -436,14 +431,7 @@ mod tests {
             .await
             .unwrap();
         staged.discard().await.unwrap();
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        let tables: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name = 'sales'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let tables = tables_named_sales(&db);
         assert_eq!(tables, 0, "a discarded write leaves no table");
 
         // Dropped without a decision (a run that gave up): rolled back as well.
@@ -510,14 +498,7 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("NOT NULL"), "{err}");
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        let tables: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name = 'sales'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let tables = tables_named_sales(&db);
         assert_eq!(tables, 0, "the failed load rolled back");
     }
 }
