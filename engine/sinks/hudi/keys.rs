@@ -5,7 +5,7 @@
 //! refused rather than written.
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, LargeStringArray, RecordBatch, StringArray,
+    Array, ArrayRef, AsArray, LargeStringArray, RecordBatch, StringArray, StringBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Date32Type};
 use datafusion::arrow::util::display::array_value_to_string;
@@ -32,7 +32,10 @@ impl HudiTable {
     /// complex-key value holding `,` or `:` (Hudi does not escape them, so `s="A,item_id:B"` could
     /// read as another row's key), a simple key that is null or empty, and a complex key whose
     /// fields are all null or empty (Hudi's own generators refuse both).
-    pub fn record_keys(&self, batch: &RecordBatch) -> Result<Vec<String>, TableError> {
+    ///
+    /// The keys come as one string array (the `_hoodie_record_key` column as written), not a
+    /// string per row: a province has millions of keys.
+    pub fn record_keys(&self, batch: &RecordBatch) -> Result<StringArray, TableError> {
         let columns = self.columns(batch, &self.config.record_key, "record key")?;
         let columns: Vec<(&str, KeyText)> = columns
             .into_iter()
@@ -43,63 +46,63 @@ impl HudiTable {
             url: self.location.url.clone(),
             message: format!("row {}: {reason}", row + 1),
         };
-        // One string per row, written in place: a province has about a million keys.
         let width: usize = columns.iter().map(|(name, _)| name.len() + 16).sum();
-        (0..batch.num_rows())
-            .map(|row| {
-                let mut key = String::with_capacity(width);
-                let mut present = 0;
-                for (i, (name, col)) in columns.iter().enumerate() {
-                    let value = col.value(row);
-                    let text = match value {
-                        None => "__null__",
-                        Some("") => "__empty__",
-                        Some(v) => {
-                            present += 1;
-                            v
-                        }
-                    };
-                    if complex {
-                        if text.contains([',', ':']) {
-                            return Err(bad(
-                                row,
-                                format!(
-                                    "record key field `{name}` is `{text}`: a `,` or `:` in a key \
-                                     value makes Hudi's complex key ambiguous"
-                                ),
-                            ));
-                        }
-                        if i > 0 {
-                            key.push(',');
-                        }
-                        key.push_str(name);
-                        key.push(':');
-                        key.push_str(text);
-                    } else {
-                        if value.is_none_or(str::is_empty) {
-                            return Err(bad(
-                                row,
-                                format!("record key field `{name}` is null or empty"),
-                            ));
-                        }
-                        if i > 0 {
-                            key.push(',');
-                        }
-                        key.push_str(text);
+        let mut keys = StringBuilder::with_capacity(batch.num_rows(), batch.num_rows() * width);
+        let mut key = String::with_capacity(width);
+        for row in 0..batch.num_rows() {
+            key.clear();
+            let mut present = 0;
+            for (i, (name, col)) in columns.iter().enumerate() {
+                let value = col.value(row);
+                let text = match value {
+                    None => "__null__",
+                    Some("") => "__empty__",
+                    Some(v) => {
+                        present += 1;
+                        v
                     }
+                };
+                if complex {
+                    if text.contains([',', ':']) {
+                        return Err(bad(
+                            row,
+                            format!(
+                                "record key field `{name}` is `{text}`: a `,` or `:` in a key \
+                                     value makes Hudi's complex key ambiguous"
+                            ),
+                        ));
+                    }
+                    if i > 0 {
+                        key.push(',');
+                    }
+                    key.push_str(name);
+                    key.push(':');
+                    key.push_str(text);
+                } else {
+                    if value.is_none_or(str::is_empty) {
+                        return Err(bad(
+                            row,
+                            format!("record key field `{name}` is null or empty"),
+                        ));
+                    }
+                    if i > 0 {
+                        key.push(',');
+                    }
+                    key.push_str(text);
                 }
-                if complex && present == 0 {
-                    return Err(bad(
-                        row,
-                        format!(
-                            "every record key field ({}) is null or empty",
-                            self.config.record_key.join(", ")
-                        ),
-                    ));
-                }
-                Ok(key)
-            })
-            .collect()
+            }
+            if complex && present == 0 {
+                return Err(bad(
+                    row,
+                    format!(
+                        "every record key field ({}) is null or empty",
+                        self.config.record_key.join(", ")
+                    ),
+                ));
+            }
+            keys.append_value(&key);
+        }
+        Ok(keys.finish())
     }
 
     /// The partition path of every row (`2026-03-01`, or `trans_date=2026-03-01` hive-style).
@@ -258,6 +261,10 @@ mod tests {
         .unwrap()
     }
 
+    fn texts(keys: &StringArray) -> Vec<&str> {
+        keys.iter().map(Option::unwrap_or_default).collect()
+    }
+
     #[test]
     fn complex_keys_are_written_as_hudi_does_and_ambiguous_ones_refused() {
         let t = table(&["s", "i"], "ComplexKeyGenerator");
@@ -275,7 +282,7 @@ mod tests {
                 ("i", vec![Some("b"), Some("c")]),
             ]))
             .unwrap();
-        assert_eq!(keys, ["s:a,i:b", "s:__null__,i:c"]);
+        assert_eq!(texts(&keys), ["s:a,i:b", "s:__null__,i:c"]);
         for hostile in ["a,i:b", "a:b"] {
             let err = t
                 .record_keys(&batch(&[
@@ -291,8 +298,10 @@ mod tests {
     fn a_simple_key_must_be_present() {
         let t = table(&["s"], "SimpleKeyGenerator");
         assert_eq!(
-            t.record_keys(&batch(&[("s", vec![Some("a,b:c")])]))
-                .unwrap(),
+            texts(
+                &t.record_keys(&batch(&[("s", vec![Some("a,b:c")])]))
+                    .unwrap()
+            ),
             ["a,b:c"]
         );
         for missing in [None, Some("")] {

@@ -77,7 +77,7 @@ pub fn with_meta_columns(
     data: &RecordBatch,
     table_schema: &SchemaRef,
     instant: &str,
-    keys: &[String],
+    keys: &StringArray,
     partitions: &PartitionPaths,
 ) -> Result<RecordBatch, ArrowError> {
     let n = data.num_rows();
@@ -86,7 +86,7 @@ pub fn with_meta_columns(
             instant, n,
         ))),
         Arc::new(StringArray::from_iter_values(std::iter::repeat_n("", n))),
-        Arc::new(StringArray::from_iter_values(keys.iter())),
+        Arc::new(keys.clone()),
         Arc::new(StringArray::from_iter_values(
             (0..n).map(|row| partitions.of(row)),
         )),
@@ -121,7 +121,7 @@ pub fn merge_group(
     existing: Option<&RecordBatch>,
     incoming: &RecordBatch,
     plan: &GroupPlan,
-    keys: &[String],
+    keys: &StringArray,
     precombine_idx: usize,
     target: &MergeTarget<'_>,
 ) -> Result<Merged, ArrowError> {
@@ -131,11 +131,8 @@ pub fn merge_group(
     let (mut updates, mut unchanged, mut older) = (0u64, 0u64, 0u64);
     let empty = RecordBatch::new_empty(incoming.schema());
     let existing = existing.unwrap_or(&empty);
-    let mut wanted: HashMap<&str, usize> = plan
-        .updates
-        .iter()
-        .map(|&r| (keys[r].as_str(), r))
-        .collect();
+    let mut wanted: HashMap<&str, usize> =
+        plan.updates.iter().map(|&r| (keys.value(r), r)).collect();
     if existing.num_rows() > 0 {
         let newer_or_equal = make_comparator(
             incoming.column(precombine_idx).as_ref(),
@@ -249,7 +246,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let keys: Vec<String> = rows.iter().map(|r| r.0.to_string()).collect();
+        let keys = StringArray::from_iter_values(rows.iter().map(|r| r.0));
         let table = super::super::schema::table_schema(&data_schema());
         let parts = PartitionPaths {
             paths: vec![String::new()],
@@ -279,7 +276,7 @@ mod tests {
             "2",
             &[("a", 11, 6), ("b", 20, 5), ("c", 99, 4), ("e", 50, 6)],
         );
-        let keys = vec!["a".into(), "b".into(), "c".into(), "e".into()];
+        let keys = StringArray::from(vec!["a", "b", "c", "e"]);
         let target = MergeTarget {
             instant: "2",
             group_no: 7,

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{AsArray, StringArray};
 // DataFusion's hash maps (hashbrown with foldhash): a province's keys are hashed about a million
 // times per run, where std's SipHash showed in profiles.
 use datafusion::common::{HashMap, HashSet as FastHashSet};
@@ -83,7 +83,7 @@ pub async fn locate_keys(
 pub fn place_rows(
     partition: &str,
     rows_here: &[usize],
-    keys: &[String],
+    keys: &StringArray,
     groups: &[ExistingGroup],
     key_owner: &HashMap<String, String>,
     target_file_bytes: u64,
@@ -102,7 +102,7 @@ pub fn place_rows(
     let mut new_keys = Vec::new();
     let mut seen: FastHashSet<&str> = FastHashSet::with_capacity(rows_here.len());
     for &row in rows_here {
-        let key = keys[row].as_str();
+        let key = keys.value(row);
         if !seen.insert(key) {
             return Err(DuplicateKey(key.to_string()));
         }
@@ -171,8 +171,8 @@ mod tests {
         }
     }
 
-    fn keys(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("k{i}")).collect()
+    fn keys(n: usize) -> StringArray {
+        StringArray::from_iter_values((0..n).map(|i| format!("k{i}")))
     }
 
     fn ids() -> impl FnMut() -> String {
@@ -225,7 +225,7 @@ mod tests {
 
     #[test]
     fn a_key_twice_is_refused() {
-        let keys = vec!["a".to_string(), "a".to_string()];
+        let keys = StringArray::from(vec!["a", "a"]);
         let e = place_rows("p", &[0, 1], &keys, &[], &HashMap::new(), 300, ids()).unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -20,7 +20,7 @@ use std::time::Instant as Clock;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::{AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use futures::StreamExt;
@@ -162,7 +162,7 @@ struct StagedParts {
 /// and partitions.
 struct Incoming {
     rows: RecordBatch,
-    keys: Vec<String>,
+    keys: StringArray,
     partitions: PartitionPaths,
     data_schema: SchemaRef,
     precombine_idx: usize,
