@@ -115,28 +115,32 @@ impl HudiTable {
         let mut paths = PartitionPaths::default();
         // A run's rows fall in a few partitions: each path is made once.
         let mut known: std::collections::HashMap<Vec<Option<&str>>, u32> = Default::default();
+        let mut values: Vec<Option<&str>> = Vec::with_capacity(columns.len());
         for row in 0..batch.num_rows() {
-            let values: Vec<Option<&str>> = columns.iter().map(|(_, col)| col.value(row)).collect();
-            let next = paths.paths.len() as u32;
-            let index = *known.entry(values).or_insert_with_key(|values| {
-                let path = columns
-                    .iter()
-                    .zip(values)
-                    .map(|((name, _), value)| {
-                        let value = value
-                            .filter(|v| !v.is_empty())
-                            .unwrap_or("__HIVE_DEFAULT_PARTITION__");
-                        if self.config.hive_style {
-                            format!("{name}={value}")
-                        } else {
-                            value.to_string()
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join("/");
-                paths.paths.push(path);
-                next
-            });
+            values.clear();
+            values.extend(columns.iter().map(|(_, col)| col.value(row)));
+            if let Some(&index) = known.get(values.as_slice()) {
+                paths.of_row.push(index);
+                continue;
+            }
+            let path = columns
+                .iter()
+                .zip(&values)
+                .map(|((name, _), value)| {
+                    let value = value
+                        .filter(|v| !v.is_empty())
+                        .unwrap_or("__HIVE_DEFAULT_PARTITION__");
+                    if self.config.hive_style {
+                        format!("{name}={value}")
+                    } else {
+                        value.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            let index = paths.paths.len() as u32;
+            paths.paths.push(path);
+            known.insert(values.clone(), index);
             paths.of_row.push(index);
         }
         Ok(paths)

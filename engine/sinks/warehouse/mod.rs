@@ -63,6 +63,12 @@ impl WarehouseSink {
     }
 }
 
+/// A load's failure as a sink error: `table NAME:` and the cause's chain.
+fn load_error(table: &str, target: &str, cause: &(dyn std::error::Error + 'static)) -> SinkError {
+    let context = format!("table {table}");
+    SinkError::caused_by("warehouse", target, Some(&context), cause)
+}
+
 /// The report of a load over a connection: `changed` of the batches' rows inserted or replaced.
 fn load_report(
     target: &str,

@@ -15,7 +15,6 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, Executor, Pool, Postgres, QueryBuilder, Transaction};
 
 use super::dialect::{Dialect, RowsInsert, TableError, TableSpec, STAGING};
-use super::sqlite::SqliteError;
 use crate::sinks::{SinkError, SinkReport, StagedWrite};
 
 /// Why rows could not be staged in a warehouse reached over a connection.
@@ -31,8 +30,6 @@ pub enum LoadError {
     Csv(#[source] ArrowError),
     #[error(transparent)]
     Table(#[from] TableError),
-    #[error(transparent)]
-    Sqlite(#[from] SqliteError),
 }
 
 /// Values of one cell as the loaders bind them.
@@ -117,8 +114,7 @@ pub struct Connection {
 type Tx = Transaction<'static, Postgres>;
 
 fn db_err(spec: &TableSpec, target: &str, e: impl Into<LoadError>) -> SinkError {
-    let context = format!("table {}", spec.name);
-    SinkError::caused_by("warehouse", target, Some(&context), &e.into())
+    super::load_error(&spec.name, target, &e.into())
 }
 
 impl Connection {
@@ -158,13 +154,10 @@ async fn insert_rows(
     // Stay under PostgreSQL's bind-parameter limit.
     let rows_per_statement = (30_000 / cols.len().max(1)).max(1);
     // Over the PostgreSQL protocol, text values are cast to the typed staging columns.
-    let casts: Vec<Option<String>> = spec
+    let casts: Vec<String> = spec
         .columns
         .iter()
-        .map(|(_, ty)| {
-            spec.column_type(dialect, ty)
-                .map(|ty| Some(format!(" AS {ty})")))
-        })
+        .map(|(_, ty)| spec.column_type(dialect, ty).map(|ty| format!(" AS {ty})")))
         .collect::<Result<_, _>>()?;
     let mut changed = 0;
     for batch in batches {
@@ -193,17 +186,13 @@ async fn insert_rows(
                     if c > 0 {
                         q.push(", ");
                     }
-                    if casts[c].is_some() {
-                        q.push("CAST(");
-                    }
+                    q.push("CAST(");
                     match col.next().unwrap_or(Cell::Null) {
                         Cell::Null => q.push_bind(None::<String>),
                         Cell::Int(v) => q.push_bind(v),
                         Cell::Text(v) => q.push_bind(v),
                     };
-                    if let Some(cast) = &casts[c] {
-                        q.push(cast);
-                    }
+                    q.push(&casts[c]);
                 }
                 q.push(&insert.row_end);
                 q.push(")");

@@ -26,7 +26,6 @@ use rusqlite::{OpenFlags, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::dialect::{Dialect, TableSpec, SQLITE_TIME_FORMAT};
-use super::sql::LoadError;
 use crate::sinks::{SinkError, SinkReport, StagedWrite};
 
 /// How long a writer waits for another process's write lock on the same file.
@@ -80,10 +79,7 @@ pub async fn stage(
     batches: &[RecordBatch],
     create_table: bool,
 ) -> Result<Box<dyn StagedWrite>, SinkError> {
-    let err = |e: SqliteError| {
-        let context = format!("table {}", spec.name);
-        SinkError::caused_by("warehouse", target, Some(&context), &LoadError::from(e))
-    };
+    let err = |e: SqliteError| super::load_error(&spec.name, target, &e);
     let load = Load {
         location: location.to_string(),
         spec: spec.clone(),
@@ -307,15 +303,7 @@ struct StagedSqlite {
 
 impl StagedSqlite {
     async fn decide(&mut self, commit: bool) -> Result<(), SinkError> {
-        let err = |e: SqliteError| {
-            let context = format!("table {}", self.table);
-            SinkError::caused_by(
-                "warehouse",
-                self.report.target.clone(),
-                Some(&context),
-                &LoadError::from(e),
-            )
-        };
+        let err = |e: SqliteError| super::load_error(&self.table, &self.report.target, &e);
         let Some(decision) = self.decision.take() else {
             return Ok(());
         };
