@@ -3,6 +3,8 @@
 # runs every test. Used by .ci/run; a server that cannot start fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# No test reads standard input: an empty one, whatever the caller had (see .ci/run).
+exec </dev/null
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
