@@ -644,3 +644,73 @@ fn datafusion_options_come_from_its_environment_variables() {
         "{stderr}"
     );
 }
+
+#[test]
+fn stores_read_in_key_ranges_are_aggregated_without_an_exchange() {
+    let dir = tempfile::tempdir().unwrap();
+    let val = validated_sample(dir.path());
+    let out = job_run("province_sales", "WI", &val)
+        .dry_run()
+        .args(&["--profile"])
+        .env("DATAFUSION_EXECUTION_TARGET_PARTITIONS", "2")
+        .run();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Each store's files are in one partition: one aggregation per partition, no partial
+    // aggregation, no hash exchange before it.
+    assert!(stderr.contains("store_id ranges from"), "{stderr}");
+    assert!(stderr.contains("mode=SinglePartitioned"), "{stderr}");
+    assert!(!stderr.contains("mode=Partial"), "{stderr}");
+    assert!(!stderr.contains("RepartitionExec"), "{stderr}");
+}
+
+#[test]
+fn a_file_holding_several_stores_is_read_again_without_key_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let val = dir.path().join("val");
+    // Planned from first rows: QC-1 holds s1, QC-2 holds s2, so s2 starts the second range; but
+    // QC-1 also holds s3, which belongs there.
+    write_file(
+        &val,
+        "QC-1.csv",
+        "s1,1.00,4,i1,2026-01-01\ns3,3.00,4,i1,2026-01-01\ns3,0.50,5,i1,2026-01-01\n",
+        "2026-01-01T09:00:00Z",
+    );
+    write_file(
+        &val,
+        "QC-2.csv",
+        "s2,2.00,4,i1,2026-01-01\n",
+        "2026-01-01T10:00:00Z",
+    );
+    write_file(
+        &val,
+        "QC-3.csv",
+        "s3,7.00,4,i1,2026-01-01\n",
+        "2026-01-01T08:00:00Z",
+    );
+    let out = job_run("province_sales", "QC", &val)
+        .dry_run()
+        .format("csv")
+        .env("DATAFUSION_EXECUTION_TARGET_PARTITIONS", "2")
+        .run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = csv_rows(&String::from_utf8_lossy(&out.stdout));
+    // s3's newest file is QC-1 (09:00, against QC-3's 08:00): its sums, not QC-3's.
+    assert_eq!(
+        project(&rows, RESULT_COLUMNS),
+        [
+            "QC,s1,i1,2026-01-01,1.00,0.00,0.00",
+            "QC,s2,i1,2026-01-01,2.00,0.00,0.00",
+            "QC,s3,i1,2026-01-01,3.00,0.50,0.00"
+        ]
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("reading again without key ranges") && stderr.contains("QC-1.csv line 2"),
+        "{stderr}"
+    );
+}

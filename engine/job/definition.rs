@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::layout::{ColumnToml, Layout, LayoutError, LayoutSet, LayoutToml};
+use crate::layout::{ColumnToml, ColumnType, Layout, LayoutError, LayoutSet, LayoutToml};
 
 /// The marker that opens a job's metadata comment.
 pub const METADATA_MARKER: &str = "/* tally:job";
@@ -85,6 +85,11 @@ pub struct InputSpec {
     /// File-name globs, with `{param}` placeholders.
     pub files: Vec<String>,
     pub layout: Layout,
+    /// A string column of the layout each input file holds one value of (a store's own file
+    /// holds only that store's rows): the files are then read in ranges of it, one range per
+    /// partition, so a GROUP BY whose key includes it runs without an exchange between
+    /// partitions. Checked on every row (see [`crate::sources::KeyRanges`]).
+    pub file_key: Option<String>,
 }
 
 /// What the job's rows are, for the sinks.
@@ -125,6 +130,7 @@ struct InputToml {
     files: Vec<String>,
     layout: Option<String>,
     columns: Option<Vec<ColumnToml>>,
+    file_key: Option<String>,
 }
 
 fn default_table() -> String {
@@ -204,6 +210,23 @@ impl JobDefinition {
         if meta.input.files.is_empty() {
             return Err(invalid("[input] files lists no patterns".into()));
         }
+        if let Some(key) = &meta.input.file_key {
+            match layout.columns.iter().find(|c| &c.name == key) {
+                Some(c) if c.ty == ColumnType::String => {}
+                Some(c) => {
+                    return Err(invalid(format!(
+                        "[input] file_key `{key}` is a {} column; it must be a string column",
+                        c.ty
+                    )))
+                }
+                None => {
+                    return Err(invalid(format!(
+                        "[input] file_key `{key}` is not a column of layout `{}`",
+                        layout.name
+                    )))
+                }
+            }
+        }
         if meta.output.record_key.is_empty() {
             return Err(invalid("[output] record_key is empty".into()));
         }
@@ -233,6 +256,7 @@ impl JobDefinition {
                 table: meta.input.table,
                 files: meta.input.files,
                 layout,
+                file_key: meta.input.file_key,
             },
             output: OutputSpec {
                 record_key: meta.output.record_key,

@@ -21,7 +21,8 @@ use crate::cluster::ClusterTarget;
 use crate::layout::format_date;
 use crate::progress::Progress;
 use crate::sources::{
-    files_table, list_inputs, ranked, BadRow, InputFile, InputTable, ListingError, SourceStats,
+    files_table, first_keys, list_inputs, ranked, BadRow, InputFile, InputTable, KeyRanges,
+    ListingError, MisplacedRow, RankedFile, SourceStats,
 };
 use crate::storage::{Location, StorageError};
 
@@ -156,6 +157,13 @@ impl RunSummary {
     }
 }
 
+/// The cores DataFusion runs on: one partition each.
+fn available_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
 /// A DataFusion session sized for this machine, with unbounded memory (planning, small queries).
 pub fn session() -> SessionContext {
     session_with_memory_limit(None)
@@ -164,9 +172,7 @@ pub fn session() -> SessionContext {
 /// A DataFusion session whose operators share `limit` bytes of memory fairly and spill to
 /// temporary files beyond it (`None`: no limit).
 pub fn session_with_memory_limit(limit: Option<u64>) -> SessionContext {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let cores = available_cores();
     // DataFusion's own options can be tuned without a rebuild through its environment variables
     // (`DATAFUSION_EXECUTION_BATCH_SIZE=16384`, ...); tally's defaults apply where none is set.
     let mut config = SessionConfig::from_env().unwrap_or_else(|e| {
@@ -175,6 +181,13 @@ pub fn session_with_memory_limit(limit: Option<u64>) -> SessionContext {
     });
     if std::env::var_os("DATAFUSION_EXECUTION_TARGET_PARTITIONS").is_none() {
         config = config.with_target_partitions(cores);
+    }
+    // An input already split into as many partitions as there are cores by a key (a scan in key
+    // ranges) is not split again by a superset of that key: a GROUP BY on it then aggregates
+    // each partition in one pass. DataFusion's default asks for 4 partitions before trusting one.
+    if std::env::var_os("DATAFUSION_OPTIMIZER_SUBSET_REPARTITION_THRESHOLD").is_none() {
+        let target = config.target_partitions();
+        config.options_mut().optimizer.subset_repartition_threshold = target;
     }
     let mut config = config.with_information_schema(false);
     // `VARCHAR` in a job's SQL means plain Utf8, the string type every sink and reader expects.
@@ -239,12 +252,124 @@ pub async fn find_inputs(
 }
 
 /// Runs a job over its input files and returns its rows.
+///
+/// A job whose input declares a `file_key` is first run with its files read in key ranges (see
+/// [`crate::sources::KeyRanges`]); when a file turns out to hold several keys, that attempt stops
+/// at the first such row and the job runs again over the same files, split by size alone.
 pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunResult, RunError> {
     let started = Instant::now();
     let job = &request.job;
     let (location, files) = find_inputs(job, &request.params, &request.input).await?;
     tracing::info!(job = %job.name, files = files.len(), input = %location.url, "running job");
+    let files = ranked(&files);
 
+    let key_ranges = match (&job.input.file_key, &request.cluster) {
+        (Some(column), None) => plan_key_ranges(job, &files, column).await,
+        _ => None,
+    };
+    let attempt = match key_ranges {
+        Some(ranges) => match run_once(request, &files, Some(ranges), progress).await {
+            Err(RunError::Query { source, .. }) if MisplacedRow::behind(&source).is_some() => {
+                let row = MisplacedRow::behind(&source).map(ToString::to_string);
+                tracing::warn!(
+                    job = %job.name,
+                    row = row.as_deref().unwrap_or_default(),
+                    "a file holds more than one value of the job's file_key: reading again without key ranges"
+                );
+                run_once(request, &files, None, progress).await?
+            }
+            other => other?,
+        },
+        None => run_once(request, &files, None, progress).await?,
+    };
+    let Attempt {
+        schema,
+        batches,
+        plan,
+        stats,
+        cluster_figures,
+    } = attempt;
+    let (rows_in, bytes_in, bad_rows) = match cluster_figures {
+        Some(f) => (f.rows_in, f.bytes_in, f.bad_rows),
+        None => (
+            stats.rows_in(),
+            stats.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+            stats.bad_rows(),
+        ),
+    };
+    // Executors each hold the tolerance for their own tasks; the run holds it for the sum.
+    if bad_rows > request.max_bad_rows {
+        return Err(RunError::TooManyBadRows {
+            job: job.name.clone(),
+            bad_rows,
+            limit: request.max_bad_rows,
+        });
+    }
+    check_unique_keys(job, &schema, &batches)?;
+
+    let summary = RunSummary {
+        job: job.name.clone(),
+        params: request.params.clone(),
+        input: location.url.clone(),
+        files: files.iter().map(|f| f.file.url.clone()).collect(),
+        bytes_in,
+        rows_in,
+        bad_rows,
+        bad_row_samples: stats
+            .bad_samples
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default(),
+        rows_out: batches.iter().map(|b| b.num_rows() as u64).sum(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok(RunResult {
+        schema,
+        batches,
+        summary,
+        plan,
+    })
+}
+
+/// The key ranges `job`'s files can be read in, from each file's first key; `None` when the
+/// files cannot be split so (see [`KeyRanges::plan`]).
+async fn plan_key_ranges(
+    job: &JobDefinition,
+    files: &[RankedFile],
+    column: &str,
+) -> Option<KeyRanges> {
+    let layout = &job.input.layout;
+    let index = layout.columns.iter().position(|c| c.name == column)?;
+    let keys = first_keys(files, layout, index).await;
+    let partitions = session().copied_config().target_partitions();
+    let ranges = KeyRanges::plan(files, &keys, partitions, index, column);
+    match &ranges {
+        Some(r) => {
+            tracing::debug!(column, split_points = ?r.split_points, "reading the input in key ranges")
+        }
+        None => tracing::debug!(column, "the input files cannot be read in key ranges"),
+    }
+    ranges
+}
+
+/// One execution of a job's SQL over its files.
+struct Attempt {
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    plan: Arc<dyn ExecutionPlan>,
+    stats: Arc<SourceStats>,
+    cluster_figures: Option<crate::cluster::ReadFigures>,
+}
+
+/// Plans and runs the job's SQL over `files` (in `key_ranges` when given), on a session of its
+/// own, with reading figures of its own.
+async fn run_once(
+    request: &RunRequest,
+    files: &[RankedFile],
+    key_ranges: Option<KeyRanges>,
+    progress: &Progress,
+) -> Result<Attempt, RunError> {
+    let job = &request.job;
     let stats = Arc::new(SourceStats::new(request.max_bad_rows));
     let ctx = session_with_memory_limit(Some(request.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT)));
     if let Some(cluster) = &request.cluster {
@@ -257,16 +382,14 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
             .target_partitions = cluster.partitions;
     }
     let partitions = ctx.copied_config().target_partitions();
-    let bar = progress.bytes("reading", files.iter().map(|f| f.size).sum());
-    let frame = job_frame(
-        &ctx,
-        job,
-        &files,
-        stats.clone(),
-        partitions,
-        &request.params,
-    )
-    .await?;
+    let table = match (key_ranges, &job.input.file_key) {
+        (Some(ranges), Some(column)) => {
+            InputTable::in_key_ranges(files, &job.input.layout, stats.clone(), ranges, column)
+        }
+        _ => InputTable::new(files, &job.input.layout, stats.clone(), partitions),
+    };
+    let bar = progress.bytes("reading", files.iter().map(|f| f.file.size).sum());
+    let frame = job_frame(&ctx, job, files, table, &request.params).await?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     check_output_columns(job, &schema)?;
     let ticker = {
@@ -306,45 +429,12 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
     ticker.abort();
     bar.finish_and_clear();
     let (batches, cluster_figures) = executed?;
-    let (rows_in, bytes_in, bad_rows) = match cluster_figures {
-        Some(f) => (f.rows_in, f.bytes_in, f.bad_rows),
-        None => (
-            stats.rows_in(),
-            stats.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
-            stats.bad_rows(),
-        ),
-    };
-    // Executors each hold the tolerance for their own tasks; the run holds it for the sum.
-    if bad_rows > request.max_bad_rows {
-        return Err(RunError::TooManyBadRows {
-            job: job.name.clone(),
-            bad_rows,
-            limit: request.max_bad_rows,
-        });
-    }
-    check_unique_keys(job, &schema, &batches)?;
-
-    let summary = RunSummary {
-        job: job.name.clone(),
-        params: request.params.clone(),
-        input: location.url.clone(),
-        files: files.iter().map(|f| f.url.clone()).collect(),
-        bytes_in,
-        rows_in,
-        bad_rows,
-        bad_row_samples: stats
-            .bad_samples
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default(),
-        rows_out: batches.iter().map(|b| b.num_rows() as u64).sum(),
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    Ok(RunResult {
+    Ok(Attempt {
         schema,
         batches,
-        summary,
         plan,
+        stats,
+        cluster_figures,
     })
 }
 
@@ -377,16 +467,13 @@ async fn run_on_cluster(
 async fn job_frame(
     ctx: &SessionContext,
     job: &JobDefinition,
-    files: &[InputFile],
-    stats: Arc<SourceStats>,
-    partitions: usize,
+    files: &[RankedFile],
+    table: InputTable,
     params: &BTreeMap<String, String>,
 ) -> Result<DataFrame, RunError> {
-    let files = ranked(files);
-    let table = InputTable::new(&files, &job.input.layout, stats, partitions);
     ctx.register_table(job.input.table.as_str(), Arc::new(table))
         .map_err(|e| query_err(job, e))?;
-    let files_table = files_table(&files).map_err(|e| query_err(job, e))?;
+    let files_table = files_table(files).map_err(|e| query_err(job, e))?;
     ctx.register_table(format!("{}_files", job.input.table), Arc::new(files_table))
         .map_err(|e| query_err(job, e))?;
     ctx.sql(&job.sql)
@@ -405,8 +492,8 @@ async fn plan_over_nothing(
         .iter()
         .map(|p| (p.clone(), value_of(p)))
         .collect();
-    let stats = Arc::new(SourceStats::new(0));
-    job_frame(&session(), job, &[], stats, 1, &params).await
+    let table = InputTable::new(&[], &job.input.layout, Arc::new(SourceStats::new(0)), 1);
+    job_frame(&session(), job, &[], table, &params).await
 }
 
 /// The job's logical and physical plans, as `EXPLAIN` prints them, over an empty input.

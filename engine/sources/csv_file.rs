@@ -18,7 +18,7 @@ use object_store::ObjectStoreExt;
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::{BadRow, RankedFile, SourceStats, BATCH_ROWS};
+use super::{BadRow, KeyCheck, RankedFile, SourceStats, BATCH_ROWS};
 use crate::layout::{ColumnType, Layout, Parsed};
 
 #[derive(Debug)]
@@ -27,6 +27,8 @@ pub(crate) struct CsvPartition {
     pub layout: Layout,
     pub schema: SchemaRef,
     pub stats: Arc<SourceStats>,
+    /// Set when the file is read in a key range: every row's key is checked against it.
+    pub key_check: Option<KeyCheck>,
 }
 
 impl PartitionStream for CsvPartition {
@@ -38,22 +40,23 @@ impl PartitionStream for CsvPartition {
         // Parsing is CPU work on a blocking thread; batches flow back through a small channel,
         // which also bounds how far the parser runs ahead of the query.
         let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(2);
-        let (ranked, layout, schema, stats) = (
-            self.file.clone(),
-            self.layout.clone(),
-            self.schema.clone(),
-            self.stats.clone(),
-        );
+        let reader = CsvReader {
+            ranked: self.file.clone(),
+            layout: self.layout.clone(),
+            schema: self.schema.clone(),
+            stats: self.stats.clone(),
+            key_check: self.key_check.clone(),
+        };
         tokio::spawn(async move {
             let error_tx = tx.clone();
-            let file = ranked.file.clone();
+            let file = reader.ranked.file.clone();
             let url = file.url.clone();
             let joined = match file.local_path.clone() {
                 // A local file is read with plain blocking reads on the parsing thread: going
                 // through the object store would cost a thread hand-off per small chunk.
                 Some(path) => {
                     tokio::task::spawn_blocking(move || match std::fs::File::open(&path) {
-                        Ok(reader) => read_csv(reader, &ranked, &layout, &schema, &stats, &tx),
+                        Ok(file) => reader.read(file, &tx),
                         Err(e) => {
                             let _ = tx.blocking_send(Err(DataFusionError::Execution(format!(
                                 "cannot read {}: {e}",
@@ -76,11 +79,8 @@ impl PartitionStream for CsvPartition {
                             return;
                         }
                     };
-                    let reader = SyncIoBridge::new(StreamReader::new(body));
-                    tokio::task::spawn_blocking(move || {
-                        read_csv(reader, &ranked, &layout, &schema, &stats, &tx)
-                    })
-                    .await
+                    let body = SyncIoBridge::new(StreamReader::new(body));
+                    tokio::task::spawn_blocking(move || reader.read(body, &tx)).await
                 }
             };
             if let Err(e) = joined {
@@ -143,12 +143,43 @@ impl ColumnBuilder {
     }
 }
 
+/// What reading one CSV file needs, moved onto its parsing thread.
+struct CsvReader {
+    ranked: RankedFile,
+    layout: Layout,
+    schema: SchemaRef,
+    stats: Arc<SourceStats>,
+    key_check: Option<KeyCheck>,
+}
+
+impl CsvReader {
+    fn read<R: Read>(self, reader: R, tx: &mpsc::Sender<Result<RecordBatch>>) {
+        let CsvReader {
+            ranked,
+            layout,
+            schema,
+            stats,
+            key_check,
+        } = self;
+        read_csv(
+            reader,
+            &ranked,
+            &layout,
+            &schema,
+            &stats,
+            key_check.as_ref(),
+            tx,
+        )
+    }
+}
+
 fn read_csv<R: Read>(
     reader: R,
     ranked: &RankedFile,
     layout: &Layout,
     schema: &SchemaRef,
     stats: &SourceStats,
+    key_check: Option<&KeyCheck>,
     tx: &mpsc::Sender<Result<RecordBatch>>,
 ) {
     let file = &ranked.file;
@@ -183,8 +214,17 @@ fn read_csv<R: Read>(
                     match (builder, *value) {
                         (ColumnBuilder::String(b), Parsed::String(i)) => {
                             // Checked as UTF-8 by parse_row.
-                            let text = std::str::from_utf8(&record[i]).unwrap_or_default();
-                            b.append_value(text.trim());
+                            let text = std::str::from_utf8(&record[i]).unwrap_or_default().trim();
+                            if let Some(check) = key_check.filter(|c| c.column == i) {
+                                if !check.admits(text) {
+                                    let line = record.position().map(|p| p.line()).unwrap_or(0);
+                                    let misplaced =
+                                        check.misplaced(&file.url, format!("line {line}"), text);
+                                    let _ = tx.blocking_send(Err(misplaced));
+                                    return;
+                                }
+                            }
+                            b.append_value(text);
                         }
                         (ColumnBuilder::Decimal(b, ..), Parsed::Decimal(v)) => b.append_value(v),
                         (ColumnBuilder::Integer(b), Parsed::Integer(v)) => b.append_value(v),

@@ -16,6 +16,7 @@
 //! joins on `source_rank` to name the file a row was taken from.
 
 mod csv_file;
+mod file_keys;
 mod listing;
 mod parquet_file;
 mod scan;
@@ -30,6 +31,7 @@ use datafusion::datasource::MemTable;
 
 use crate::layout::Layout;
 
+pub use file_keys::{first_keys, FileKey, KeyCheck, KeyRange, KeyRanges, MisplacedRow};
 pub use listing::{list_inputs, InputFile, InputFormat, ListingError};
 pub use scan::{
     FileSpec, InputScanExec, InputSpec, InputTable, LayoutSpec, ReadSpec, BAD_ROWS_METRIC,

@@ -17,7 +17,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use futures::{StreamExt, TryStreamExt};
 
-use super::{BadRow, RankedFile, SourceStats, BATCH_ROWS};
+use super::{BadRow, KeyCheck, RankedFile, SourceStats, BATCH_ROWS};
 use crate::layout::{ColumnType, FieldRef, Layout};
 use crate::storage::ObjectFileReader;
 
@@ -27,6 +27,8 @@ pub(crate) struct ParquetPartition {
     pub layout: Layout,
     pub schema: SchemaRef,
     pub stats: Arc<SourceStats>,
+    /// Set when the file is read in a key range: every row's key is checked against it.
+    pub key_check: Option<KeyCheck>,
 }
 
 impl PartitionStream for ParquetPartition {
@@ -35,11 +37,12 @@ impl PartitionStream for ParquetPartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (ranked, layout, schema, stats) = (
+        let (ranked, layout, schema, stats, key_check) = (
             self.file.clone(),
             self.layout.clone(),
             self.schema.clone(),
             self.stats.clone(),
+            self.key_check.clone(),
         );
         let batches = futures::stream::once(async move {
             let file = ranked.file.clone();
@@ -86,7 +89,8 @@ impl PartitionStream for ParquetPartition {
                 let batch = batch.map_err(|e| fail(&e))?;
                 let first_row = rows_before;
                 rows_before += batch.num_rows() as u64;
-                convert(batch, first_row, &ranked, &layout, &schema, &stats)
+                let check = key_check.as_ref();
+                convert(batch, first_row, &ranked, &layout, &schema, &stats, check)
             }))
         })
         .try_flatten();
@@ -116,8 +120,9 @@ fn check_convertible(url: &str, name: &str, want: ColumnType, have: &DataType) -
     }
 }
 
-/// Converts one batch to the declared types, refusing (and dropping) rows with nulls or values
-/// that do not parse, then adds the lineage columns.
+/// Converts one batch (its first row is the file's row `first_row + 1`) to the declared types,
+/// refusing (and dropping) rows with nulls or values that do not parse, checks the kept rows' keys
+/// when the file is read in a key range, then adds the lineage columns.
 fn convert(
     batch: RecordBatch,
     first_row: u64,
@@ -125,6 +130,7 @@ fn convert(
     layout: &Layout,
     schema: &SchemaRef,
     stats: &SourceStats,
+    key_check: Option<&KeyCheck>,
 ) -> Result<RecordBatch> {
     let file = &ranked.file;
     let rows = batch.num_rows();
@@ -173,6 +179,16 @@ fn convert(
                 return Err(DataFusionError::Execution(format!(
                     "{bad} (row number in the Parquet file; raise --max-bad-rows to skip such rows)"
                 )));
+            }
+        }
+    }
+    if let Some(check) = key_check {
+        let keys = columns[check.column].as_string::<i32>();
+        for (row, key) in keys.iter().enumerate() {
+            let key = key.unwrap_or_default();
+            if keep[row] && !check.admits(key) {
+                let row = format!("row {}", first_row + row as u64 + 1);
+                return Err(check.misplaced(&file.url, row, key));
             }
         }
     }

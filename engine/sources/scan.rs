@@ -24,17 +24,23 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, UInt64Array};
+use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
 use datafusion::common::cast::{as_int64_array, as_string_array, as_uint64_array};
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{
+    EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr, RangePartitioning,
+    SplitPoint,
+};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{Count, Metric, MetricValue, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -45,6 +51,7 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+use super::file_keys::{KeyCheck, KeyRanges};
 use super::{
     csv_file, input_schema, parquet_file, InputFile, InputFormat, RankedFile, SourceStats,
 };
@@ -130,34 +137,47 @@ impl InputSpec {
         partitions: usize,
         max_bad_rows: u64,
     ) -> InputSpec {
-        let mut groups: Vec<(u64, Vec<FileSpec>)> =
+        let mut groups: Vec<(u64, Vec<usize>)> =
             vec![(0, Vec::new()); partitions.clamp(1, files.len().max(1))];
-        let mut by_size: Vec<&RankedFile> = files.iter().collect();
-        by_size.sort_by(|a, b| {
-            b.file
-                .size
-                .cmp(&a.file.size)
-                .then_with(|| a.file.url.cmp(&b.file.url))
+        let mut by_size: Vec<usize> = (0..files.len()).collect();
+        by_size.sort_by(|&a, &b| {
+            let (a, b) = (&files[a].file, &files[b].file);
+            b.size.cmp(&a.size).then_with(|| a.url.cmp(&b.url))
         });
-        for ranked in by_size {
+        for i in by_size {
             let group = groups
                 .iter_mut()
                 .min_by_key(|(bytes, _)| *bytes)
                 .expect("at least one group");
-            group.0 += ranked.file.size.max(1);
-            group.1.push(FileSpec {
-                folder: ranked.file.folder.clone(),
-                name: ranked.file.name.clone(),
-                url: ranked.file.url.clone(),
-                size: ranked.file.size,
-                source_time_micros: ranked.file.source_time.timestamp_micros(),
-                format: ranked.file.format,
-                rank: ranked.rank,
-            });
+            group.0 += files[i].file.size.max(1);
+            group.1.push(i);
         }
+        let groups: Vec<Vec<usize>> = groups.into_iter().map(|(_, files)| files).collect();
+        InputSpec::of_groups(files, &groups, layout, max_bad_rows)
+    }
+
+    /// The spec of a scan whose partition `p` reads the files `groups[p]` indexes.
+    fn of_groups(
+        files: &[RankedFile],
+        groups: &[Vec<usize>],
+        layout: &Layout,
+        max_bad_rows: u64,
+    ) -> InputSpec {
+        let spec = |ranked: &RankedFile| FileSpec {
+            folder: ranked.file.folder.clone(),
+            name: ranked.file.name.clone(),
+            url: ranked.file.url.clone(),
+            size: ranked.file.size,
+            source_time_micros: ranked.file.source_time.timestamp_micros(),
+            format: ranked.file.format,
+            rank: ranked.rank,
+        };
         InputSpec {
             layout: LayoutSpec::of(layout),
-            groups: groups.into_iter().map(|(_, files)| files).collect(),
+            groups: groups
+                .iter()
+                .map(|group| group.iter().map(|&i| spec(&files[i])).collect())
+                .collect(),
             max_bad_rows,
         }
     }
@@ -292,6 +312,16 @@ pub struct InputTable {
     schema: SchemaRef,
     opener: Opener,
     stats: Arc<SourceStats>,
+    key_ranges: Option<Arc<ScanKeyRanges>>,
+}
+
+/// A scan whose partitions read key ranges (see [`super::file_keys`]): the key column, the
+/// ranges' split points, and each file's row check, by URL.
+#[derive(Debug)]
+struct ScanKeyRanges {
+    column: String,
+    split_points: Vec<String>,
+    checks: HashMap<String, KeyCheck>,
 }
 
 impl InputTable {
@@ -313,7 +343,31 @@ impl InputTable {
             layout: layout.clone(),
             opener: Opener::Known(Arc::new(by_url)),
             stats,
+            key_ranges: None,
         }
+    }
+
+    /// The table over `files` read in the key ranges `ranges` planned: partition `p` reads the
+    /// files of range `p` and checks that each row's key `column` lies in it.
+    pub fn in_key_ranges(
+        files: &[RankedFile],
+        layout: &Layout,
+        stats: Arc<SourceStats>,
+        ranges: KeyRanges,
+        column: &str,
+    ) -> InputTable {
+        let mut table = InputTable::new(files, layout, stats, 1);
+        table.spec = InputSpec::of_groups(files, &ranges.groups, layout, table.stats.max_bad_rows);
+        table.key_ranges = Some(Arc::new(ScanKeyRanges {
+            column: column.to_string(),
+            split_points: ranges.split_points,
+            checks: files
+                .iter()
+                .map(|f| f.file.url.clone())
+                .zip(ranges.checks)
+                .collect(),
+        }));
+        table
     }
 }
 
@@ -351,6 +405,7 @@ impl TableProvider for InputTable {
             self.layout.clone(),
             self.opener.clone(),
             self.stats.clone(),
+            self.key_ranges.clone(),
         )?))
     }
 }
@@ -373,6 +428,8 @@ struct Readers {
     file_schema: SchemaRef,
     opener: Opener,
     stats: Arc<SourceStats>,
+    /// Set when the partitions read key ranges.
+    key_ranges: Option<Arc<ScanKeyRanges>>,
 }
 
 impl Readers {
@@ -384,20 +441,58 @@ impl Readers {
             self.file_schema.clone(),
             self.stats.clone(),
         );
+        let key_check = self
+            .key_ranges
+            .as_ref()
+            .and_then(|r| r.checks.get(&spec.url).cloned());
         Ok(match file.file.format {
             InputFormat::Csv => Arc::new(csv_file::CsvPartition {
                 file,
                 layout,
                 schema,
                 stats,
+                key_check,
             }),
             InputFormat::Parquet => Arc::new(parquet_file::ParquetPartition {
                 file,
                 layout,
                 schema,
                 stats,
+                key_check,
             }),
         })
+    }
+
+    /// How the scan's output of `schema` (the projected columns) is partitioned: in ranges of
+    /// the key when its partitions read key ranges and the key is among the columns kept.
+    fn partitioning(&self, schema: &Schema, partitions: usize) -> Result<Partitioning> {
+        let Some(ranges) = &self.key_ranges else {
+            return Ok(Partitioning::UnknownPartitioning(partitions));
+        };
+        let Ok(index) = schema.index_of(&ranges.column) else {
+            return Ok(Partitioning::UnknownPartitioning(partitions));
+        };
+        if ranges.split_points.len() + 1 != partitions {
+            return Ok(Partitioning::UnknownPartitioning(partitions));
+        }
+        let key = PhysicalSortExpr::new(
+            Arc::new(Column::new(&ranges.column, index)),
+            SortOptions {
+                descending: false,
+                nulls_first: false,
+            },
+        );
+        let ordering = LexOrdering::new([key])
+            .ok_or_else(|| DataFusionError::Internal("a key range ordering has one key".into()))?;
+        let split_points = ranges
+            .split_points
+            .iter()
+            .map(|key| SplitPoint::new(vec![ScalarValue::Utf8(Some(key.clone()))]))
+            .collect();
+        Ok(Partitioning::Range(RangePartitioning::try_new(
+            ordering,
+            split_points,
+        )?))
     }
 }
 
@@ -421,12 +516,14 @@ impl InputScanExec {
         layout: Layout,
         opener: Opener,
         stats: Arc<SourceStats>,
+        key_ranges: Option<Arc<ScanKeyRanges>>,
     ) -> Result<InputScanExec> {
         let readers = Arc::new(Readers {
             file_schema: input_schema(&layout),
             layout,
             opener,
             stats,
+            key_ranges,
         });
         InputScanExec::over(work, read, readers)
     }
@@ -441,9 +538,10 @@ impl InputScanExec {
             None => readers.file_schema.clone(),
         };
         let partitions = work.properties().partitioning.partition_count();
+        let partitioning = readers.partitioning(&schema, partitions)?;
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(partitions),
+            partitioning,
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
@@ -469,6 +567,7 @@ impl InputScanExec {
             layout,
             Opener::Folders(Default::default()),
             stats,
+            None,
         )
     }
 
@@ -487,6 +586,13 @@ impl DisplayAs for InputScanExec {
             self.read.layout.name,
             self.properties.partitioning.partition_count()
         )?;
+        if let Some(ranges) = &self.readers.key_ranges {
+            write!(
+                f,
+                ", {} ranges from {:?}",
+                ranges.column, ranges.split_points
+            )?;
+        }
         if let Some(p) = &self.read.projection {
             let names: Vec<&str> = p
                 .iter()
