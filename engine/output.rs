@@ -101,19 +101,328 @@ fn timestamps_as_text(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
 }
 
-/// `batches` as CSV text (arrow's writer), with the header line first when `header`.
+/// `batches` as CSV text, with the header line first when `header`: arrow's writer, or for the
+/// types jobs make, [`fast_csv`]'s, which writes the same bytes in a fraction of the time.
 fn csv_text(batches: &[RecordBatch], header: bool) -> Result<Vec<u8>, ArrowError> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut text = Vec::with_capacity(rows * 96);
+    if header {
+        if let Some(first) = batches.first() {
+            arrow_csv(&RecordBatch::new_empty(first.schema()), true, &mut text)?;
+        }
+    }
+    for batch in batches {
+        if !fast_csv::write(batch, &mut text) {
+            arrow_csv(batch, false, &mut text)?;
+        }
+    }
+    Ok(text)
+}
+
+/// One batch as CSV through arrow's writer, appended to `text`.
+fn arrow_csv(batch: &RecordBatch, header: bool, text: &mut Vec<u8>) -> Result<(), ArrowError> {
     let mut writer = datafusion::arrow::csv::WriterBuilder::new()
         .with_header(header)
         .with_timestamp_tz_format(TIMESTAMP_FORMAT.to_string())
-        .build(&mut text);
-    for batch in batches {
-        writer.write(&timestamps_as_text(batch)?)?;
+        .build(text);
+    writer.write(&timestamps_as_text(batch)?)
+}
+
+/// CSV rows written field by field for the column types jobs make (text, integers, decimals,
+/// dates, UTC timestamps), byte for byte as arrow's writer writes them: fields quoted only when
+/// they hold a comma, a quote or a line break, nulls empty, decimals with all their scale digits,
+/// dates as `YYYY-MM-DD`. Arrow formats each value through `fmt` into a new string; printing a
+/// 10M-transaction province's 3.4M rows was a fifth of its dry run.
+mod fast_csv {
+    use datafusion::arrow::array::{
+        Array, AsArray, Date32Array, Decimal128Array, Int64Array, StringArray,
+        TimestampMicrosecondArray,
+    };
+    use datafusion::arrow::datatypes::{
+        DataType, Date32Type, Decimal128Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+    };
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    enum Column<'a> {
+        Text(&'a StringArray),
+        Integer(&'a Int64Array),
+        Decimal(&'a Decimal128Array, u32),
+        /// The last date formatted, kept: a province covers a few days.
+        Date(&'a Date32Array, Option<(i32, [u8; 10])>),
+        /// The last value formatted, kept: a job's `source_time` repeats for a whole file.
+        UtcMicros(&'a TimestampMicrosecondArray, Option<(i64, String)>),
     }
-    drop(writer);
-    Ok(text)
+
+    /// Appends `batch`'s rows to `out`; false (and nothing appended) when a column's type is not
+    /// one written here.
+    pub fn write(batch: &RecordBatch, out: &mut Vec<u8>) -> bool {
+        // A record of one empty field is written `""` by arrow's writer: left to it.
+        if batch.num_columns() < 2 {
+            return false;
+        }
+        let mut columns = Vec::with_capacity(batch.num_columns());
+        for column in batch.columns() {
+            columns.push(match column.data_type() {
+                DataType::Utf8 => Column::Text(column.as_string::<i32>()),
+                DataType::Int64 => Column::Integer(column.as_primitive::<Int64Type>()),
+                DataType::Decimal128(_, scale) if *scale >= 0 => {
+                    Column::Decimal(column.as_primitive::<Decimal128Type>(), *scale as u32)
+                }
+                DataType::Date32 => Column::Date(column.as_primitive::<Date32Type>(), None),
+                DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "UTC" => {
+                    Column::UtcMicros(column.as_primitive::<TimestampMicrosecondType>(), None)
+                }
+                _ => return false,
+            });
+        }
+        let start = out.len();
+        for row in 0..batch.num_rows() {
+            for (i, column) in columns.iter_mut().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                if !field(column, row, out) {
+                    out.truncate(start);
+                    return false;
+                }
+            }
+            out.push(b'\n');
+        }
+        true
+    }
+
+    /// Appends one field; false when the value is one arrow writes differently (a date outside
+    /// years 0 to 9999, a timestamp out of range).
+    fn field(column: &mut Column<'_>, row: usize, out: &mut Vec<u8>) -> bool {
+        match column {
+            Column::Text(a) if a.is_valid(row) => text(a.value(row).as_bytes(), out),
+            Column::Integer(a) if a.is_valid(row) => integer(a.value(row) as i128, out),
+            Column::Decimal(a, scale) if a.is_valid(row) => decimal(a.value(row), *scale, out),
+            Column::Date(a, last) if a.is_valid(row) => {
+                let days = a.value(row);
+                if last.as_ref().is_none_or(|(seen, _)| *seen != days) {
+                    let mut text = Vec::with_capacity(10);
+                    if !date(days, &mut text) {
+                        return false;
+                    }
+                    let Ok(text) = <[u8; 10]>::try_from(text) else {
+                        return false;
+                    };
+                    *last = Some((days, text));
+                }
+                if let Some((_, text)) = last {
+                    out.extend_from_slice(text);
+                }
+            }
+            Column::UtcMicros(a, last) if a.is_valid(row) => {
+                let v = a.value(row);
+                if last.as_ref().is_none_or(|(seen, _)| *seen != v) {
+                    let Some(time) = chrono::DateTime::from_timestamp_micros(v) else {
+                        return false;
+                    };
+                    *last = Some((v, time.format(super::TIMESTAMP_FORMAT).to_string()));
+                }
+                if let Some((_, formatted)) = last {
+                    text(formatted.as_bytes(), out);
+                }
+            }
+            // A null is an empty field.
+            _ => {}
+        }
+        true
+    }
+
+    fn text(value: &[u8], out: &mut Vec<u8>) {
+        let quote = value
+            .iter()
+            .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
+        if !quote {
+            out.extend_from_slice(value);
+            return;
+        }
+        out.push(b'"');
+        for &b in value {
+            if b == b'"' {
+                out.push(b'"');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    }
+
+    fn integer(value: i128, out: &mut Vec<u8>) {
+        if value < 0 {
+            out.push(b'-');
+        }
+        digits(value.unsigned_abs(), 1, out);
+    }
+
+    /// `value`'s decimal digits, at least `width` of them (zeros in front).
+    fn digits(value: u128, width: usize, out: &mut Vec<u8>) {
+        // A u128 division is a library call: amounts fit in 64 bits, so divide those natively.
+        let mut buf = [0u8; 40];
+        let mut at = buf.len();
+        match u64::try_from(value) {
+            Ok(mut value) => {
+                while value > 0 || buf.len() - at < width {
+                    at -= 1;
+                    buf[at] = b'0' + (value % 10) as u8;
+                    value /= 10;
+                }
+            }
+            Err(_) => {
+                let mut value = value;
+                while value > 0 || buf.len() - at < width {
+                    at -= 1;
+                    buf[at] = b'0' + (value % 10) as u8;
+                    value /= 10;
+                }
+            }
+        }
+        out.extend_from_slice(&buf[at..]);
+    }
+
+    /// `123` at scale 2 is `1.23`; `-5` is `-0.05`; scale 0 has no point.
+    fn decimal(value: i128, scale: u32, out: &mut Vec<u8>) {
+        if value < 0 {
+            out.push(b'-');
+        }
+        let magnitude = value.unsigned_abs();
+        if scale == 0 {
+            return digits(magnitude, 1, out);
+        }
+        let unit = 10u128.pow(scale);
+        digits(magnitude / unit, 1, out);
+        out.push(b'.');
+        digits(magnitude % unit, scale as usize, out);
+    }
+
+    /// Days since 1970-01-01 as `YYYY-MM-DD`, for years 0 to 9999.
+    fn date(days: i32, out: &mut Vec<u8>) -> bool {
+        let Some(date) = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+            .and_then(|epoch| epoch.checked_add_signed(chrono::TimeDelta::days(days.into())))
+        else {
+            return false;
+        };
+        use chrono::Datelike;
+        let year = date.year();
+        if !(0..=9999).contains(&year) {
+            return false;
+        }
+        digits(year as u128, 4, out);
+        out.push(b'-');
+        digits(date.month() as u128, 2, out);
+        out.push(b'-');
+        digits(date.day() as u128, 2, out);
+        true
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use datafusion::arrow::array::ArrayRef;
+        use std::sync::Arc;
+
+        fn arrow_text(batch: &RecordBatch) -> Vec<u8> {
+            let mut text = Vec::new();
+            super::super::arrow_csv(batch, false, &mut text).unwrap();
+            text
+        }
+
+        #[test]
+        fn rows_are_written_as_arrows_writer_writes_them() {
+            let amounts: Vec<Option<i128>> = vec![
+                Some(0),
+                Some(5),
+                Some(-5),
+                Some(-(10i128.pow(30)) - 7),
+                Some(123_456_789),
+                Some(-99_999_999_999_999_999),
+                None,
+                Some(i128::from(i64::MAX)),
+            ];
+            let n = amounts.len();
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from(vec![
+                    Some("plain"),
+                    Some("a,b"),
+                    Some("say \"hi\""),
+                    Some("two\nlines"),
+                    Some(""),
+                    None,
+                    Some(" padded "),
+                    Some("crlf\r\n"),
+                ])),
+                Arc::new(Int64Array::from(vec![
+                    Some(0),
+                    Some(-1),
+                    Some(i64::MIN),
+                    Some(i64::MAX),
+                    None,
+                    Some(42),
+                    Some(7),
+                    Some(-42),
+                ])),
+                Arc::new(
+                    Decimal128Array::from(amounts.clone())
+                        .with_precision_and_scale(38, 2)
+                        .unwrap(),
+                ),
+                Arc::new(
+                    Decimal128Array::from(amounts)
+                        .with_precision_and_scale(38, 0)
+                        .unwrap(),
+                ),
+                Arc::new(Date32Array::from(vec![
+                    Some(0),
+                    Some(-1),
+                    Some(20_000),
+                    None,
+                    Some(-719_528),
+                    Some(2_932_896),
+                    Some(19_723),
+                    Some(1),
+                ])),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![
+                        Some(0),
+                        Some(0),
+                        Some(1_700_000_000_123_456),
+                        None,
+                        Some(-1),
+                        Some(1_700_000_000_123_456),
+                        Some(1_700_000_000_123_456),
+                        Some(1),
+                    ])
+                    .with_timezone("UTC"),
+                ),
+            ];
+            let batch = RecordBatch::try_from_iter(
+                ["s", "i", "d2", "d0", "day", "at"].into_iter().zip(columns),
+            )
+            .unwrap();
+            assert_eq!(batch.num_rows(), n);
+            let mut fast = Vec::new();
+            assert!(write(&batch, &mut fast));
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(arrow_text(&batch)).unwrap()
+            );
+        }
+
+        #[test]
+        fn dates_past_year_9999_and_other_types_are_left_to_arrow() {
+            let far: ArrayRef = Arc::new(Date32Array::from(vec![3_000_000]));
+            let text: ArrayRef = Arc::new(StringArray::from(vec!["x"]));
+            let batch = RecordBatch::try_from_iter([("s", text.clone()), ("day", far)]).unwrap();
+            let mut out = b"kept".to_vec();
+            assert!(!write(&batch, &mut out));
+            assert_eq!(out, b"kept");
+            let flag: ArrayRef = Arc::new(datafusion::arrow::array::BooleanArray::from(vec![true]));
+            let batch = RecordBatch::try_from_iter([("s", text), ("flag", flag)]).unwrap();
+            assert!(!write(&batch, &mut Vec::new()));
+        }
+    }
 }
 
 /// Writes `batches` to `out` in `format`.
