@@ -4,7 +4,9 @@
 //! [`InputScanExec`] over a *work list*: a small in-memory source whose partition `p` holds one
 //! row per file that partition `p` reads (folder, name, URL, size, time, format, rank; groups
 //! balanced by size, see [`InputSpec::new`]). The scan itself holds only how to read (the layout's
-//! columns, the bad-row tolerance, the columns kept, as a [`ReadSpec`]).
+//! columns, the bad-row tolerance, the columns kept, as a [`ReadSpec`]). A job that declares a
+//! `file_key` has its files grouped by key range instead ([`InputTable::in_key_ranges`]), and its
+//! scan says so in its output partitioning (see [`super::file_keys`]).
 //!
 //! Why a work list rather than files inside the scan: a plan can then be written down and run
 //! elsewhere piece by piece. Ballista (the `distributed` feature) gives each task a slice of a
