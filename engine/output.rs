@@ -259,25 +259,25 @@ mod fast_csv {
 
     /// `value`'s decimal digits, at least `width` of them (zeros in front).
     fn digits(value: u128, width: usize, out: &mut Vec<u8>) {
-        // A u128 division is a library call: amounts fit in 64 bits, so divide those natively.
-        let mut buf = [0u8; 40];
-        let mut at = buf.len();
+        // A u128 division is a library call: amounts fit in 64 bits and are divided natively;
+        // a larger value is written as its high digits, then its low 19.
+        const LOW: u128 = 10_000_000_000_000_000_000;
         match u64::try_from(value) {
-            Ok(mut value) => {
-                while value > 0 || buf.len() - at < width {
-                    at -= 1;
-                    buf[at] = b'0' + (value % 10) as u8;
-                    value /= 10;
-                }
-            }
+            Ok(value) => digits_u64(value, width, out),
             Err(_) => {
-                let mut value = value;
-                while value > 0 || buf.len() - at < width {
-                    at -= 1;
-                    buf[at] = b'0' + (value % 10) as u8;
-                    value /= 10;
-                }
+                digits(value / LOW, width.saturating_sub(19), out);
+                digits_u64((value % LOW) as u64, 19, out);
             }
+        }
+    }
+
+    fn digits_u64(mut value: u64, width: usize, out: &mut Vec<u8>) {
+        let mut buf = [0u8; 20];
+        let mut at = buf.len();
+        while value > 0 || buf.len() - at < width {
+            at -= 1;
+            buf[at] = b'0' + (value % 10) as u8;
+            value /= 10;
         }
         out.extend_from_slice(&buf[at..]);
     }

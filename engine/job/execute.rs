@@ -263,12 +263,13 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
     tracing::info!(job = %job.name, files = files.len(), input = %location.url, "running job");
     let files = ranked(&files);
 
-    let key_ranges = match (&job.input.file_key, &request.cluster) {
-        (Some(column), None) => plan_key_ranges(job, &files, column).await,
-        _ => None,
+    // Key ranges are for one machine's cores: a cluster run splits its files by size.
+    let key_column = match &request.cluster {
+        None => job.input.file_key.as_deref(),
+        Some(_) => None,
     };
-    let attempt = match key_ranges {
-        Some(ranges) => match run_once(request, &files, Some(ranges), progress).await {
+    let attempt = match key_column {
+        Some(column) => match run_once(request, &files, Some(column), progress).await {
             Err(RunError::Query { source, .. }) if MisplacedRow::behind(&source).is_some() => {
                 let row = MisplacedRow::behind(&source).map(ToString::to_string);
                 tracing::warn!(
@@ -331,17 +332,17 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
     })
 }
 
-/// The key ranges `job`'s files can be read in, from each file's first key; `None` when the
-/// files cannot be split so (see [`KeyRanges::plan`]).
+/// The `partitions` key ranges `job`'s files can be read in, from each file's first key; `None`
+/// when the files cannot be split so (see [`KeyRanges::plan`]).
 async fn plan_key_ranges(
     job: &JobDefinition,
     files: &[RankedFile],
     column: &str,
+    partitions: usize,
 ) -> Option<KeyRanges> {
     let layout = &job.input.layout;
     let index = layout.columns.iter().position(|c| c.name == column)?;
     let keys = first_keys(files, layout, index).await;
-    let partitions = session().copied_config().target_partitions();
     let ranges = KeyRanges::plan(files, &keys, partitions, index, column);
     match &ranges {
         Some(r) => {
@@ -361,12 +362,12 @@ struct Attempt {
     cluster_figures: Option<crate::cluster::ReadFigures>,
 }
 
-/// Plans and runs the job's SQL over `files` (in `key_ranges` when given), on a session of its
-/// own, with reading figures of its own.
+/// Plans and runs the job's SQL over `files` (in ranges of `key_column` when given and the files
+/// allow it), on a session of its own, with reading figures of its own.
 async fn run_once(
     request: &RunRequest,
     files: &[RankedFile],
-    key_ranges: Option<KeyRanges>,
+    key_column: Option<&str>,
     progress: &Progress,
 ) -> Result<Attempt, RunError> {
     let job = &request.job;
@@ -382,11 +383,17 @@ async fn run_once(
             .target_partitions = cluster.partitions;
     }
     let partitions = ctx.copied_config().target_partitions();
-    let table = match (key_ranges, &job.input.file_key) {
-        (Some(ranges), Some(column)) => {
+    let key_ranges = match key_column {
+        Some(column) => plan_key_ranges(job, files, column, partitions)
+            .await
+            .map(|ranges| (ranges, column)),
+        None => None,
+    };
+    let table = match key_ranges {
+        Some((ranges, column)) => {
             InputTable::in_key_ranges(files, &job.input.layout, stats.clone(), ranges, column)
         }
-        _ => InputTable::new(files, &job.input.layout, stats.clone(), partitions),
+        None => InputTable::new(files, &job.input.layout, stats.clone(), partitions),
     };
     let bar = progress.bytes("reading", files.iter().map(|f| f.file.size).sum());
     let frame = job_frame(&ctx, job, files, table, &request.params).await?;

@@ -152,7 +152,18 @@ struct CsvReader {
     key_check: Option<KeyCheck>,
 }
 
+/// How job inputs are read as CSV: no header, and rows may carry more fields than the layout's
+/// columns (free-form extras, ignored). The readers and the key-range planner's first-row look
+/// ([`super::file_keys`]) must see the same rows.
+pub(super) fn csv_reader_builder() -> csv::ReaderBuilder {
+    let mut builder = csv::ReaderBuilder::new();
+    builder.has_headers(false).flexible(true);
+    builder
+}
+
 impl CsvReader {
+    /// Parses the file from `reader` into batches sent on `tx`; the first error is sent instead
+    /// and ends the read.
     fn read<R: Read>(self, reader: R, tx: &mpsc::Sender<Result<RecordBatch>>) {
         let CsvReader {
             ranked,
@@ -160,108 +171,93 @@ impl CsvReader {
             schema,
             stats,
             key_check,
-        } = self;
-        read_csv(
-            reader,
-            &ranked,
-            &layout,
-            &schema,
-            &stats,
-            key_check.as_ref(),
-            tx,
-        )
-    }
-}
-
-fn read_csv<R: Read>(
-    reader: R,
-    ranked: &RankedFile,
-    layout: &Layout,
-    schema: &SchemaRef,
-    stats: &SourceStats,
-    key_check: Option<&KeyCheck>,
-    tx: &mpsc::Sender<Result<RecordBatch>>,
-) {
-    let file = &ranked.file;
-    let fail = |message: String| {
-        let _ = tx.blocking_send(Err(DataFusionError::Execution(message)));
-    };
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .buffer_capacity(1 << 20)
-        .from_reader(reader);
-    let mut record = csv::ByteRecord::new();
-    let mut builders: Vec<ColumnBuilder> = layout
-        .columns
-        .iter()
-        .map(|c| ColumnBuilder::new(c.ty))
-        .collect();
-    let mut parsed: Vec<Parsed> = Vec::with_capacity(layout.columns.len());
-    let mut bytes_reported = 0u64;
-    loop {
-        match csv.read_byte_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                return fail(format!("{} line {line}: not valid CSV: {e}", file.url));
+        } = &self;
+        let key_check = key_check.as_ref();
+        let file = &ranked.file;
+        let fail = |message: String| {
+            let _ = tx.blocking_send(Err(DataFusionError::Execution(message)));
+        };
+        let mut csv = csv_reader_builder()
+            .buffer_capacity(1 << 20)
+            .from_reader(reader);
+        let mut record = csv::ByteRecord::new();
+        let mut builders: Vec<ColumnBuilder> = layout
+            .columns
+            .iter()
+            .map(|c| ColumnBuilder::new(c.ty))
+            .collect();
+        let mut parsed: Vec<Parsed> = Vec::with_capacity(layout.columns.len());
+        let mut bytes_reported = 0u64;
+        loop {
+            match csv.read_byte_record(&mut record) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    let line = e.position().map(|p| p.line()).unwrap_or(0);
+                    return fail(format!("{} line {line}: not valid CSV: {e}", file.url));
+                }
             }
-        }
-        match layout.parse_row(record.len(), |i| &record[i], &mut parsed) {
-            Ok(()) => {
-                for (builder, value) in builders.iter_mut().zip(&parsed) {
-                    match (builder, *value) {
-                        (ColumnBuilder::String(b), Parsed::String(i)) => {
-                            // Checked as UTF-8 by parse_row.
-                            let text = std::str::from_utf8(&record[i]).unwrap_or_default().trim();
-                            if let Some(check) = key_check.filter(|c| c.column == i) {
-                                if !check.admits(text) {
-                                    let line = record.position().map(|p| p.line()).unwrap_or(0);
-                                    let misplaced =
-                                        check.misplaced(&file.url, format!("line {line}"), text);
-                                    let _ = tx.blocking_send(Err(misplaced));
-                                    return;
+            match layout.parse_row(record.len(), |i| &record[i], &mut parsed) {
+                Ok(()) => {
+                    for (builder, value) in builders.iter_mut().zip(&parsed) {
+                        match (builder, *value) {
+                            (ColumnBuilder::String(b), Parsed::String(i)) => {
+                                // Checked as UTF-8 by parse_row.
+                                let text =
+                                    std::str::from_utf8(&record[i]).unwrap_or_default().trim();
+                                if let Some(check) = key_check.filter(|c| c.column == i) {
+                                    if !check.admits(text) {
+                                        let line = record.position().map(|p| p.line()).unwrap_or(0);
+                                        let misplaced = check.misplaced(
+                                            &file.url,
+                                            format!("line {line}"),
+                                            text,
+                                        );
+                                        let _ = tx.blocking_send(Err(misplaced));
+                                        return;
+                                    }
                                 }
+                                b.append_value(text);
                             }
-                            b.append_value(text);
+                            (ColumnBuilder::Decimal(b, ..), Parsed::Decimal(v)) => {
+                                b.append_value(v)
+                            }
+                            (ColumnBuilder::Integer(b), Parsed::Integer(v)) => b.append_value(v),
+                            (ColumnBuilder::Date(b), Parsed::Date(v)) => b.append_value(v),
+                            _ => unreachable!("builders are made from the same layout"),
                         }
-                        (ColumnBuilder::Decimal(b, ..), Parsed::Decimal(v)) => b.append_value(v),
-                        (ColumnBuilder::Integer(b), Parsed::Integer(v)) => b.append_value(v),
-                        (ColumnBuilder::Date(b), Parsed::Date(v)) => b.append_value(v),
-                        _ => unreachable!("builders are made from the same layout"),
+                    }
+                }
+                Err(reason) => {
+                    let line = record.position().map(|p| p.line()).unwrap_or(0);
+                    if let Err(row) = stats.refuse(BadRow {
+                        file: file.url.clone(),
+                        line,
+                        reason: reason.to_string(),
+                    }) {
+                        return fail(format!(
+                        "{row} (a job's input must be validated rows; raise --max-bad-rows to skip such rows)"
+                    ));
                     }
                 }
             }
-            Err(reason) => {
-                let line = record.position().map(|p| p.line()).unwrap_or(0);
-                if let Err(row) = stats.refuse(BadRow {
-                    file: file.url.clone(),
-                    line,
-                    reason: reason.to_string(),
-                }) {
-                    return fail(format!(
-                        "{row} (a job's input must be validated rows; raise --max-bad-rows to skip such rows)"
-                    ));
+            if builders[0].len() >= BATCH_ROWS {
+                let pos = csv.position().byte();
+                stats
+                    .bytes_in
+                    .fetch_add(pos - bytes_reported, Ordering::Relaxed);
+                bytes_reported = pos;
+                if !send_batch(&mut builders, ranked, schema, stats, tx) {
+                    return;
                 }
             }
         }
-        if builders[0].len() >= BATCH_ROWS {
-            let pos = csv.position().byte();
-            stats
-                .bytes_in
-                .fetch_add(pos - bytes_reported, Ordering::Relaxed);
-            bytes_reported = pos;
-            if !send_batch(&mut builders, ranked, schema, stats, tx) {
-                return;
-            }
+        stats
+            .bytes_in
+            .fetch_add(csv.position().byte() - bytes_reported, Ordering::Relaxed);
+        if builders[0].len() > 0 {
+            send_batch(&mut builders, ranked, schema, stats, tx);
         }
-    }
-    stats
-        .bytes_in
-        .fetch_add(csv.position().byte() - bytes_reported, Ordering::Relaxed);
-    if builders[0].len() > 0 {
-        send_batch(&mut builders, ranked, schema, stats, tx);
     }
 }
 

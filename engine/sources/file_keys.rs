@@ -248,10 +248,7 @@ fn csv_first_key(head: &[u8], cut: bool, layout: &Layout, column: usize) -> File
         (true, Some(end)) => &head[..=end],
         (true, None) => return FileKey::NoRows,
     };
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(head);
+    let mut csv = super::csv_file::csv_reader_builder().from_reader(head);
     let mut parsed = Vec::with_capacity(layout.columns.len());
     for record in csv.byte_records() {
         let Ok(record) = record else {
@@ -316,24 +313,9 @@ async fn parquet_key(ranked: &RankedFile, layout: &Layout, column: usize) -> Fil
 mod tests {
     use super::*;
     use crate::layout::LayoutSet;
-    use chrono::{DateTime, Utc};
-    use std::sync::Arc;
 
     fn file(name: &str, size: u64) -> RankedFile {
-        RankedFile {
-            file: super::super::InputFile {
-                name: name.into(),
-                url: format!("file:///in/{name}"),
-                folder: "file:///in".into(),
-                store: Arc::new(object_store::memory::InMemory::new()),
-                path: name.into(),
-                local_path: None,
-                size,
-                source_time: DateTime::<Utc>::from_timestamp_micros(0).unwrap(),
-                format: InputFormat::Csv,
-            },
-            rank: 1,
-        }
+        super::super::test_file(name, size, 1)
     }
 
     fn value(key: &str) -> FileKey {

@@ -195,3 +195,26 @@ pub fn files_table(ranked: &[RankedFile]) -> datafusion::error::Result<MemTable>
 
 /// Rows per record batch produced by the readers.
 pub const BATCH_ROWS: usize = 8192;
+
+/// A CSV input file for unit tests: `file:///in/NAME`, `size` bytes, rank `rank` (its time grows
+/// with the rank), in a store of its own holding nothing.
+#[cfg(test)]
+pub(crate) fn test_file(name: &str, size: u64, rank: i64) -> RankedFile {
+    RankedFile {
+        file: InputFile {
+            name: name.into(),
+            url: format!("file:///in/{name}"),
+            folder: "file:///in".into(),
+            store: Arc::new(object_store::memory::InMemory::new()),
+            path: name.into(),
+            local_path: None,
+            size,
+            source_time: chrono::DateTime::<chrono::Utc>::from_timestamp_micros(
+                1_700_000_000_000_000 + rank,
+            )
+            .expect("a time in range"),
+            format: InputFormat::Csv,
+        },
+        rank,
+    }
+}

@@ -710,25 +710,7 @@ mod tests {
     use super::*;
     use crate::layout::LayoutSet;
 
-    fn file(name: &str, size: u64, rank: i64) -> RankedFile {
-        let store: Arc<dyn object_store::ObjectStore> =
-            Arc::new(object_store::memory::InMemory::new());
-        RankedFile {
-            file: InputFile {
-                name: name.into(),
-                url: format!("file:///in/{name}"),
-                folder: "file:///in".into(),
-                store,
-                path: name.into(),
-                local_path: None,
-                size,
-                source_time: DateTime::<Utc>::from_timestamp_micros(1_700_000_000_000_000 + rank)
-                    .unwrap(),
-                format: InputFormat::Csv,
-            },
-            rank,
-        }
-    }
+    use super::super::test_file as file;
 
     #[test]
     fn groups_are_balanced_by_size_largest_first() {
