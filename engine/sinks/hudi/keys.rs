@@ -33,115 +33,137 @@ impl HudiTable {
     /// read as another row's key), a simple key that is null or empty, and a complex key whose
     /// fields are all null or empty (Hudi's own generators refuse both).
     ///
-    /// The keys come as one string array (the `_hoodie_record_key` column as written), not a
-    /// string per row: a province has millions of keys.
-    pub fn record_keys(&self, batch: &RecordBatch) -> Result<StringArray, TableError> {
-        let columns = self.columns(batch, &self.config.record_key, "record key")?;
-        let columns: Vec<(&str, KeyText)> = columns
-            .into_iter()
-            .map(|(name, col)| (name, KeyText::new(col)))
-            .collect();
+    /// The keys come as one string array over all the batches' rows in order (the
+    /// `_hoodie_record_key` column as written), not a string per row: a province has millions of
+    /// keys. Row numbers in errors count across the batches, from 1.
+    pub fn record_keys(&self, batches: &[RecordBatch]) -> Result<StringArray, TableError> {
         let complex = self.complex_keys();
         let bad = |row: usize, reason: String| TableError::Data {
             url: self.location.url.clone(),
             message: format!("row {}: {reason}", row + 1),
         };
-        let width: usize = columns.iter().map(|(name, _)| name.len() + 16).sum();
-        let mut keys = StringBuilder::with_capacity(batch.num_rows(), batch.num_rows() * width);
+        let width: usize = self.config.record_key.iter().map(|n| n.len() + 16).sum();
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let mut keys = StringBuilder::with_capacity(rows, rows * width);
         let mut key = String::with_capacity(width);
-        for row in 0..batch.num_rows() {
-            key.clear();
-            let mut present = 0;
-            for (i, (name, col)) in columns.iter().enumerate() {
-                let value = col.value(row);
-                let text = match value {
-                    None => "__null__",
-                    Some("") => "__empty__",
-                    Some(v) => {
-                        present += 1;
-                        v
+        let mut row_no = 0usize;
+        for batch in batches {
+            let columns = self.columns(batch, &self.config.record_key, "record key")?;
+            let columns: Vec<(&str, KeyText)> = columns
+                .into_iter()
+                .map(|(name, col)| (name, KeyText::new(col)))
+                .collect();
+            for row in 0..batch.num_rows() {
+                key.clear();
+                let mut present = 0;
+                for (i, (name, col)) in columns.iter().enumerate() {
+                    let value = col.value(row);
+                    let text = match value {
+                        None => "__null__",
+                        Some("") => "__empty__",
+                        Some(v) => {
+                            present += 1;
+                            v
+                        }
+                    };
+                    if complex {
+                        if text.contains([',', ':']) {
+                            return Err(bad(
+                                row_no,
+                                format!(
+                                    "record key field `{name}` is `{text}`: a `,` or `:` in a \
+                                     key value makes Hudi's complex key ambiguous"
+                                ),
+                            ));
+                        }
+                        if i > 0 {
+                            key.push(',');
+                        }
+                        key.push_str(name);
+                        key.push(':');
+                        key.push_str(text);
+                    } else {
+                        if value.is_none_or(str::is_empty) {
+                            return Err(bad(
+                                row_no,
+                                format!("record key field `{name}` is null or empty"),
+                            ));
+                        }
+                        if i > 0 {
+                            key.push(',');
+                        }
+                        key.push_str(text);
                     }
-                };
-                if complex {
-                    if text.contains([',', ':']) {
-                        return Err(bad(
-                            row,
-                            format!(
-                                "record key field `{name}` is `{text}`: a `,` or `:` in a key \
-                                     value makes Hudi's complex key ambiguous"
-                            ),
-                        ));
-                    }
-                    if i > 0 {
-                        key.push(',');
-                    }
-                    key.push_str(name);
-                    key.push(':');
-                    key.push_str(text);
-                } else {
-                    if value.is_none_or(str::is_empty) {
-                        return Err(bad(
-                            row,
-                            format!("record key field `{name}` is null or empty"),
-                        ));
-                    }
-                    if i > 0 {
-                        key.push(',');
-                    }
-                    key.push_str(text);
                 }
+                if complex && present == 0 {
+                    return Err(bad(
+                        row_no,
+                        format!(
+                            "every record key field ({}) is null or empty",
+                            self.config.record_key.join(", ")
+                        ),
+                    ));
+                }
+                keys.append_value(&key);
+                row_no += 1;
             }
-            if complex && present == 0 {
-                return Err(bad(
-                    row,
-                    format!(
-                        "every record key field ({}) is null or empty",
-                        self.config.record_key.join(", ")
-                    ),
-                ));
-            }
-            keys.append_value(&key);
         }
         Ok(keys.finish())
     }
 
-    /// The partition path of every row (`2026-03-01`, or `trans_date=2026-03-01` hive-style).
-    pub fn partition_paths(&self, batch: &RecordBatch) -> Result<PartitionPaths, TableError> {
-        let columns = self.columns(batch, &self.config.partition_fields, "partition field")?;
-        let columns: Vec<(&str, KeyText)> = columns
-            .into_iter()
-            .map(|(name, col)| (name, KeyText::new(col)))
-            .collect();
+    /// The partition path of every row of the batches, in order (`2026-03-01`, or
+    /// `trans_date=2026-03-01` hive-style).
+    pub fn partition_paths(&self, batches: &[RecordBatch]) -> Result<PartitionPaths, TableError> {
         let mut paths = PartitionPaths::default();
-        // A run's rows fall in a few partitions: each path is made once.
-        let mut known: std::collections::HashMap<Vec<Option<&str>>, u32> = Default::default();
-        let mut values: Vec<Option<&str>> = Vec::with_capacity(columns.len());
-        for row in 0..batch.num_rows() {
-            values.clear();
-            values.extend(columns.iter().map(|(_, col)| col.value(row)));
-            if let Some(&index) = known.get(values.as_slice()) {
-                paths.of_row.push(index);
-                continue;
-            }
-            let path = columns
-                .iter()
-                .zip(&values)
-                .map(|((name, _), value)| {
-                    let value = value
-                        .filter(|v| !v.is_empty())
-                        .unwrap_or("__HIVE_DEFAULT_PARTITION__");
-                    if self.config.hive_style {
-                        format!("{name}={value}")
-                    } else {
-                        value.to_string()
+        // A run's rows fall in a few partitions: each path is made once. The values of a batch
+        // are looked up as borrowed text; only a batch's first sight of a partition looks in the
+        // run's map of owned values.
+        let mut known: std::collections::HashMap<Vec<Option<String>>, u32> = Default::default();
+        for batch in batches {
+            let columns = self.columns(batch, &self.config.partition_fields, "partition field")?;
+            let columns: Vec<(&str, KeyText)> = columns
+                .into_iter()
+                .map(|(name, col)| (name, KeyText::new(col)))
+                .collect();
+            let mut in_batch: std::collections::HashMap<Vec<Option<&str>>, u32> =
+                Default::default();
+            let mut values: Vec<Option<&str>> = Vec::with_capacity(columns.len());
+            for row in 0..batch.num_rows() {
+                values.clear();
+                values.extend(columns.iter().map(|(_, col)| col.value(row)));
+                if let Some(&index) = in_batch.get(values.as_slice()) {
+                    paths.of_row.push(index);
+                    continue;
+                }
+                let owned: Vec<Option<String>> =
+                    values.iter().map(|v| v.map(str::to_string)).collect();
+                let index = match known.get(&owned) {
+                    Some(&index) => index,
+                    None => {
+                        let path = columns
+                            .iter()
+                            .zip(&values)
+                            .map(|((name, _), value)| {
+                                let value = value
+                                    .filter(|v| !v.is_empty())
+                                    .unwrap_or("__HIVE_DEFAULT_PARTITION__");
+                                if self.config.hive_style {
+                                    format!("{name}={value}")
+                                } else {
+                                    value.to_string()
+                                }
+                            })
+                            .collect::<Vec<_>>()
+                            .join("/");
+                        let index = paths.paths.len() as u32;
+                        paths.paths.push(path);
+                        known.insert(owned, index);
+                        index
                     }
-                })
-                .collect::<Vec<_>>()
-                .join("/");
-            let index = paths.paths.len() as u32;
-            paths.paths.push(path);
-            known.insert(values.clone(), index);
-            paths.of_row.push(index);
+                };
+                in_batch.insert(values.clone(), index);
+                paths.of_row.push(index);
+            }
         }
         Ok(paths)
     }
@@ -265,6 +287,11 @@ mod tests {
         .unwrap()
     }
 
+    /// One batch of `columns`, as the slice the key functions take.
+    fn batches(columns: &[(&str, Vec<Option<&str>>)]) -> [RecordBatch; 1] {
+        [batch(columns)]
+    }
+
     fn texts(keys: &StringArray) -> Vec<&str> {
         keys.iter().map(Option::unwrap_or_default).collect()
     }
@@ -273,7 +300,7 @@ mod tests {
     fn complex_keys_are_written_as_hudi_does_and_ambiguous_ones_refused() {
         let t = table(&["s", "i"], "ComplexKeyGenerator");
         let keys = t
-            .record_keys(&batch(&[
+            .record_keys(&batches(&[
                 ("s", vec![Some("a"), None]),
                 ("i", vec![Some("b"), Some("")]),
             ]))
@@ -281,7 +308,7 @@ mod tests {
         // Row 2 has every key field null or empty.
         assert!(keys.to_string().contains("row 2"), "{keys}");
         let keys = t
-            .record_keys(&batch(&[
+            .record_keys(&batches(&[
                 ("s", vec![Some("a"), None]),
                 ("i", vec![Some("b"), Some("c")]),
             ]))
@@ -289,7 +316,7 @@ mod tests {
         assert_eq!(texts(&keys), ["s:a,i:b", "s:__null__,i:c"]);
         for hostile in ["a,i:b", "a:b"] {
             let err = t
-                .record_keys(&batch(&[
+                .record_keys(&batches(&[
                     ("s", vec![Some(hostile)]),
                     ("i", vec![Some("x")]),
                 ]))
@@ -303,13 +330,15 @@ mod tests {
         let t = table(&["s"], "SimpleKeyGenerator");
         assert_eq!(
             texts(
-                &t.record_keys(&batch(&[("s", vec![Some("a,b:c")])]))
+                &t.record_keys(&batches(&[("s", vec![Some("a,b:c")])]))
                     .unwrap()
             ),
             ["a,b:c"]
         );
         for missing in [None, Some("")] {
-            let err = t.record_keys(&batch(&[("s", vec![missing])])).unwrap_err();
+            let err = t
+                .record_keys(&batches(&[("s", vec![missing])]))
+                .unwrap_err();
             assert!(err.to_string().contains("null or empty"), "{err}");
         }
     }

@@ -1,17 +1,20 @@
 //! Merging: the rows of one file group's new base file.
 //!
-//! The job's rows are first brought to the table's data schema ([`conform`]) and given Hudi's
-//! meta columns ([`with_meta_columns`]). [`merge_group`] then combines a group's latest slice
-//! with its incoming rows: an incoming row replaces a stored one only when its precombine value
-//! is greater or equal (an older source never overwrites a newer one) *and* some data column
-//! differs, so rerunning the same inputs changes nothing. Stored rows keep their commit time and
-//! sequence number; rows taken from this instant get its own.
+//! The job's rows are first brought to the table's data schema ([`conform`]) and kept in the
+//! batches they came in, with their record keys ([`IncomingRows`]): no copy of a province's rows
+//! is made. [`merge_group`] then combines a group's latest slice with its incoming rows: an
+//! incoming row replaces a stored one only when its precombine value is greater or equal (an
+//! older source never overwrites a newer one) *and* some data column differs, so rerunning the
+//! same inputs changes nothing. Stored rows keep their meta columns; rows taken from this instant
+//! get its commit time and sequence numbers, and every row names the new file.
 
 use std::cmp::Ordering;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    make_comparator, new_null_array, Array, ArrayRef, AsArray, RecordBatch, StringArray,
+    make_comparator, new_null_array, Array, ArrayRef, AsArray, DynComparator, RecordBatch,
+    StringArray, StringBuilder,
 };
 use datafusion::arrow::compute::kernels::interleave::interleave;
 use datafusion::arrow::compute::{cast, SortOptions};
@@ -19,7 +22,6 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::HashMap;
 
-use super::keys::PartitionPaths;
 use super::plan::GroupPlan;
 use super::schema::META_COLUMNS;
 use super::table::TableError;
@@ -71,35 +73,56 @@ pub fn conform_all(
     batches.iter().map(|b| conform(b, schema, url)).collect()
 }
 
-/// The incoming rows with meta columns for this instant (sequence numbers and file names are
-/// filled per file group by [`merge_group`]).
-pub fn with_meta_columns(
-    data: &RecordBatch,
-    table_schema: &SchemaRef,
-    instant: &str,
-    keys: &StringArray,
-    partitions: &PartitionPaths,
-) -> Result<RecordBatch, ArrowError> {
-    let n = data.num_rows();
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-            instant, n,
-        ))),
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n("", n))),
-        Arc::new(keys.clone()),
-        Arc::new(StringArray::from_iter_values(
-            (0..n).map(|row| partitions.of(row)),
-        )),
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n("", n))),
-    ];
-    columns.extend(data.columns().iter().cloned());
-    RecordBatch::try_new(table_schema.clone(), columns)
+/// The job's rows, conformed to the table's data schema, in the batches they came in (no copy of
+/// them is made), with their record keys. Rows are numbered across the batches, from 0.
+#[derive(Debug)]
+pub struct IncomingRows {
+    batches: Vec<RecordBatch>,
+    /// The number of each batch's first row.
+    starts: Vec<usize>,
+    /// Each row's record key.
+    pub keys: StringArray,
 }
 
-/// A file group's new base file and what happened to its rows.
+impl IncomingRows {
+    /// `keys` holds one key per row of `batches`, in order.
+    pub fn new(batches: Vec<RecordBatch>, keys: StringArray) -> IncomingRows {
+        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+        let starts = batches
+            .iter()
+            .scan(0usize, |next, b| {
+                let start = *next;
+                *next += b.num_rows();
+                Some(start)
+            })
+            .collect();
+        IncomingRows {
+            batches,
+            starts,
+            keys,
+        }
+    }
+
+    /// The batch holding row `row`, and the row's index in it.
+    fn locate(&self, row: usize) -> (usize, usize) {
+        let batch = self.starts.partition_point(|&start| start <= row) - 1;
+        (batch, row - self.starts[batch])
+    }
+}
+
+/// A file group's new base file, decided row by row but not yet built: its rows are made a
+/// slice at a time ([`Merged::slice`]), so a group of a million rows is never in memory twice.
 #[derive(Debug)]
 pub struct Merged {
-    pub batch: RecordBatch,
+    /// The stored slice the kept rows come from (empty for a new group).
+    existing: RecordBatch,
+    incoming: Arc<IncomingRows>,
+    picks: Vec<Pick>,
+    instant: String,
+    group_no: usize,
+    file_name: String,
+    partition: String,
+    schema: SchemaRef,
     pub inserts: u64,
     pub updates: u64,
     pub unchanged: u64,
@@ -113,66 +136,110 @@ pub struct MergeTarget<'a> {
     /// This group's number in the instant (part of its sequence numbers).
     pub group_no: usize,
     pub file_name: &'a str,
+    /// The table's schema: meta columns, then the data columns of [`IncomingRows`].
+    pub schema: &'a SchemaRef,
 }
 
-/// Merges one file group's latest slice with its incoming rows (rows of `incoming` named by the
-/// plan; `keys` are the incoming rows' record keys).
+/// Compares an incoming batch's values with the stored slice's: the precombine column, then each
+/// data column (`None` where the types cannot be compared, which counts as a change).
+struct Comparators {
+    precombine: DynComparator,
+    data: Vec<Option<DynComparator>>,
+}
+
+impl Comparators {
+    fn new(
+        incoming: &RecordBatch,
+        existing: &RecordBatch,
+        precombine: usize,
+    ) -> Result<Comparators, ArrowError> {
+        let stored = |c: usize| existing.column(META_COLUMNS.len() + c).as_ref();
+        Ok(Comparators {
+            precombine: make_comparator(
+                incoming.column(precombine).as_ref(),
+                stored(precombine),
+                SortOptions::default(),
+            )?,
+            data: (0..incoming.num_columns())
+                .map(|c| {
+                    make_comparator(
+                        incoming.column(c).as_ref(),
+                        stored(c),
+                        SortOptions::default(),
+                    )
+                    .ok()
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Where a row of the new base file comes from.
+#[derive(Debug, Clone, Copy)]
+enum Pick {
+    /// A row of the latest slice, by index.
+    Stored(usize),
+    /// An incoming row, by its number across the batches, with its sequence number in the group.
+    Incoming { row: usize, seq: usize },
+}
+
+/// Merges one file group's latest slice (in the table's schema) with its incoming rows (the rows
+/// of `incoming` the plan names); `precombine` is the precombine column's index among the data
+/// columns.
 pub fn merge_group(
-    existing: Option<&RecordBatch>,
-    incoming: &RecordBatch,
+    existing: Option<RecordBatch>,
+    incoming: &Arc<IncomingRows>,
     plan: &GroupPlan,
-    keys: &StringArray,
-    precombine_idx: usize,
+    precombine: usize,
     target: &MergeTarget<'_>,
 ) -> Result<Merged, ArrowError> {
-    const EXISTING: usize = 0;
-    const INCOMING: usize = 1;
-    let mut picks: Vec<(usize, usize)> = Vec::new();
+    let keys = &incoming.keys;
+    let mut picks: Vec<Pick> = Vec::new();
     let (mut updates, mut unchanged, mut older) = (0u64, 0u64, 0u64);
-    let empty = RecordBatch::new_empty(incoming.schema());
-    let existing = existing.unwrap_or(&empty);
+    let existing = existing.unwrap_or_else(|| RecordBatch::new_empty(target.schema.clone()));
     let mut wanted: HashMap<&str, usize> =
         plan.updates.iter().map(|&r| (keys.value(r), r)).collect();
     if existing.num_rows() > 0 {
-        let newer_or_equal = make_comparator(
-            incoming.column(precombine_idx).as_ref(),
-            existing.column(precombine_idx).as_ref(),
-            SortOptions::default(),
-        )?;
-        let data_cols: Vec<_> = (META_COLUMNS.len()..incoming.num_columns())
-            .map(|i| {
-                make_comparator(
-                    incoming.column(i).as_ref(),
-                    existing.column(i).as_ref(),
-                    SortOptions::default(),
-                )
-                .ok()
-            })
-            .collect();
+        // Made per incoming batch, the first time one of its rows meets a stored row.
+        let mut comparators: Vec<Option<Comparators>> =
+            (0..incoming.batches.len()).map(|_| None).collect();
         let existing_keys = existing.column(2).as_string::<i32>();
         for e in 0..existing.num_rows() {
             let incoming_row = existing_keys
                 .is_valid(e)
                 .then(|| wanted.remove(existing_keys.value(e)))
                 .flatten();
-            match incoming_row {
-                None => picks.push((EXISTING, e)),
-                Some(i) if newer_or_equal(i, e) == Ordering::Less => {
-                    older += 1;
-                    picks.push((EXISTING, e));
-                }
-                Some(i) => {
-                    let same = data_cols
-                        .iter()
-                        .all(|c| c.as_ref().is_some_and(|cmp| cmp(i, e) == Ordering::Equal));
-                    if same {
-                        unchanged += 1;
-                        picks.push((EXISTING, e));
-                    } else {
-                        updates += 1;
-                        picks.push((INCOMING, i));
-                    }
-                }
+            let Some(i) = incoming_row else {
+                picks.push(Pick::Stored(e));
+                continue;
+            };
+            let (b, r) = incoming.locate(i);
+            let compare = match &mut comparators[b] {
+                Some(c) => &*c,
+                slot => &*slot.insert(Comparators::new(
+                    &incoming.batches[b],
+                    &existing,
+                    precombine,
+                )?),
+            };
+            if (compare.precombine)(r, e) == Ordering::Less {
+                older += 1;
+                picks.push(Pick::Stored(e));
+                continue;
+            }
+            let same = compare
+                .data
+                .iter()
+                .all(|c| c.as_ref().is_some_and(|cmp| cmp(r, e) == Ordering::Equal));
+            if same {
+                unchanged += 1;
+                picks.push(Pick::Stored(e));
+            } else {
+                picks.push(Pick::Incoming {
+                    row: i,
+                    seq: updates as usize,
+                });
+                updates += 1;
             }
         }
     }
@@ -181,44 +248,119 @@ pub fn merge_group(
     leftovers.sort_unstable();
     let mut inserts = 0u64;
     for row in plan.inserts.iter().copied().chain(leftovers) {
-        picks.push((INCOMING, row));
+        picks.push(Pick::Incoming {
+            row,
+            seq: (updates + inserts) as usize,
+        });
         inserts += 1;
     }
-    let sources = [existing, incoming];
-    let mut columns: Vec<ArrayRef> = (0..incoming.num_columns())
-        .map(|c| {
-            let arrays: Vec<&dyn Array> = sources.iter().map(|b| b.column(c).as_ref()).collect();
-            interleave(&arrays, &picks)
-        })
-        .collect::<Result<_, _>>()?;
-    // Rows taken from this instant get its sequence numbers; every row names the new file.
-    let existing_seqno = existing.column(1).as_string::<i32>();
-    let mut n = 0usize;
-    let seqno: StringArray = picks
-        .iter()
-        .map(|&(src, row)| {
-            if src == EXISTING {
-                existing_seqno
-                    .is_valid(row)
-                    .then(|| existing_seqno.value(row).to_string())
-            } else {
-                n += 1;
-                Some(format!("{}_{}_{}", target.instant, target.group_no, n - 1))
-            }
-        })
-        .collect();
-    columns[1] = Arc::new(seqno);
-    columns[4] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-        target.file_name,
-        picks.len(),
-    )));
     Ok(Merged {
-        batch: RecordBatch::try_new(incoming.schema(), columns)?,
+        existing,
+        incoming: incoming.clone(),
+        picks,
+        instant: target.instant.to_string(),
+        group_no: target.group_no,
+        file_name: target.file_name.to_string(),
+        partition: plan.partition.clone(),
+        schema: target.schema.clone(),
         inserts,
         updates,
         unchanged,
         older,
     })
+}
+
+impl Merged {
+    /// Rows of the new base file.
+    pub fn rows(&self) -> usize {
+        self.picks.len()
+    }
+
+    /// The smallest and largest record key of the new base file.
+    pub fn key_range(&self) -> (String, String) {
+        let stored = self.existing.column(2).as_string::<i32>();
+        let keys = self.picks.iter().filter_map(|pick| match *pick {
+            Pick::Stored(e) => stored.is_valid(e).then(|| stored.value(e)),
+            Pick::Incoming { row, .. } => Some(self.incoming.keys.value(row)),
+        });
+        let (mut min, mut max): (Option<&str>, Option<&str>) = (None, None);
+        for key in keys {
+            min = Some(min.map_or(key, |m| m.min(key)));
+            max = Some(max.map_or(key, |m| m.max(key)));
+        }
+        (
+            min.unwrap_or_default().to_string(),
+            max.unwrap_or_default().to_string(),
+        )
+    }
+
+    /// The new base file's rows `range`, in the table's schema.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Result<RecordBatch, ArrowError> {
+        let picks = &self.picks[range];
+        let (existing, incoming) = (&self.existing, &self.incoming);
+
+        // Meta columns: stored rows keep theirs; rows taken from this instant get its commit time
+        // and sequence numbers, their keys and the group's partition; every row names the new file.
+        let stored_meta = |c: usize| existing.column(c).as_string::<i32>();
+        let stored_meta = [
+            stored_meta(0),
+            stored_meta(1),
+            stored_meta(2),
+            stored_meta(3),
+        ];
+        // Meta columns: stored rows keep theirs; rows taken from this instant get its commit time
+        // and their sequence numbers, their keys and the group's partition; every row names the
+        // new file.
+        let mut meta: [StringBuilder; 4] =
+            std::array::from_fn(|_| StringBuilder::with_capacity(picks.len(), picks.len() * 24));
+        let mut seqno = String::new();
+        for pick in picks {
+            match *pick {
+                Pick::Stored(e) => {
+                    for (column, stored) in meta.iter_mut().zip(stored_meta) {
+                        column.append_option(stored.is_valid(e).then(|| stored.value(e)));
+                    }
+                }
+                Pick::Incoming { row, seq } => {
+                    seqno.clear();
+                    write!(seqno, "{}_{}_{seq}", self.instant, self.group_no)
+                        .expect("writing to a String");
+                    let [commit_time, seq_no, key, path] = &mut meta;
+                    commit_time.append_value(&self.instant);
+                    seq_no.append_value(&seqno);
+                    key.append_value(incoming.keys.value(row));
+                    path.append_value(&self.partition);
+                }
+            }
+        }
+        let mut columns: Vec<ArrayRef> = meta
+            .iter_mut()
+            .map(|column| Arc::new(column.finish()) as ArrayRef)
+            .collect();
+        columns.push(Arc::new(StringArray::from_iter_values(
+            std::iter::repeat_n(self.file_name.as_str(), picks.len()),
+        )));
+
+        // Data columns: one interleave per column over the stored slice and the incoming
+        // batches.
+        let sources: Vec<(usize, usize)> = picks
+            .iter()
+            .map(|pick| match *pick {
+                Pick::Stored(e) => (0, e),
+                Pick::Incoming { row, .. } => {
+                    let (b, r) = incoming.locate(row);
+                    (1 + b, r)
+                }
+            })
+            .collect();
+        for c in 0..self.schema.fields().len() - META_COLUMNS.len() {
+            let mut arrays: Vec<&dyn Array> = Vec::with_capacity(1 + incoming.batches.len());
+            arrays.push(existing.column(META_COLUMNS.len() + c).as_ref());
+            arrays.extend(incoming.batches.iter().map(|b| b.column(c).as_ref()));
+            columns.push(interleave(&arrays, &sources)?);
+        }
+        RecordBatch::try_new(self.schema.clone(), columns)
+    }
 }
 
 #[cfg(test)]
@@ -235,9 +377,9 @@ mod tests {
         ]))
     }
 
-    /// Rows `(key, amount, seen)` with meta columns of `instant`.
-    fn rows(instant: &str, rows: &[(&str, i64, i64)]) -> RecordBatch {
-        let data = RecordBatch::try_new(
+    /// Rows `(key, amount, seen)` in the data schema.
+    fn data(rows: &[(&str, i64, i64)]) -> RecordBatch {
+        RecordBatch::try_new(
             data_schema(),
             vec![
                 Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
@@ -245,19 +387,30 @@ mod tests {
                 Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
             ],
         )
-        .unwrap();
-        let keys = StringArray::from_iter_values(rows.iter().map(|r| r.0));
-        let table = super::super::schema::table_schema(&data_schema());
-        let parts = PartitionPaths {
-            paths: vec![String::new()],
-            of_row: vec![0; rows.len()],
-        };
-        with_meta_columns(&data, &table, instant, &keys, &parts).unwrap()
+        .unwrap()
+    }
+
+    /// Incoming rows in one batch per slice of `batches`, keyed by their `k`.
+    fn incoming(batches: &[&[(&str, i64, i64)]]) -> Arc<IncomingRows> {
+        let keys: Vec<&str> = batches.iter().flat_map(|b| b.iter().map(|r| r.0)).collect();
+        Arc::new(IncomingRows::new(
+            batches.iter().map(|b| data(b)).collect(),
+            StringArray::from(keys),
+        ))
+    }
+
+    /// The whole new base file, made in slices of 2 rows (so slices start mid-way).
+    fn whole(merged: &Merged) -> RecordBatch {
+        let slices: Vec<RecordBatch> = (0..merged.rows())
+            .step_by(2)
+            .map(|start| merged.slice(start..merged.rows().min(start + 2)).unwrap())
+            .collect();
+        datafusion::arrow::compute::concat_batches(&merged.schema, &slices).unwrap()
     }
 
     fn plan(updates: Vec<usize>, inserts: Vec<usize>) -> GroupPlan {
         GroupPlan {
-            partition: String::new(),
+            partition: "p".into(),
             file_id: "g-0".into(),
             base: None,
             updates,
@@ -265,30 +418,42 @@ mod tests {
         }
     }
 
+    /// "seen" is the precombine column: the third data column.
+    const SEEN: usize = 2;
+
     #[test]
     fn newer_rows_replace_equal_ones_stay_older_ones_are_ignored() {
-        let stored = rows(
-            "1",
-            &[("a", 10, 5), ("b", 20, 5), ("c", 30, 5), ("d", 40, 5)],
-        );
-        // a: newer and different; b: the same row again; c: older; e: new.
-        let incoming = rows(
-            "2",
-            &[("a", 11, 6), ("b", 20, 5), ("c", 99, 4), ("e", 50, 6)],
-        );
-        let keys = StringArray::from(vec!["a", "b", "c", "e"]);
+        let schema = super::super::schema::table_schema(&data_schema());
+        let first = MergeTarget {
+            instant: "1",
+            group_no: 0,
+            file_name: "g-0_0-0-0_1.parquet",
+            schema: &schema,
+        };
+        let stored = merge_group(
+            None,
+            &incoming(&[&[("a", 10, 5), ("b", 20, 5)], &[("c", 30, 5), ("d", 40, 5)]]),
+            &plan(vec![], vec![0, 1, 2, 3]),
+            SEEN,
+            &first,
+        )
+        .unwrap();
+        assert_eq!(stored.inserts, 4);
+        assert_eq!(stored.key_range(), ("a".to_string(), "d".to_string()));
+        // a: newer and different; b: the same row again; c: older; e: new. Two batches, so rows
+        // are found across them.
+        let rows = incoming(&[&[("a", 11, 6)], &[("b", 20, 5), ("c", 99, 4), ("e", 50, 6)]]);
         let target = MergeTarget {
             instant: "2",
             group_no: 7,
             file_name: "g-0_7-0-0_2.parquet",
+            schema: &schema,
         };
-        // "seen" is the precombine column: meta columns, then k, amount, seen.
         let merged = merge_group(
-            Some(&stored),
-            &incoming,
+            Some(whole(&stored)),
+            &rows,
             &plan(vec![0, 1, 2], vec![3]),
-            &keys,
-            7,
+            SEEN,
             &target,
         )
         .unwrap();
@@ -301,29 +466,31 @@ mod tests {
             ),
             (1, 1, 1, 1)
         );
-        let b = &merged.batch;
+        assert_eq!(merged.key_range(), ("a".to_string(), "e".to_string()));
+        let b = &whole(&merged);
         let col = |i: usize| b.column(i).as_string::<i32>();
         let amounts = b
             .column(6)
             .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-        let got: Vec<(&str, i64, &str, &str)> = (0..b.num_rows())
+        let got: Vec<(&str, i64, &str, &str, &str)> = (0..b.num_rows())
             .map(|r| {
                 (
                     col(2).value(r),
                     amounts.value(r),
                     col(0).value(r),
                     col(1).value(r),
+                    col(3).value(r),
                 )
             })
             .collect();
         assert_eq!(
             got,
             vec![
-                ("a", 11, "2", "2_7_0"),
-                ("b", 20, "1", ""),
-                ("c", 30, "1", ""),
-                ("d", 40, "1", ""),
-                ("e", 50, "2", "2_7_1"),
+                ("a", 11, "2", "2_7_0", "p"),
+                ("b", 20, "1", "1_0_1", "p"),
+                ("c", 30, "1", "1_0_2", "p"),
+                ("d", 40, "1", "1_0_3", "p"),
+                ("e", 50, "2", "2_7_1", "p"),
             ]
         );
         assert!((0..b.num_rows()).all(|r| col(4).value(r) == "g-0_7-0-0_2.parquet"));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
 use datafusion::parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::KeyValue;
@@ -552,10 +553,13 @@ impl HudiTable {
 /// Shared reference to a table's object store, for background work.
 pub type SharedTable = Arc<HudiTable>;
 
-/// A base file's bytes: `batch` as Snappy-compressed Parquet, with the Avro schema and the record
-/// key range Hudi's readers and index expect in its footer. CPU work, meant for a blocking thread.
+/// A base file's bytes: `batches` (in `schema`) as Snappy-compressed Parquet, with the Avro
+/// schema and the record key range Hudi's readers and index expect in its footer. The batches are
+/// taken one at a time, so only one of them and the encoded file are in memory at once. CPU work,
+/// meant for a blocking thread.
 pub fn encode_base_file(
-    batch: &RecordBatch,
+    schema: SchemaRef,
+    batches: impl IntoIterator<Item = Result<RecordBatch, ArrowError>>,
     avro_schema: &str,
     key_range: (&str, &str),
 ) -> Result<Vec<u8>, datafusion::parquet::errors::ParquetError> {
@@ -568,8 +572,10 @@ pub fn encode_base_file(
         ]))
         .build();
     let mut buffer = Vec::with_capacity(1 << 20);
-    let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))?;
-    writer.write(batch)?;
+    let mut writer = ArrowWriter::try_new(&mut buffer, schema, Some(props))?;
+    for batch in batches {
+        writer.write(&batch?)?;
+    }
     writer.close()?;
     Ok(buffer)
 }

@@ -20,7 +20,6 @@ use std::time::Instant as Clock;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use datafusion::arrow::array::{AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use futures::StreamExt;
@@ -31,13 +30,17 @@ use super::commit::{self, CommitMetadata, PreparedCommit, WriteStat};
 use super::heartbeat::Heartbeat;
 use super::keys::PartitionPaths;
 use super::lock::{LockOptions, WriterLock};
-use super::merge::{conform, conform_all, merge_group, with_meta_columns, MergeTarget};
+use super::merge::{conform_all, merge_group, IncomingRows, MergeTarget};
 use super::open::{commit_schema, existing_data_schema, job_table_config, open_or_create};
 use super::plan::{locate_keys, place_rows, GroupPlan};
 use super::schema::avro_schema;
 use super::table::{encode_base_file, HudiTable, TableError};
 use super::timeline::{new_instant_time, BaseFile, Timeline};
 use crate::sinks::{JobRows, SinkDetails, SinkError, SinkReport, StagedWrite};
+
+/// Rows of a new base file built and encoded at a time: a file group of a million rows is never
+/// in memory whole beside the job's rows.
+const ENCODE_ROWS: usize = 64 * 1024;
 
 /// Tuning of the upsert.
 #[derive(Debug, Clone)]
@@ -158,13 +161,15 @@ struct StagedParts {
     slices: Vec<Vec<BaseFile>>,
 }
 
-/// The incoming rows, ready to merge: in the table's schema with meta columns, with their keys
-/// and partitions.
+/// The incoming rows, ready to merge: in the table's data schema, in the job's own batches, with
+/// their keys and partitions.
 struct Incoming {
-    rows: RecordBatch,
-    keys: StringArray,
+    rows: Arc<IncomingRows>,
     partitions: PartitionPaths,
     data_schema: SchemaRef,
+    /// The data schema with the meta columns in front: the base files' schema.
+    table_schema: SchemaRef,
+    /// The precombine column's index among the data columns.
     precombine_idx: usize,
 }
 
@@ -173,7 +178,6 @@ impl Incoming {
         table: &HudiTable,
         timeline: &Timeline,
         rows: &JobRows<'_>,
-        instant: &str,
     ) -> Result<Incoming, TableError> {
         let url = &table.location.url;
         let data_schema = existing_data_schema(table, timeline)
@@ -187,22 +191,19 @@ impl Incoming {
                         .collect::<Vec<_>>(),
                 ))
             });
-        let batch = concat_batches(&rows.schema, rows.batches).map_err(|e| table.data_err(e))?;
-        let batch = conform(&batch, &data_schema, url)?;
-        let keys = table.record_keys(&batch)?;
-        let partitions = table.partition_paths(&batch)?;
+        let batches = conform_all(rows.batches, &data_schema, url)?;
+        let keys = table.record_keys(&batches)?;
+        let partitions = table.partition_paths(&batches)?;
         let table_schema = super::schema::table_schema(&data_schema);
-        let rows = with_meta_columns(&batch, &table_schema, instant, &keys, &partitions)
-            .map_err(|e| table.data_err(e))?;
         let precombine = &table.config.precombine_field;
-        let precombine_idx = table_schema
+        let precombine_idx = data_schema
             .index_of(precombine)
             .map_err(|_| table.data_err(format!("no precombine column `{precombine}`")))?;
         Ok(Incoming {
-            rows,
-            keys,
+            rows: Arc::new(IncomingRows::new(batches, keys)),
             partitions,
             data_schema,
+            table_schema,
             precombine_idx,
         })
     }
@@ -244,7 +245,7 @@ async fn plan_instant(
         let placed = place_rows(
             partition,
             rows_here,
-            &incoming.keys,
+            &incoming.rows.keys,
             &groups,
             &key_owner,
             options.target_file_bytes,
@@ -268,7 +269,7 @@ async fn stage_locked(
     figures.rolled_back = rolled_back;
     let instant = new_instant_time(Utc::now(), &timeline);
     let latest_before = timeline.latest_time().map(str::to_string);
-    let incoming = Incoming::new(table, &timeline, rows, &instant).await?;
+    let incoming = Incoming::new(table, &timeline, rows).await?;
     let (plans, slices_of) =
         plan_instant(table, &timeline, &incoming, options, &mut figures).await?;
 
@@ -288,7 +289,7 @@ async fn stage_locked(
         table.write_partition_metadata(p, &instant).await?;
     }
 
-    let table_schema = incoming.rows.schema();
+    let table_schema = incoming.table_schema.clone();
     let avro_with_meta =
         avro_schema(&table.config.name, &incoming.data_schema, true).unwrap_or_default();
     let mut stats: Vec<(String, WriteStat)> = Vec::new();
@@ -415,12 +416,12 @@ impl GroupContext<'_> {
             instant: self.instant,
             group_no,
             file_name: &name,
+            schema: self.table_schema,
         };
         let merged = merge_group(
-            existing.as_ref(),
+            existing,
             &self.incoming.rows,
             plan,
-            &self.incoming.keys,
             self.incoming.precombine_idx,
             &target,
         )
@@ -434,22 +435,14 @@ impl GroupContext<'_> {
         if merged.updates == 0 && merged.inserts == 0 {
             return Ok(group);
         }
-        let key_col = merged.batch.column(2).as_string::<i32>();
-        let min_key = key_col
-            .iter()
-            .flatten()
-            .min()
-            .unwrap_or_default()
-            .to_string();
-        let max_key = key_col
-            .iter()
-            .flatten()
-            .max()
-            .unwrap_or_default()
-            .to_string();
-        let (batch, avro) = (merged.batch.clone(), self.avro_schema.to_string());
+        let (rows, inserts, updates) = (merged.rows(), merged.inserts, merged.updates);
+        let (schema, avro) = (self.table_schema.clone(), self.avro_schema.to_string());
         let bytes = tokio::task::spawn_blocking(move || {
-            encode_base_file(&batch, &avro, (&min_key, &max_key))
+            let (min_key, max_key) = merged.key_range();
+            let slices = (0..rows)
+                .step_by(ENCODE_ROWS)
+                .map(|start| merged.slice(start..rows.min(start + ENCODE_ROWS)));
+            encode_base_file(schema, slices, &avro, (&min_key, &max_key))
         })
         .await
         .map_err(|e| table.failed(format!("cannot encode {name}"), e))?
@@ -457,9 +450,9 @@ impl GroupContext<'_> {
         group.file = Some(EncodedFile {
             name,
             bytes,
-            rows: merged.batch.num_rows() as u64,
-            inserts: merged.inserts,
-            updates: merged.updates,
+            rows: rows as u64,
+            inserts,
+            updates,
         });
         Ok(group)
     }

@@ -7,8 +7,10 @@
 //! decision: [`stage`] returns once every row is upserted (readers still see the table as it
 //! was); publishing commits; discarding the staged write, or dropping it, rolls back.
 //!
-//! Rows go through one prepared `INSERT ... ON CONFLICT DO UPDATE ... WHERE` statement (the rule
-//! of [`super::dialect`]) with values bound straight from the Arrow arrays, no SQL text per row.
+//! Rows go through a prepared `INSERT ... VALUES (...), (...) ON CONFLICT DO UPDATE ... WHERE`
+//! statement of [`ROWS_PER_STATEMENT`] rows (the rule of [`super::dialect`]), with values bound
+//! straight from the Arrow arrays, no SQL text per row; a batch's last rows, and the rows of a
+//! statement SQLite refused (to name the row at fault), go through its one-row form.
 //! `updated_at` is the run's one time of writing, as PostgreSQL's `now()` is its transaction's.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +29,11 @@ use tokio::sync::oneshot;
 
 use super::dialect::{Dialect, TableSpec, SQLITE_TIME_FORMAT};
 use crate::sinks::{SinkError, SinkReport, StagedWrite};
+
+/// Rows upserted by one statement (`VALUES (...), (...), ...`): a statement's run has a fixed cost
+/// that a province's million rows would otherwise pay a million times. 64 rows of a dozen columns
+/// stay far below SQLite's limit of 32766 parameters.
+const ROWS_PER_STATEMENT: usize = 64;
 
 /// How long a writer waits for another process's write lock on the same file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -158,20 +165,19 @@ impl Load {
         if self.create_table {
             tx.execute_batch(&self.spec.create_table(Dialect::Sqlite)?)?;
         }
-        let upsert = self.spec.direct_upsert("?");
-        let columns = self.spec.column_names();
-        let placeholders = vec!["?"; columns.len()].join(", ");
-        let sql = format!(
-            "{}VALUES ({placeholders}{}){}",
-            upsert.head, upsert.row_end, upsert.tail
-        );
-        let mut statement = tx.prepare(&sql)?;
-        // `updated_at`, the statement's last parameter, stays bound for every row.
-        statement.raw_bind_parameter(columns.len() + 1, &self.updated_at)?;
+        let width = self.spec.column_names().len();
+        let mut one = tx.prepare(&self.statement(1))?;
+        let mut many = tx.prepare(&self.statement(ROWS_PER_STATEMENT))?;
+        // `updated_at`, parameter 1, stays bound for every row.
+        one.raw_bind_parameter(1, &self.updated_at)?;
+        many.raw_bind_parameter(1, &self.updated_at)?;
         let mut changed = 0u64;
-        let mut row_no = 0u64;
+        // The job's output row number of the batch's first row, from 1.
+        let mut first_row_no = 1u64;
         for batch in &self.batches {
-            let mut values: Vec<ColumnValues> = columns
+            let mut values: Vec<ColumnValues> = self
+                .spec
+                .column_names()
                 .iter()
                 .map(|c| {
                     let col = batch
@@ -180,24 +186,71 @@ impl Load {
                     ColumnValues::new(col)
                 })
                 .collect::<Result<_, _>>()?;
-            for row in 0..batch.num_rows() {
-                row_no += 1;
-                for (c, column) in values.iter_mut().enumerate() {
-                    column
-                        .bind(&mut statement, c + 1, row)
-                        .map_err(|source| SqliteError::Row {
-                            row: row_no,
-                            source,
-                        })?;
+            let row_no = |row: usize| first_row_no + row as u64;
+            let mut row = 0;
+            while row + ROWS_PER_STATEMENT <= batch.num_rows() {
+                for r in 0..ROWS_PER_STATEMENT {
+                    for (c, column) in values.iter_mut().enumerate() {
+                        column
+                            .bind(&mut many, 2 + r * width + c, row + r)
+                            .map_err(|source| SqliteError::Row {
+                                row: row_no(row + r),
+                                source,
+                            })?;
+                    }
                 }
-                changed += statement.raw_execute().map_err(|source| SqliteError::Row {
-                    row: row_no,
-                    source,
-                })? as u64;
+                match many.raw_execute() {
+                    Ok(n) => changed += n as u64,
+                    // SQLite undid the failed statement's rows together (and kept the
+                    // transaction): they go again one by one, so the error names the row.
+                    Err(_) => {
+                        for r in row..row + ROWS_PER_STATEMENT {
+                            changed += upsert_one(&mut one, &mut values, r, row_no(r))?;
+                        }
+                    }
+                }
+                row += ROWS_PER_STATEMENT;
             }
+            for r in row..batch.num_rows() {
+                changed += upsert_one(&mut one, &mut values, r, row_no(r))?;
+            }
+            first_row_no += batch.num_rows() as u64;
         }
         Ok(changed)
     }
+
+    /// The upsert of `rows` rows in one statement: parameter 1 is `updated_at`, the same for every
+    /// row; row `r`'s column `c` is parameter `2 + r * columns + c`.
+    fn statement(&self, rows: usize) -> String {
+        let upsert = self.spec.direct_upsert("?1");
+        let width = self.spec.column_names().len();
+        let values: Vec<String> = (0..rows)
+            .map(|r| {
+                let params: Vec<String> = (0..width)
+                    .map(|c| format!("?{}", 2 + r * width + c))
+                    .collect();
+                format!("({}{})", params.join(", "), upsert.row_end)
+            })
+            .collect();
+        format!("{}VALUES {}{}", upsert.head, values.join(", "), upsert.tail)
+    }
+}
+
+/// Upserts row `row` of the bound columns through the one-row statement; returns the rows changed.
+fn upsert_one(
+    statement: &mut rusqlite::Statement<'_>,
+    values: &mut [ColumnValues],
+    row: usize,
+    row_no: u64,
+) -> Result<u64, SqliteError> {
+    let failed = |source| SqliteError::Row {
+        row: row_no,
+        source,
+    };
+    for (c, column) in values.iter_mut().enumerate() {
+        column.bind(statement, 2 + c, row).map_err(failed)?;
+    }
+    Ok(statement.raw_execute().map_err(failed)? as u64)
 }
 
 /// Opens (creating if missing) the database file; `location` may carry SQLite URI parameters
@@ -470,6 +523,61 @@ mod tests {
             "{}",
             again.summary
         );
+    }
+
+    /// `n` rows `(s<i>, day, i cents, i micros)`, with row `null_at` (from 1) a NULL store.
+    fn many(n: usize, null_at: Option<usize>) -> Vec<(Option<String>, i32, i128, i64)> {
+        (1..=n)
+            .map(|i| {
+                let store = (Some(i) != null_at).then(|| format!("s{i:04}"));
+                (store, 20513, i as i128, i as i64)
+            })
+            .collect()
+    }
+
+    fn borrowed(rows: &[(Option<String>, i32, i128, i64)]) -> Vec<(Option<&str>, i32, i128, i64)> {
+        rows.iter()
+            .map(|(s, d, c, t)| (s.as_deref(), *d, *c, *t))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn rows_beyond_one_statement_are_all_loaded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("wh.db");
+        // Two full statements and a rest of 5 rows.
+        let n = 2 * ROWS_PER_STATEMENT + 5;
+        let (spec, batch) = rows(&borrowed(&many(n, None)));
+        let report = stage(db.to_str().unwrap(), "t", &spec, &[batch], true)
+            .await
+            .unwrap()
+            .publish()
+            .await
+            .unwrap();
+        assert!(
+            report
+                .summary
+                .contains(&format!("{n} rows inserted or replaced")),
+            "{}",
+            report.summary
+        );
+        let stored = stored(&db);
+        assert_eq!(stored.len(), n);
+        assert_eq!(stored[n - 1].0, format!("s{n:04}"));
+        assert_eq!(stored[n - 1].2, format!("{}.{:02}", n / 100, n % 100));
+    }
+
+    #[tokio::test]
+    async fn a_refused_row_inside_a_statement_of_many_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("wh.db");
+        let (spec, batch) = rows(&borrowed(&many(ROWS_PER_STATEMENT + 3, Some(40))));
+        let err = match stage(db.to_str().unwrap(), "t", &spec, &[batch], true).await {
+            Ok(_) => panic!("a NULL key was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("row 40 of the job's output"), "{err}");
+        assert_eq!(tables_named_sales(&db), 0, "the failed load rolled back");
     }
 
     #[tokio::test]
