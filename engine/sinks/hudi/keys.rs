@@ -48,11 +48,7 @@ impl HudiTable {
         let mut key = String::with_capacity(width);
         let mut row_no = 0usize;
         for batch in batches {
-            let columns = self.columns(batch, &self.config.record_key, "record key")?;
-            let columns: Vec<(&str, KeyText)> = columns
-                .into_iter()
-                .map(|(name, col)| (name, KeyText::new(col)))
-                .collect();
+            let columns = self.key_texts(batch, &self.config.record_key, "record key")?;
             for row in 0..batch.num_rows() {
                 key.clear();
                 let mut present = 0;
@@ -120,11 +116,8 @@ impl HudiTable {
         // run's map of owned values.
         let mut known: std::collections::HashMap<Vec<Option<String>>, u32> = Default::default();
         for batch in batches {
-            let columns = self.columns(batch, &self.config.partition_fields, "partition field")?;
-            let columns: Vec<(&str, KeyText)> = columns
-                .into_iter()
-                .map(|(name, col)| (name, KeyText::new(col)))
-                .collect();
+            let columns =
+                self.key_texts(batch, &self.config.partition_fields, "partition field")?;
             let mut in_batch: std::collections::HashMap<Vec<Option<&str>>, u32> =
                 Default::default();
             let mut values: Vec<Option<&str>> = Vec::with_capacity(columns.len());
@@ -166,6 +159,20 @@ impl HudiTable {
             }
         }
         Ok(paths)
+    }
+
+    /// The columns `names` of `batch` as the text key generators use.
+    fn key_texts<'a>(
+        &self,
+        batch: &'a RecordBatch,
+        names: &'a [String],
+        role: &str,
+    ) -> Result<Vec<(&'a str, KeyText<'a>)>, TableError> {
+        Ok(self
+            .columns(batch, names, role)?
+            .into_iter()
+            .map(|(name, col)| (name, KeyText::new(col)))
+            .collect())
     }
 
     fn columns<'a>(

@@ -510,12 +510,7 @@ mod tests {
         );
 
         // The same rows again change nothing.
-        let again = stage(location, "t", &spec, std::slice::from_ref(&batch), true)
-            .await
-            .unwrap()
-            .publish()
-            .await
-            .unwrap();
+        let again = load(location, &spec, batch).await;
         assert!(
             again
                 .summary
@@ -523,6 +518,16 @@ mod tests {
             "{}",
             again.summary
         );
+    }
+
+    /// Stages and publishes `batch`, creating the table if missing.
+    async fn load(location: &str, spec: &TableSpec, batch: RecordBatch) -> SinkReport {
+        stage(location, "t", spec, &[batch], true)
+            .await
+            .unwrap()
+            .publish()
+            .await
+            .unwrap()
     }
 
     /// `n` rows `(s<i>, day, i cents, i micros)`, with row `null_at` (from 1) a NULL store.
@@ -548,12 +553,7 @@ mod tests {
         // Two full statements and a rest of 5 rows.
         let n = 2 * ROWS_PER_STATEMENT + 5;
         let (spec, batch) = rows(&borrowed(&many(n, None)));
-        let report = stage(db.to_str().unwrap(), "t", &spec, &[batch], true)
-            .await
-            .unwrap()
-            .publish()
-            .await
-            .unwrap();
+        let report = load(db.to_str().unwrap(), &spec, batch).await;
         assert!(
             report
                 .summary
