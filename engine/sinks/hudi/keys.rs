@@ -111,10 +111,10 @@ impl HudiTable {
     /// `trans_date=2026-03-01` hive-style).
     pub fn partition_paths(&self, batches: &[RecordBatch]) -> Result<PartitionPaths, TableError> {
         let mut paths = PartitionPaths::default();
-        // A run's rows fall in a few partitions: each path is made once. The values of a batch
-        // are looked up as borrowed text; only a batch's first sight of a partition looks in the
-        // run's map of owned values.
-        let mut known: std::collections::HashMap<Vec<Option<String>>, u32> = Default::default();
+        // A run's rows fall in a few partitions: each path is made once per batch and value, and
+        // numbered by the path itself, so values that make one path (a null and an empty
+        // string both make the default partition) share its index.
+        let mut index_of: std::collections::HashMap<String, u32> = Default::default();
         for batch in batches {
             let columns =
                 self.key_texts(batch, &self.config.partition_fields, "partition field")?;
@@ -128,32 +128,25 @@ impl HudiTable {
                     paths.of_row.push(index);
                     continue;
                 }
-                let owned: Vec<Option<String>> =
-                    values.iter().map(|v| v.map(str::to_string)).collect();
-                let index = match known.get(&owned) {
-                    Some(&index) => index,
-                    None => {
-                        let path = columns
-                            .iter()
-                            .zip(&values)
-                            .map(|((name, _), value)| {
-                                let value = value
-                                    .filter(|v| !v.is_empty())
-                                    .unwrap_or("__HIVE_DEFAULT_PARTITION__");
-                                if self.config.hive_style {
-                                    format!("{name}={value}")
-                                } else {
-                                    value.to_string()
-                                }
-                            })
-                            .collect::<Vec<_>>()
-                            .join("/");
-                        let index = paths.paths.len() as u32;
-                        paths.paths.push(path);
-                        known.insert(owned, index);
-                        index
-                    }
-                };
+                let path = columns
+                    .iter()
+                    .zip(&values)
+                    .map(|((name, _), value)| {
+                        let value = value
+                            .filter(|v| !v.is_empty())
+                            .unwrap_or("__HIVE_DEFAULT_PARTITION__");
+                        if self.config.hive_style {
+                            format!("{name}={value}")
+                        } else {
+                            value.to_string()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let index = *index_of.entry(path).or_insert_with_key(|path| {
+                    paths.paths.push(path.clone());
+                    (paths.paths.len() - 1) as u32
+                });
                 in_batch.insert(values.clone(), index);
                 paths.of_row.push(index);
             }
@@ -330,6 +323,21 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains("ambiguous"), "{err}");
         }
+    }
+
+    #[test]
+    fn values_that_make_one_partition_path_share_it_across_batches() {
+        let t = table(&["s"], "SimpleKeyGenerator");
+        let first = batch(&[("d", vec![Some("2026-03-01"), None, Some("2026-03-02")])]);
+        let second = batch(&[("d", vec![Some(""), Some("2026-03-01")])]);
+        let paths = t.partition_paths(&[first, second]).unwrap();
+        assert_eq!(
+            paths.paths,
+            ["2026-03-01", "__HIVE_DEFAULT_PARTITION__", "2026-03-02"]
+        );
+        // The empty string of the second batch lands in the null's partition, the date in the
+        // first batch's.
+        assert_eq!(paths.of_row, [0, 1, 2, 1, 0]);
     }
 
     #[test]

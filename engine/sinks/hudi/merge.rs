@@ -300,17 +300,10 @@ impl Merged {
         let (existing, incoming) = (&self.existing, &self.incoming);
 
         // Meta columns: stored rows keep theirs; rows taken from this instant get its commit time
-        // and sequence numbers, their keys and the group's partition; every row names the new file.
-        let stored_meta = |c: usize| existing.column(c).as_string::<i32>();
-        let stored_meta = [
-            stored_meta(0),
-            stored_meta(1),
-            stored_meta(2),
-            stored_meta(3),
-        ];
-        // Meta columns: stored rows keep theirs; rows taken from this instant get its commit time
         // and their sequence numbers, their keys and the group's partition; every row names the
         // new file.
+        let stored_meta: [&StringArray; 4] =
+            std::array::from_fn(|c| existing.column(c).as_string::<i32>());
         let mut meta: [StringBuilder; 4] =
             std::array::from_fn(|_| StringBuilder::with_capacity(picks.len(), picks.len() * 24));
         let mut seqno = String::new();

@@ -165,7 +165,6 @@ impl Load {
         if self.create_table {
             tx.execute_batch(&self.spec.create_table(Dialect::Sqlite)?)?;
         }
-        let width = self.spec.column_names().len();
         let mut one = tx.prepare(&self.statement(1))?;
         let mut many = tx.prepare(&self.statement(ROWS_PER_STATEMENT))?;
         // `updated_at`, parameter 1, stays bound for every row.
@@ -190,14 +189,7 @@ impl Load {
             let mut row = 0;
             while row + ROWS_PER_STATEMENT <= batch.num_rows() {
                 for r in 0..ROWS_PER_STATEMENT {
-                    for (c, column) in values.iter_mut().enumerate() {
-                        column
-                            .bind(&mut many, 2 + r * width + c, row + r)
-                            .map_err(|source| SqliteError::Row {
-                                row: row_no(row + r),
-                                source,
-                            })?;
-                    }
+                    bind_row(&mut many, &mut values, r, row + r, row_no(row + r))?;
                 }
                 match many.raw_execute() {
                     Ok(n) => changed += n as u64,
@@ -236,21 +228,40 @@ impl Load {
     }
 }
 
-/// Upserts row `row` of the bound columns through the one-row statement; returns the rows changed.
+/// Binds row `row` of the columns as the statement's row `slot` (see [`Load::statement`]);
+/// `row_no` is the row's number in the job's output, for the error.
+fn bind_row(
+    statement: &mut rusqlite::Statement<'_>,
+    values: &mut [ColumnValues],
+    slot: usize,
+    row: usize,
+    row_no: u64,
+) -> Result<(), SqliteError> {
+    let width = values.len();
+    for (c, column) in values.iter_mut().enumerate() {
+        column
+            .bind(statement, 2 + slot * width + c, row)
+            .map_err(|source| SqliteError::Row {
+                row: row_no,
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// Upserts row `row` of the columns through the one-row statement; returns the rows changed.
 fn upsert_one(
     statement: &mut rusqlite::Statement<'_>,
     values: &mut [ColumnValues],
     row: usize,
     row_no: u64,
 ) -> Result<u64, SqliteError> {
-    let failed = |source| SqliteError::Row {
+    bind_row(statement, values, 0, row, row_no)?;
+    let changed = statement.raw_execute().map_err(|source| SqliteError::Row {
         row: row_no,
         source,
-    };
-    for (c, column) in values.iter_mut().enumerate() {
-        column.bind(statement, 2 + c, row).map_err(failed)?;
-    }
-    Ok(statement.raw_execute().map_err(failed)? as u64)
+    })?;
+    Ok(changed as u64)
 }
 
 /// Opens (creating if missing) the database file; `location` may carry SQLite URI parameters
