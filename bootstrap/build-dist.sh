@@ -21,10 +21,10 @@ build() {
   cargo zigbuild --release --locked --bin tally --target "$triple.$GLIBC" ${TALLY_FEATURES:+--features "$TALLY_FEATURES"}
   mkdir -p "dist/$arch"
   cp "${CARGO_TARGET_DIR:-target}/$triple/release/tally" "dist/$arch/tally"
-  # Fully stripped, as every node downloads it: debug line tables are most of the build's 660 MB,
-  # the symbol table a further 26 MB (155 MB with symbols, 128 MB without, measured on the
-  # native release build). A panic's backtrace then shows addresses; the same commit built with
-  # `cargo build --release` symbolises them (addr2line).
+  # Fully stripped, as every node downloads it: debug line tables are most of the build's 454 MB,
+  # the symbol table most of the rest (88.6 MB without either, measured on the native release
+  # build of the same profile). A panic's backtrace then shows addresses; the same commit built
+  # with `cargo build --release` symbolises them (addr2line).
   if [ "$arch" = "$(uname -m)" ]; then
     strip --strip-all "dist/$arch/tally"
   else
