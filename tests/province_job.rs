@@ -436,44 +436,48 @@ fn the_demo_runs_and_says_where_outputs_went() {
 
 #[test]
 fn a_job_making_two_rows_for_one_key_is_stopped_before_writing() {
-    let dir = tempfile::tempdir().unwrap();
-    let jobs = dir.path().join("jobs");
-    std::fs::create_dir_all(&jobs).unwrap();
-    // Grouping by amount as well breaks "one row per store": s1 has two amounts.
-    std::fs::write(
-        jobs.join("by_amount.sql"),
-        "/* tally:job\nname = \"by_amount\"\nparams = [\"province\"]\n[input]\nfiles = [\"{province}-*.csv\"]\nlayout = \"pos_transactions\"\n[output]\nrecord_key = [\"store_id\"]\npartition_field = \"store_id\"\nprecombine_field = \"last_seen\"\n*/\nSELECT store_id, amount, MAX(source_time) AS last_seen FROM transactions GROUP BY store_id, amount\n",
-    )
-    .unwrap();
-    let val = dir.path().join("val");
-    let mut rows = String::new();
-    // Many distinct keys around the duplicate, so the check works past its first batch.
-    for store in 0..20_000 {
-        rows.push_str(&format!("t{store},1.00,4,i1,2026-01-01\n"));
+    // Unordered rows are checked through a set of key hashes; rows ordered by the key, each
+    // against the one before it: both find the duplicate.
+    for order_by in ["", " ORDER BY store_id DESC, amount"] {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = dir.path().join("jobs");
+        std::fs::create_dir_all(&jobs).unwrap();
+        // Grouping by amount as well breaks "one row per store": s1 has two amounts.
+        std::fs::write(
+            jobs.join("by_amount.sql"),
+            format!("/* tally:job\nname = \"by_amount\"\nparams = [\"province\"]\n[input]\nfiles = [\"{{province}}-*.csv\"]\nlayout = \"pos_transactions\"\n[output]\nrecord_key = [\"store_id\"]\npartition_field = \"store_id\"\nprecombine_field = \"last_seen\"\n*/\nSELECT store_id, amount, MAX(source_time) AS last_seen FROM transactions GROUP BY store_id, amount{order_by}\n"),
+        )
+        .unwrap();
+        let val = dir.path().join("val");
+        let mut rows = String::new();
+        // Many distinct keys around the duplicate, so the check works past its first batch.
+        for store in 0..20_000 {
+            rows.push_str(&format!("t{store},1.00,4,i1,2026-01-01\n"));
+        }
+        rows.push_str("s1,1.00,4,i1,2026-01-01\ns1,2.50,4,i2,2026-01-02\n");
+        write_file(&val, "IL-1.csv", &rows, "2026-01-01T09:00:00Z");
+        let table = dir.path().join("table");
+        let err = fails(&[
+            "--jobs-dir",
+            jobs.to_str().unwrap(),
+            "run",
+            "--job",
+            "by_amount",
+            "--province",
+            "IL",
+            "--input",
+            val.to_str().unwrap(),
+            "--table",
+            table.to_str().unwrap(),
+            "--state",
+            &format!("sqlite://{}", dir.path().join("state.db").display()),
+        ]);
+        assert!(
+            err.contains("1 rows with an already-seen record key, e.g. store_id=s1"),
+            "{order_by}: {err}"
+        );
+        assert!(!table.join(".hoodie").exists(), "nothing may be written");
     }
-    rows.push_str("s1,1.00,4,i1,2026-01-01\ns1,2.50,4,i2,2026-01-02\n");
-    write_file(&val, "IL-1.csv", &rows, "2026-01-01T09:00:00Z");
-    let table = dir.path().join("table");
-    let err = fails(&[
-        "--jobs-dir",
-        jobs.to_str().unwrap(),
-        "run",
-        "--job",
-        "by_amount",
-        "--province",
-        "IL",
-        "--input",
-        val.to_str().unwrap(),
-        "--table",
-        table.to_str().unwrap(),
-        "--state",
-        &format!("sqlite://{}", dir.path().join("state.db").display()),
-    ]);
-    assert!(
-        err.contains("1 rows with an already-seen record key, e.g. store_id=s1"),
-        "{err}"
-    );
-    assert!(!table.join(".hoodie").exists(), "nothing may be written");
 }
 
 #[test]
@@ -660,8 +664,113 @@ fn stores_read_in_key_ranges_are_aggregated_without_an_exchange() {
     // aggregation, no hash exchange before it.
     assert!(stderr.contains("store_id ranges from"), "{stderr}");
     assert!(stderr.contains("mode=SinglePartitioned"), "{stderr}");
-    assert!(!stderr.contains("mode=Partial"), "{stderr}");
+    assert!(!stderr.contains("AggregateExec: mode=Partial"), "{stderr}");
     assert!(!stderr.contains("RepartitionExec"), "{stderr}");
+    // Each partition reads its stores one after another: the aggregation emits a store's groups
+    // when the next store starts, the ORDER BY sorts one store at a time, and the partitions
+    // (ranges of stores) are concatenated, not merged.
+    assert!(stderr.contains("ordering_mode=PartiallySorted"), "{stderr}");
+    assert!(stderr.contains("PrefixSortExec"), "{stderr}");
+    assert!(stderr.contains("RangeConcatExec"), "{stderr}");
+    assert!(!stderr.contains("SortPreservingMergeExec"), "{stderr}");
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with("SortExec:")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn reading_in_key_ranges_changes_no_byte_of_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen = dir.path().join("gen");
+    ok(&[
+        "generate",
+        "--transactions",
+        "150K",
+        "--forms",
+        "validated",
+        "--out",
+        gen.to_str().unwrap(),
+    ]);
+    let input = gen.join("validated");
+    let run_in = |partitions: &str| {
+        let out = job_run("jobs/province_sales.sql", "IL", &input)
+            .dry_run()
+            .args(&["--profile"])
+            .env("DATAFUSION_EXECUTION_TARGET_PARTITIONS", partitions)
+            .run();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.stdout, String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    // One partition: no key ranges, one sort of everything.
+    let (whole, profile) = run_in("1");
+    assert!(!profile.contains("ranges from"), "{profile}");
+    assert!(whole.len() > 1000);
+    for partitions in ["2", "3"] {
+        let (ranged, profile) = run_in(partitions);
+        assert!(profile.contains("RangeConcatExec"), "{profile}");
+        assert!(ranged == whole, "{partitions} key ranges changed the rows");
+    }
+}
+
+#[test]
+fn a_second_store_in_a_file_is_found_even_inside_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let val = dir.path().join("val");
+    // Planned from first rows: s1 (QC-1) and s2 (QC-2) make the first range, s3 the second. QC-1
+    // also holds s2, inside its own range, after QC-2's s2 has been read in key order: read in
+    // ranges, s2's rows would reach the aggregation out of store order.
+    write_file(
+        &val,
+        "QC-1.csv",
+        "s1,1.00,4,i1,2026-01-01\ns2,5.00,4,i1,2026-01-01\n",
+        "2026-01-01T11:00:00Z",
+    );
+    write_file(
+        &val,
+        "QC-2.csv",
+        "s2,2.00,4,i1,2026-01-01\ns2,2.00,4,i2,2026-01-01\n",
+        "2026-01-01T10:00:00Z",
+    );
+    // Six rows: the most bytes, so the ranges are s1, s2 | s3.
+    write_file(
+        &val,
+        "QC-3.csv",
+        &"s3,1.00,4,i1,2026-01-01\n".repeat(6),
+        "2026-01-01T08:00:00Z",
+    );
+    let out = job_run("province_sales", "QC", &val)
+        .dry_run()
+        .format("csv")
+        .env("DATAFUSION_EXECUTION_TARGET_PARTITIONS", "2")
+        .run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = csv_rows(&String::from_utf8_lossy(&out.stdout));
+    // s2/i1's newest file is QC-1 (11:00); s2/i2 is only in QC-2.
+    assert_eq!(
+        project(&rows, RESULT_COLUMNS),
+        [
+            "QC,s1,i1,2026-01-01,1.00,0.00,0.00",
+            "QC,s2,i1,2026-01-01,5.00,0.00,0.00",
+            "QC,s2,i2,2026-01-01,2.00,0.00,0.00",
+            "QC,s3,i1,2026-01-01,6.00,0.00,0.00"
+        ]
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("reading again without key ranges") && stderr.contains("QC-1.csv line 2"),
+        "{stderr}"
+    );
 }
 
 #[test]

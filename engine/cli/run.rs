@@ -239,7 +239,12 @@ async fn run_scrubbed(
         run = run.report_to(store, &url, args.job_config_id.as_deref());
     }
     let outcome = run.await?;
-    report(args, &plan, &outcome)
+    report(args, &plan, &outcome)?;
+    // The command ends here, and the process with it: handing the run's rows (a province's are
+    // hundreds of MB in thousands of buffers) back to the allocator one by one only delayed the
+    // exit (0.15 s at 10M transactions).
+    std::mem::forget(outcome);
+    Ok(())
 }
 
 /// Prints what a run did: the rows (dry run), the summary and each sink's line on stderr, the

@@ -11,6 +11,7 @@ use datafusion::common::{HashSet, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
@@ -166,12 +167,21 @@ fn available_cores() -> usize {
 
 /// A DataFusion session sized for this machine, with unbounded memory (planning, small queries).
 pub fn session() -> SessionContext {
-    session_with_memory_limit(None)
+    session_with_memory_limit(None, Plans::Local)
+}
+
+/// Where a session's plans run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plans {
+    /// Here: with tally's own plan nodes for inputs read in key order ([`super::ordering`]).
+    Local,
+    /// On a cluster, whose executors know DataFusion's plan nodes (and tally's input scan) only.
+    Cluster,
 }
 
 /// A DataFusion session whose operators share `limit` bytes of memory fairly and spill to
 /// temporary files beyond it (`None`: no limit).
-pub fn session_with_memory_limit(limit: Option<u64>) -> SessionContext {
+pub fn session_with_memory_limit(limit: Option<u64>, plans: Plans) -> SessionContext {
     let cores = available_cores();
     // DataFusion's own options can be tuned without a rebuild through its environment variables
     // (`DATAFUSION_EXECUTION_BATCH_SIZE=16384`, ...); tally's defaults apply where none is set.
@@ -192,19 +202,30 @@ pub fn session_with_memory_limit(limit: Option<u64>) -> SessionContext {
     let mut config = config.with_information_schema(false);
     // `VARCHAR` in a job's SQL means plain Utf8, the string type every sink and reader expects.
     config.options_mut().sql_parser.map_string_types_to_utf8view = false;
-    let ctx = match limit.map(|limit| {
+    let runtime = match limit.map(|limit| {
         let pool = datafusion::execution::memory_pool::FairSpillPool::new(limit as usize);
         datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(pool))
             .build_arc()
     }) {
-        None => SessionContext::new_with_config(config),
-        Some(Ok(runtime)) => SessionContext::new_with_config_rt(config, runtime),
+        None => None,
+        Some(Ok(runtime)) => Some(runtime),
         Some(Err(e)) => {
             tracing::warn!(error = %e, "cannot set up the memory pool; running without a limit");
-            SessionContext::new_with_config(config)
+            None
         }
     };
+    let mut state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features();
+    if plans == Plans::Local {
+        // After DataFusion's rules: sorts and merges that inputs read in key order make simpler.
+        state = state.with_physical_optimizer_rule(Arc::new(super::ordering::KeyOrderRule));
+    }
+    if let Some(runtime) = runtime {
+        state = state.with_runtime_env(runtime);
+    }
+    let ctx = SessionContext::new_with_state(state.build());
     super::functions::register(&ctx);
     ctx
 }
@@ -306,7 +327,8 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
             limit: request.max_bad_rows,
         });
     }
-    check_unique_keys(job, &schema, &batches)?;
+    let adjacent = ordered_by_record_key(job, &schema, &plan);
+    check_unique_keys(job, &schema, &batches, adjacent)?;
 
     let summary = RunSummary {
         job: job.name.clone(),
@@ -372,7 +394,14 @@ async fn run_once(
 ) -> Result<Attempt, RunError> {
     let job = &request.job;
     let stats = Arc::new(SourceStats::new(request.max_bad_rows));
-    let ctx = session_with_memory_limit(Some(request.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT)));
+    let plans = match request.cluster {
+        None => Plans::Local,
+        Some(_) => Plans::Cluster,
+    };
+    let ctx = session_with_memory_limit(
+        Some(request.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT)),
+        plans,
+    );
     if let Some(cluster) = &request.cluster {
         // Every stage of the plan, not only the scan, is cut into the cluster's partitions.
         ctx.state_ref()
@@ -576,22 +605,24 @@ fn check_output_columns(job: &JobDefinition, schema: &SchemaRef) -> Result<(), R
 /// Keys are hashed column-wise (DataFusion's vectorized hashing) and only the hashes are kept: 8
 /// bytes a row rather than the key itself. Rows whose hash was already seen are then compared on
 /// their actual keys, so a hash collision never passes for a duplicate.
+///
+/// When the rows come ordered by the key (`adjacent`), rows of one key are next to each other
+/// and each row is compared with the one before it instead, with no set at all.
 fn check_unique_keys(
     job: &JobDefinition,
     schema: &SchemaRef,
     batches: &[RecordBatch],
+    adjacent: bool,
 ) -> Result<(), RunError> {
     use datafusion::common::hash_utils::{create_hashes, RandomState};
     use std::collections::HashMap;
-    let indices: Vec<usize> = job
-        .output
-        .record_key
-        .iter()
-        .filter_map(|c| schema.index_of(c).ok())
-        .collect();
+    let indices = record_key_indices(job, schema);
     let key_columns = |batch: &RecordBatch| -> Vec<_> {
         indices.iter().map(|&i| batch.column(i).clone()).collect()
     };
+    if adjacent {
+        return check_adjacent_keys(job, schema, batches, &indices);
+    }
     let random_state = RandomState::with_seed(0);
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     // The values are already hashes: foldhash mixes a u64 in a few instructions, where std's
@@ -644,6 +675,88 @@ fn check_unique_keys(
                 }
             }
         }
+    }
+    match example {
+        None => Ok(()),
+        Some(example) => Err(RunError::DuplicateKeys {
+            job: job.name.clone(),
+            count: duplicates,
+            example,
+        }),
+    }
+}
+
+/// The output columns of the job's record key.
+fn record_key_indices(job: &JobDefinition, schema: &SchemaRef) -> Vec<usize> {
+    job.output
+        .record_key
+        .iter()
+        .filter_map(|c| schema.index_of(c).ok())
+        .collect()
+}
+
+/// Whether `plan` makes its rows ordered first by the record key's columns (in any order and
+/// direction): then the rows of a repeated key are next to each other.
+fn ordered_by_record_key(
+    job: &JobDefinition,
+    schema: &SchemaRef,
+    plan: &Arc<dyn ExecutionPlan>,
+) -> bool {
+    use datafusion::physical_expr::expressions::Column;
+    use datafusion::physical_plan::ExecutionPlanProperties;
+    let mut key = record_key_indices(job, schema);
+    let Some(ordering) = plan.output_ordering() else {
+        return false;
+    };
+    if key.is_empty() || key.len() != job.output.record_key.len() || ordering.len() < key.len() {
+        return false;
+    }
+    let mut leading: Vec<usize> = ordering
+        .iter()
+        .take(key.len())
+        .filter_map(|e| e.expr.downcast_ref::<Column>().map(Column::index))
+        .collect();
+    key.sort_unstable();
+    leading.sort_unstable();
+    leading == key
+}
+
+/// [`check_unique_keys`] over rows ordered by the key: each row against the one before it.
+fn check_adjacent_keys(
+    job: &JobDefinition,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    indices: &[usize],
+) -> Result<(), RunError> {
+    let converter = RowConverter::new(
+        indices
+            .iter()
+            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .collect(),
+    )
+    .map_err(|e| query_err(job, e))?;
+    let mut previous: Option<datafusion::arrow::row::OwnedRow> = None;
+    let mut duplicates = 0usize;
+    let mut example = None;
+    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+        let columns: Vec<_> = indices.iter().map(|&i| batch.column(i).clone()).collect();
+        let keys = converter
+            .convert_columns(&columns)
+            .map_err(|e| query_err(job, e))?;
+        for row in 0..keys.num_rows() {
+            let repeated = match (row, &previous) {
+                (0, Some(last)) => last.row() == keys.row(0),
+                (0, None) => false,
+                _ => keys.row(row - 1) == keys.row(row),
+            };
+            if repeated {
+                duplicates += 1;
+                if example.is_none() {
+                    example = Some(describe_key(job, schema, batch, row));
+                }
+            }
+        }
+        previous = Some(keys.row(keys.num_rows() - 1).owned());
     }
     match example {
         None => Ok(()),

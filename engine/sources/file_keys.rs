@@ -2,16 +2,22 @@
 //!
 //! A store sends its own files: every row of `IL-101-2.csv` is store `v101`'s. A job that says so
 //! (`file_key = "store_id"` in its `[input]`) has its files read in ranges of that key, one range
-//! per partition, balanced by bytes. All rows of one store then reach one partition, and DataFusion
-//! sees the scan range-partitioned on the key: that satisfies the hash partitioning a GROUP BY on
-//! any columns including the key needs, so each partition aggregates its rows in one pass, with no
-//! partial aggregation and no exchange of rows between partitions.
+//! per partition, balanced by bytes, each partition reading its files in key order. All rows of
+//! one store then reach one partition, one store after another, and DataFusion sees the scan
+//! range-partitioned on the key and each partition ordered by it. The first satisfies the hash
+//! partitioning a GROUP BY on any columns including the key needs, so each partition aggregates
+//! its rows in one pass, with no exchange of rows between partitions; the second lets that
+//! aggregation finish and emit each store's groups as soon as the next store starts (a hash table
+//! the size of one store's groups, not of the whole range's), and lets an `ORDER BY` that starts
+//! with the key sort one store at a time and concatenate the partitions instead of merging them
+//! (see [`crate::job::ordering`]).
 //!
-//! Invariant: a partition emits only rows whose key lies in its range. The ranges are planned
-//! before anything is read, from each file's first row (a Parquet file's statistics); the readers
-//! then check every row against their file's [`KeyCheck`]. A row outside its range (a file holding
-//! several stores) stops the read with [`MisplacedRow`], and the run reads again without ranges:
-//! the declaration can make a run faster, never wrong.
+//! Invariant: a partition emits its files' rows in key order, and only rows whose key is the one
+//! planned for their file. The keys are planned before anything is read, from each file's first
+//! row (a Parquet file's statistics); the readers then check every row against their file's
+//! [`KeyCheck`]. Any other key (a file holding several stores) stops the read with
+//! [`MisplacedRow`], and the run reads again without ranges: the declaration can make a run
+//! faster, never wrong.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -42,37 +48,21 @@ pub enum FileKey {
     Unknown,
 }
 
-/// The range of key values one partition reads: `lower <= key < upper` (`None`: unbounded), in
-/// byte order, as SQL compares strings.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct KeyRange {
-    pub lower: Option<String>,
-    pub upper: Option<String>,
-}
-
-impl KeyRange {
-    pub fn contains(&self, key: &str) -> bool {
-        self.lower.as_deref().is_none_or(|lower| lower <= key)
-            && self.upper.as_deref().is_none_or(|upper| key < upper)
-    }
-}
-
 /// What a reader checks on each row of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyCheck {
     /// The key column's index among the layout's columns.
     pub column: usize,
     pub column_name: String,
-    /// The file's planned key: equal keys are admitted without a range comparison.
+    /// The file's planned key, the only one its rows may hold (`None`: the file was planned to
+    /// hold no rows).
     pub expected: Option<String>,
-    /// The range of the partition the file is read in.
-    pub range: KeyRange,
 }
 
 impl KeyCheck {
     #[inline]
     pub fn admits(&self, key: &str) -> bool {
-        self.expected.as_deref() == Some(key) || self.range.contains(key)
+        self.expected.as_deref() == Some(key)
     }
 
     /// The error that stops a read at a row outside its partition's range.
@@ -86,8 +76,9 @@ impl KeyCheck {
     }
 }
 
-/// A row whose key lies outside the range its file was read in: the file holds more than one
-/// value of the job's `file_key`. The run reads its input again without ranges.
+/// A row whose key is not the one planned for its file: the file holds more than one value of the
+/// job's `file_key` (or rows where none were found when planning). The run reads its input again
+/// without ranges.
 #[derive(Debug, thiserror::Error)]
 #[error("{file} {row}: {column} `{key}` is not the {column} this file was planned to hold (the job's [input] declares one {column} per file)")]
 pub struct MisplacedRow {
@@ -111,7 +102,8 @@ impl MisplacedRow {
 /// The files split into key ranges: which files each partition reads and the keys it starts at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRanges {
-    /// For each partition, the indices of its files.
+    /// For each partition, the indices of its files, in key order (files planned to hold no
+    /// rows first).
     pub groups: Vec<Vec<usize>>,
     /// The first key of partitions 1.. (DataFusion's split points: partition `p` reads
     /// `split_points[p - 1] <= key < split_points[p]`).
@@ -159,10 +151,6 @@ impl KeyRanges {
             }
             before += bytes;
         }
-        let range_of = |p: usize| KeyRange {
-            lower: p.checked_sub(1).map(|i| split_points[i].clone()),
-            upper: split_points.get(p).cloned(),
-        };
         let mut groups = vec![Vec::new(); partitions];
         let mut checks = Vec::with_capacity(files.len());
         for (i, key) in keys.iter().enumerate() {
@@ -171,7 +159,7 @@ impl KeyRanges {
                     split_points.partition_point(|s| s.as_str() <= key.as_str()),
                     Some(key.clone()),
                 ),
-                // Rows are not expected; the first partition checks any it finds.
+                // Rows are not expected: any the file turns out to have stop the read.
                 _ => (0, None),
             };
             groups[p].push(i);
@@ -179,8 +167,12 @@ impl KeyRanges {
                 column,
                 column_name: column_name.to_string(),
                 expected,
-                range: range_of(p),
             });
+        }
+        // Each partition reads its files one key after another (a stable sort keeps a key's
+        // files in their given order).
+        for group in &mut groups {
+            group.sort_by(|&a, &b| checks[a].expected.cmp(&checks[b].expected));
         }
         Some(KeyRanges {
             groups,
@@ -323,31 +315,32 @@ mod tests {
     }
 
     #[test]
-    fn ranges_keep_a_keys_files_together_and_balance_bytes() {
+    fn ranges_keep_a_keys_files_together_in_key_order_and_balance_bytes() {
         let files = [
-            file("a1", 40),
             file("b1", 10),
+            file("a1", 40),
+            file("d1", 40),
             file("a2", 50),
             file("c1", 60),
-            file("d1", 40),
             file("empty", 0),
         ];
         let keys = [
-            value("a"),
             value("b"),
             value("a"),
-            value("c"),
             value("d"),
+            value("a"),
+            value("c"),
             FileKey::NoRows,
         ];
         let ranges = KeyRanges::plan(&files, &keys, 2, 0, "store_id").unwrap();
-        // a: 90 bytes, b: 10, c: 60, d: 40 (200 in all): a+b | c+d.
+        // a: 90 bytes, b: 10, c: 60, d: 40 (200 in all): a+b | c+d, each in key order (a file
+        // planned to hold no rows first, a key's files as given).
         assert_eq!(ranges.split_points, vec!["c".to_string()]);
-        assert_eq!(ranges.groups, vec![vec![0, 1, 2, 5], vec![3, 4]]);
-        assert!(ranges.checks[0].admits("a") && ranges.checks[0].admits("b"));
-        assert!(!ranges.checks[0].admits("c") && !ranges.checks[0].admits("zz"));
-        assert!(ranges.checks[3].admits("c") && ranges.checks[3].admits("zz"));
-        assert!(!ranges.checks[3].admits("b"));
+        assert_eq!(ranges.groups, vec![vec![5, 1, 3, 0], vec![4, 2]]);
+        // A file admits its own key only, however near the others are.
+        assert!(ranges.checks[1].admits("a") && !ranges.checks[1].admits("b"));
+        assert!(ranges.checks[4].admits("c") && !ranges.checks[4].admits("cc"));
+        assert!(!ranges.checks[5].admits("a") && !ranges.checks[5].admits(""));
     }
 
     #[test]
@@ -387,7 +380,6 @@ mod tests {
             column: 0,
             column_name: "store_id".into(),
             expected: Some("a".into()),
-            range: KeyRange::default(),
         };
         let e = check.misplaced("file:///in/x.csv", "line 3".into(), "b");
         let wrapped = DataFusionError::Context("reading".into(), Box::new(e));

@@ -31,7 +31,7 @@ use datafusion::datasource::MemTable;
 
 use crate::layout::Layout;
 
-pub use file_keys::{first_keys, FileKey, KeyCheck, KeyRange, KeyRanges, MisplacedRow};
+pub use file_keys::{first_keys, FileKey, KeyCheck, KeyRanges, MisplacedRow};
 pub use listing::{list_inputs, InputFile, InputFormat, ListingError};
 pub use scan::{
     FileSpec, InputScanExec, InputSpec, InputTable, LayoutSpec, ReadSpec, BAD_ROWS_METRIC,

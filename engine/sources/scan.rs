@@ -465,18 +465,16 @@ impl Readers {
         })
     }
 
-    /// How the scan's output of `schema` (the projected columns) is partitioned: in ranges of
-    /// the key when its partitions read key ranges and the key is among the columns kept.
-    fn partitioning(&self, schema: &Schema, partitions: usize) -> Result<Partitioning> {
+    /// The ordering of the key when the partitions read key ranges and the key is among the
+    /// columns kept (`schema`, the projected ones): then each partition's rows are in that
+    /// order, and the partitions are its ranges (see [`super::file_keys`]).
+    fn key_ordering(&self, schema: &Schema) -> Result<Option<(LexOrdering, Vec<SplitPoint>)>> {
         let Some(ranges) = &self.key_ranges else {
-            return Ok(Partitioning::UnknownPartitioning(partitions));
+            return Ok(None);
         };
         let Ok(index) = schema.index_of(&ranges.column) else {
-            return Ok(Partitioning::UnknownPartitioning(partitions));
+            return Ok(None);
         };
-        if ranges.split_points.len() + 1 != partitions {
-            return Ok(Partitioning::UnknownPartitioning(partitions));
-        }
         let key = PhysicalSortExpr::new(
             Arc::new(Column::new(&ranges.column, index)),
             SortOptions {
@@ -491,10 +489,29 @@ impl Readers {
             .iter()
             .map(|key| SplitPoint::new(vec![ScalarValue::Utf8(Some(key.clone()))]))
             .collect();
-        Ok(Partitioning::Range(RangePartitioning::try_new(
-            ordering,
-            split_points,
-        )?))
+        Ok(Some((ordering, split_points)))
+    }
+
+    /// The scan's output properties over `schema` (the projected columns) in `partitions`
+    /// partitions: ordered by the key and partitioned in its ranges when it reads key ranges,
+    /// neither otherwise.
+    fn properties(&self, schema: SchemaRef, partitions: usize) -> Result<PlanProperties> {
+        let (equivalences, partitioning) = match self.key_ordering(&schema)? {
+            Some((ordering, split_points)) if split_points.len() + 1 == partitions => (
+                EquivalenceProperties::new_with_orderings(schema, [ordering.clone()]),
+                Partitioning::Range(RangePartitioning::try_new(ordering, split_points)?),
+            ),
+            _ => (
+                EquivalenceProperties::new(schema),
+                Partitioning::UnknownPartitioning(partitions),
+            ),
+        };
+        Ok(PlanProperties::new(
+            equivalences,
+            partitioning,
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ))
     }
 }
 
@@ -540,13 +557,7 @@ impl InputScanExec {
             None => readers.file_schema.clone(),
         };
         let partitions = work.properties().partitioning.partition_count();
-        let partitioning = readers.partitioning(&schema, partitions)?;
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema),
-            partitioning,
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
+        let properties = readers.properties(schema, partitions)?;
         Ok(InputScanExec {
             work,
             read,

@@ -1,0 +1,514 @@
+//! Plan rewrites for inputs read in key order (see [`crate::sources::KeyRanges`]).
+//!
+//! A scan in key ranges has each partition ordered by the key (a store) and the partitions in
+//! ranges of it. DataFusion uses the first to aggregate one store at a time, but sorts a bounded
+//! input whole and merges sorted partitions whatever their ranges. Two rewrites, applied after
+//! DataFusion's own rules by [`KeyOrderRule`]:
+//!
+//! - a sort whose input is already ordered by a prefix of its keys (an `ORDER BY store_id,
+//!   item_id` over groups emitted store by store) becomes a [`PrefixSortExec`]: it sorts one run
+//!   of equal prefix at a time by the keys after the prefix, and emits each run when the next one
+//!   starts, while its input is still being read;
+//! - a merge of sorted partitions that are ascending ranges of the merge's leading keys becomes a
+//!   [`RangeConcatExec`]: partition 0's rows, then partition 1's, and so on, the order the merge
+//!   would make, without comparing a row.
+//!
+//! Invariant: a rewritten plan yields the same rows in the same order as the plan it replaces
+//! (rows equal on every sort key aside, which a sort does not order; a prefix sort keeps them
+//! in input order).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::compute::{interleave_record_batch, partition};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::ScalarValue;
+use datafusion::config::ConfigOptions;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::execution_plan::EmissionType;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties,
+};
+use futures::{Stream, StreamExt};
+
+/// Rewrites sorts and merges that the inputs' key order makes simpler; see the module docs.
+#[derive(Debug, Default)]
+pub struct KeyOrderRule;
+
+impl PhysicalOptimizerRule for KeyOrderRule {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        // Bottom up: a sort becomes a prefix sort before the merge above it is looked at.
+        plan.transform_up(|node| {
+            if let Some(rewritten) = prefix_sort(&node)? {
+                return Ok(Transformed::yes(rewritten));
+            }
+            if let Some(rewritten) = range_concat(&node) {
+                return Ok(Transformed::yes(rewritten));
+            }
+            Ok(Transformed::no(node))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "tally_key_order"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// `node` as a [`PrefixSortExec`] when it is a sort (of each partition, no limit) whose input is
+/// ordered by some but not all of its keys.
+fn prefix_sort(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(sort) = node.downcast_ref::<SortExec>() else {
+        return Ok(None);
+    };
+    let input = sort.input();
+    let partitions = input.output_partitioning().partition_count();
+    if sort.fetch().is_some() || !(sort.preserve_partitioning() || partitions == 1) {
+        return Ok(None);
+    }
+    let keys: Vec<PhysicalSortExpr> = sort.expr().iter().cloned().collect();
+    let ordered = input.equivalence_properties();
+    let mut prefix = 0;
+    while prefix < keys.len() && ordered.ordering_satisfy(keys[..=prefix].to_vec())? {
+        prefix += 1;
+    }
+    if prefix == 0 || prefix == keys.len() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(PrefixSortExec::try_new(
+        Arc::clone(input),
+        sort.expr().clone(),
+        prefix,
+    )?)))
+}
+
+/// `node` as a [`RangeConcatExec`] when it is a merge (no limit) of partitions that are ranges of
+/// the merge's leading keys, in the merge's order, each ordered as the merge needs.
+fn range_concat(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+    let merge = node.downcast_ref::<SortPreservingMergeExec>()?;
+    let input = merge.input();
+    let Partitioning::Range(ranges) = input.output_partitioning() else {
+        return None;
+    };
+    let leading = ranges.ordering();
+    let keys = merge.expr();
+    let ranges_lead = leading.len() <= keys.len()
+        && leading
+            .iter()
+            .zip(keys.iter())
+            .all(|(range_key, key)| range_key == key);
+    let each_ordered = input
+        .equivalence_properties()
+        .ordering_satisfy(keys.iter().cloned())
+        .unwrap_or(false);
+    (merge.fetch().is_none() && ranges_lead && each_ordered)
+        .then(|| Arc::new(RangeConcatExec::new(Arc::clone(input))) as Arc<dyn ExecutionPlan>)
+}
+
+/// Sorts each partition whose rows already come ordered by the first `prefix` keys of `ordering`:
+/// the rows of one run of equal prefix are held until the next run starts, sorted by the other
+/// keys and emitted. Memory holds one run (counted against the session's pool), not the whole
+/// partition.
+#[derive(Debug)]
+pub struct PrefixSortExec {
+    input: Arc<dyn ExecutionPlan>,
+    ordering: LexOrdering,
+    prefix: usize,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl PrefixSortExec {
+    pub fn try_new(
+        input: Arc<dyn ExecutionPlan>,
+        ordering: LexOrdering,
+        prefix: usize,
+    ) -> Result<PrefixSortExec> {
+        let mut equivalences = input.equivalence_properties().clone();
+        equivalences.reorder(ordering.clone())?;
+        let properties = PlanProperties::new(
+            equivalences,
+            input.output_partitioning().clone(),
+            EmissionType::Incremental,
+            input.boundedness(),
+        );
+        Ok(PrefixSortExec {
+            input,
+            ordering,
+            prefix,
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+}
+
+impl DisplayAs for PrefixSortExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let keys: Vec<String> = self.ordering.iter().map(ToString::to_string).collect();
+        write!(
+            f,
+            "PrefixSortExec: expr=[{}], input ordered by the first {}",
+            keys.join(", "),
+            self.prefix
+        )
+    }
+}
+
+impl ExecutionPlan for PrefixSortExec {
+    fn name(&self) -> &str {
+        "PrefixSortExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for key in self.ordering.iter() {
+            if f(&key.expr)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match (children.pop(), children.is_empty()) {
+            (Some(input), true) => Ok(Arc::new(PrefixSortExec::try_new(
+                input,
+                self.ordering.clone(),
+                self.prefix,
+            )?)),
+            _ => Err(DataFusionError::Internal(
+                "PrefixSortExec has one input".into(),
+            )),
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, Arc::clone(&ctx))?;
+        let keys: Vec<PhysicalSortExpr> = self.ordering.iter().cloned().collect();
+        let (prefix, rest) = keys.split_at(self.prefix);
+        let schema = self.schema();
+        let fields = rest
+            .iter()
+            .map(|key| {
+                Ok(SortField::new_with_options(
+                    key.expr.data_type(&schema)?,
+                    key.options,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let reservation =
+            MemoryConsumer::new(format!("PrefixSortExec[{partition}]")).register(ctx.memory_pool());
+        Ok(Box::pin(PrefixSortStream {
+            input,
+            prefix: prefix.iter().map(|k| Arc::clone(&k.expr)).collect(),
+            rest: rest.iter().map(|k| Arc::clone(&k.expr)).collect(),
+            converter: RowConverter::new(fields)?,
+            run: Vec::new(),
+            run_key: None,
+            ready: VecDeque::new(),
+            batch_size: ctx.session_config().batch_size(),
+            reservation,
+            metrics: BaselineMetrics::new(&self.metrics, partition),
+            done: false,
+        }))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+struct PrefixSortStream {
+    input: SendableRecordBatchStream,
+    /// The keys the input is ordered by, and the ones sorted here.
+    prefix: Vec<Arc<dyn PhysicalExpr>>,
+    rest: Vec<Arc<dyn PhysicalExpr>>,
+    converter: RowConverter,
+    /// The rows of the current run, as they came, and its prefix values.
+    run: Vec<RecordBatch>,
+    run_key: Option<Vec<ScalarValue>>,
+    /// Sorted batches not yet emitted.
+    ready: VecDeque<RecordBatch>,
+    batch_size: usize,
+    reservation: MemoryReservation,
+    metrics: BaselineMetrics,
+    done: bool,
+}
+
+impl PrefixSortStream {
+    fn evaluate(keys: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        keys.iter()
+            .map(|key| key.evaluate(batch)?.into_array(batch.num_rows()))
+            .collect()
+    }
+
+    /// Adds `batch` to the runs: each run it ends is sorted into `ready`.
+    fn add_batch(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let prefix = Self::evaluate(&self.prefix, &batch)?;
+        for range in partition(&prefix)?.ranges() {
+            let key = prefix
+                .iter()
+                .map(|column| ScalarValue::try_from_array(column, range.start))
+                .collect::<Result<Vec<_>>>()?;
+            if self.run_key.as_ref() != Some(&key) {
+                self.finish_run()?;
+                self.run_key = Some(key);
+            }
+            let rows = batch.slice(range.start, range.len());
+            self.reservation
+                .try_grow(rows.get_array_memory_size())
+                .map_err(|e| {
+                    DataFusionError::ResourcesExhausted(format!(
+                        "one run of equal sort prefix does not fit the memory limit: {e}"
+                    ))
+                })?;
+            self.run.push(rows);
+        }
+        Ok(())
+    }
+
+    /// Sorts the current run by the keys after the prefix into `ready`, in batches of the
+    /// session's size.
+    fn finish_run(&mut self) -> Result<()> {
+        if self.run.is_empty() {
+            return Ok(());
+        }
+        let run = std::mem::take(&mut self.run);
+        let total: usize = run.iter().map(RecordBatch::num_rows).sum();
+        let mut keys: Rows = self.converter.empty_rows(total, total * 16);
+        let mut origin: Vec<(usize, usize)> = Vec::with_capacity(total);
+        for (b, batch) in run.iter().enumerate() {
+            self.converter
+                .append(&mut keys, &Self::evaluate(&self.rest, batch)?)?;
+            origin.extend((0..batch.num_rows()).map(|row| (b, row)));
+        }
+        // By key bytes, then by arrival: rows equal on every key keep their input order.
+        let mut order: Vec<(&[u8], usize)> = (0..total).map(|i| (keys.row(i).data(), i)).collect();
+        order.sort_unstable();
+        let batches: Vec<&RecordBatch> = run.iter().collect();
+        let mut picks = Vec::with_capacity(self.batch_size.min(total));
+        for chunk in order.chunks(self.batch_size.max(1)) {
+            picks.clear();
+            picks.extend(chunk.iter().map(|&(_, i)| origin[i]));
+            self.ready
+                .push_back(interleave_record_batch(&batches, &picks)?);
+        }
+        self.reservation.free();
+        Ok(())
+    }
+}
+
+impl Stream for PrefixSortStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(batch) = self.ready.pop_front() {
+                return self.metrics.record_poll(Poll::Ready(Some(Ok(batch))));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let step = match self.input.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(batch))) => {
+                    let elapsed = self.metrics.elapsed_compute().clone();
+                    let _timer = elapsed.timer();
+                    self.add_batch(batch)
+                }
+                Poll::Ready(Some(Err(e))) => Err(e),
+                Poll::Ready(None) => {
+                    self.done = true;
+                    let elapsed = self.metrics.elapsed_compute().clone();
+                    let _timer = elapsed.timer();
+                    self.finish_run()
+                }
+            };
+            if let Err(e) = step {
+                self.done = true;
+                self.ready.clear();
+                return Poll::Ready(Some(Err(e)));
+            }
+        }
+    }
+}
+
+impl RecordBatchStream for PrefixSortStream {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        self.input.schema()
+    }
+}
+
+/// One partition of its input's partitions, one after another: partition 0's rows, then 1's.
+/// All partitions run at once; a later partition's batches wait in memory until the earlier ones
+/// have been read (a run collects its rows anyway).
+#[derive(Debug)]
+pub struct RangeConcatExec {
+    input: Arc<dyn ExecutionPlan>,
+    properties: Arc<PlanProperties>,
+}
+
+impl RangeConcatExec {
+    pub fn new(input: Arc<dyn ExecutionPlan>) -> RangeConcatExec {
+        let properties = PlanProperties::new(
+            input.equivalence_properties().clone(),
+            Partitioning::UnknownPartitioning(1),
+            input.pipeline_behavior(),
+            input.boundedness(),
+        );
+        RangeConcatExec {
+            input,
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl DisplayAs for RangeConcatExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "RangeConcatExec: {} key-range partitions in order",
+            self.input.output_partitioning().partition_count()
+        )
+    }
+}
+
+impl ExecutionPlan for RangeConcatExec {
+    fn name(&self) -> &str {
+        "RangeConcatExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match (children.pop(), children.is_empty()) {
+            (Some(input), true) => Ok(Arc::new(RangeConcatExec::new(input))),
+            _ => Err(DataFusionError::Internal(
+                "RangeConcatExec has one input".into(),
+            )),
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "RangeConcatExec has one partition, not {partition}"
+            )));
+        }
+        let partitions = self.input.output_partitioning().partition_count();
+        let mut receivers = Vec::with_capacity(partitions);
+        let mut tasks = Vec::with_capacity(partitions);
+        for p in 0..partitions {
+            let mut stream = self.input.execute(p, Arc::clone(&ctx))?;
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            // Each partition runs on its own task; dropping the output stream drops the tasks'
+            // handles, which stops them.
+            tasks.push(datafusion::common::runtime::SpawnedTask::spawn(
+                async move {
+                    while let Some(batch) = stream.next().await {
+                        let failed = batch.is_err();
+                        if tx.send(batch).is_err() || failed {
+                            break;
+                        }
+                    }
+                },
+            ));
+            receivers.push(tokio_stream_of(rx));
+        }
+        let ordered = futures::stream::iter(receivers).flatten();
+        let schema = self.schema();
+        let tasks = Arc::new(tasks);
+        let ordered = ordered.map(move |batch| {
+            let _keep_running = &tasks;
+            batch
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, ordered)))
+    }
+}
+
+/// An unbounded receiver as a stream.
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
