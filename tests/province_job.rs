@@ -742,7 +742,7 @@ fn a_second_store_in_a_file_is_found_even_inside_its_range() {
     write_file(
         &val,
         "QC-3.csv",
-        &"s3,1.00,4,i1,2026-01-01\n".repeat(6),
+        "s3,1.00,4,i1,2026-01-01\n".repeat(6),
         "2026-01-01T08:00:00Z",
     );
     let out = job_run("province_sales", "QC", &val)
