@@ -745,17 +745,7 @@ fn a_second_store_in_a_file_is_found_even_inside_its_range() {
         "s3,1.00,4,i1,2026-01-01\n".repeat(6),
         "2026-01-01T08:00:00Z",
     );
-    let out = job_run("province_sales", "QC", &val)
-        .dry_run()
-        .format("csv")
-        .env("DATAFUSION_EXECUTION_TARGET_PARTITIONS", "2")
-        .run();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows = csv_rows(&String::from_utf8_lossy(&out.stdout));
+    let (rows, stderr) = run_qc_in_two_ranges(&val);
     // s2/i1's newest file is QC-1 (11:00); s2/i2 is only in QC-2.
     assert_eq!(
         project(&rows, RESULT_COLUMNS),
@@ -766,7 +756,6 @@ fn a_second_store_in_a_file_is_found_even_inside_its_range() {
             "QC,s3,i1,2026-01-01,6.00,0.00,0.00"
         ]
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("reading again without key ranges") && stderr.contains("QC-1.csv line 2"),
         "{stderr}"
@@ -797,17 +786,7 @@ fn a_file_holding_several_stores_is_read_again_without_key_ranges() {
         "s3,7.00,4,i1,2026-01-01\n",
         "2026-01-01T08:00:00Z",
     );
-    let out = job_run("province_sales", "QC", &val)
-        .dry_run()
-        .format("csv")
-        .env("DATAFUSION_EXECUTION_TARGET_PARTITIONS", "2")
-        .run();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows = csv_rows(&String::from_utf8_lossy(&out.stdout));
+    let (rows, stderr) = run_qc_in_two_ranges(&val);
     // s3's newest file is QC-1 (09:00, against QC-3's 08:00): its sums, not QC-3's.
     assert_eq!(
         project(&rows, RESULT_COLUMNS),
@@ -817,9 +796,23 @@ fn a_file_holding_several_stores_is_read_again_without_key_ranges() {
             "QC,s3,i1,2026-01-01,3.00,0.50,0.00"
         ]
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("reading again without key ranges") && stderr.contains("QC-1.csv line 2"),
         "{stderr}"
     );
+}
+
+/// The province job over the QC files in `val` on two partitions (two key ranges when the files
+/// allow): its CSV rows and its stderr.
+fn run_qc_in_two_ranges(
+    val: &std::path::Path,
+) -> (Vec<std::collections::BTreeMap<String, String>>, String) {
+    let out = job_run("province_sales", "QC", val)
+        .dry_run()
+        .format("csv")
+        .env("DATAFUSION_EXECUTION_TARGET_PARTITIONS", "2")
+        .run();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    (csv_rows(&String::from_utf8_lossy(&out.stdout)), stderr)
 }

@@ -645,13 +645,7 @@ fn check_unique_keys(
         return Ok(());
     }
     // Second pass over the rows whose hash repeats: compare the keys themselves.
-    let converter = RowConverter::new(
-        indices
-            .iter()
-            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
-            .collect(),
-    )
-    .map_err(|e| query_err(job, e))?;
+    let converter = key_converter(job, schema, &indices)?;
     let mut keys: HashMap<Box<[u8]>, ()> = HashMap::new();
     let mut duplicates = 0usize;
     let mut example = None;
@@ -676,14 +670,7 @@ fn check_unique_keys(
             }
         }
     }
-    match example {
-        None => Ok(()),
-        Some(example) => Err(RunError::DuplicateKeys {
-            job: job.name.clone(),
-            count: duplicates,
-            example,
-        }),
-    }
+    duplicates_found(job, duplicates, example)
 }
 
 /// The output columns of the job's record key.
@@ -693,6 +680,37 @@ fn record_key_indices(job: &JobDefinition, schema: &SchemaRef) -> Vec<usize> {
         .iter()
         .filter_map(|c| schema.index_of(c).ok())
         .collect()
+}
+
+/// The check's outcome: `count` rows repeated a key, `example` the first (none: all unique).
+fn duplicates_found(
+    job: &JobDefinition,
+    count: usize,
+    example: Option<String>,
+) -> Result<(), RunError> {
+    match example {
+        None => Ok(()),
+        Some(example) => Err(RunError::DuplicateKeys {
+            job: job.name.clone(),
+            count,
+            example,
+        }),
+    }
+}
+
+/// Turns the record key's columns (`indices`) into comparable bytes.
+fn key_converter(
+    job: &JobDefinition,
+    schema: &SchemaRef,
+    indices: &[usize],
+) -> Result<RowConverter, RunError> {
+    RowConverter::new(
+        indices
+            .iter()
+            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .collect(),
+    )
+    .map_err(|e| query_err(job, e))
 }
 
 /// Whether `plan` makes its rows ordered first by the record key's columns (in any order and
@@ -728,13 +746,7 @@ fn check_adjacent_keys(
     batches: &[RecordBatch],
     indices: &[usize],
 ) -> Result<(), RunError> {
-    let converter = RowConverter::new(
-        indices
-            .iter()
-            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
-            .collect(),
-    )
-    .map_err(|e| query_err(job, e))?;
+    let converter = key_converter(job, schema, indices)?;
     let mut previous: Option<datafusion::arrow::row::OwnedRow> = None;
     let mut duplicates = 0usize;
     let mut example = None;
@@ -758,14 +770,7 @@ fn check_adjacent_keys(
         }
         previous = Some(keys.row(keys.num_rows() - 1).owned());
     }
-    match example {
-        None => Ok(()),
-        Some(example) => Err(RunError::DuplicateKeys {
-            job: job.name.clone(),
-            count: duplicates,
-            example,
-        }),
-    }
+    duplicates_found(job, duplicates, example)
 }
 
 fn describe_key(
