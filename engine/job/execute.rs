@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::{HashSet, ScalarValue};
@@ -327,8 +327,7 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
             limit: request.max_bad_rows,
         });
     }
-    let adjacent = ordered_by_record_key(job, &schema, &plan);
-    check_unique_keys(job, &schema, &batches, adjacent)?;
+    check_unique_keys(job, &schema, &batches, &plan)?;
 
     let summary = RunSummary {
         job: job.name.clone(),
@@ -606,21 +605,18 @@ fn check_output_columns(job: &JobDefinition, schema: &SchemaRef) -> Result<(), R
 /// bytes a row rather than the key itself. Rows whose hash was already seen are then compared on
 /// their actual keys, so a hash collision never passes for a duplicate.
 ///
-/// When the rows come ordered by the key (`adjacent`), rows of one key are next to each other
-/// and each row is compared with the one before it instead, with no set at all.
+/// When `plan` makes its rows ordered by the key, rows of one key are next to each other and
+/// each row is compared with the one before it instead, with no set at all.
 fn check_unique_keys(
     job: &JobDefinition,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    adjacent: bool,
+    plan: &Arc<dyn ExecutionPlan>,
 ) -> Result<(), RunError> {
     use datafusion::common::hash_utils::{create_hashes, RandomState};
     use std::collections::HashMap;
     let indices = record_key_indices(job, schema);
-    let key_columns = |batch: &RecordBatch| -> Vec<_> {
-        indices.iter().map(|&i| batch.column(i).clone()).collect()
-    };
-    if adjacent {
+    if ordered_by_record_key(job, &indices, plan) {
         return check_adjacent_keys(job, schema, batches, &indices);
     }
     let random_state = RandomState::with_seed(0);
@@ -633,7 +629,7 @@ fn check_unique_keys(
     for batch in batches {
         hashes.clear();
         hashes.resize(batch.num_rows(), 0);
-        create_hashes(key_columns(batch), &random_state, &mut hashes)
+        create_hashes(key_columns(batch, &indices), &random_state, &mut hashes)
             .map_err(|e| query_err(job, e))?;
         for &hash in &hashes {
             if !seen.insert(hash) {
@@ -652,10 +648,10 @@ fn check_unique_keys(
     for batch in batches {
         hashes.clear();
         hashes.resize(batch.num_rows(), 0);
-        create_hashes(key_columns(batch), &random_state, &mut hashes)
+        create_hashes(key_columns(batch, &indices), &random_state, &mut hashes)
             .map_err(|e| query_err(job, e))?;
         let converted = converter
-            .convert_columns(&key_columns(batch))
+            .convert_columns(&key_columns(batch, &indices))
             .map_err(|e| query_err(job, e))?;
         for (row_idx, hash) in hashes.iter().enumerate() {
             if repeated.contains(hash)
@@ -679,6 +675,14 @@ fn record_key_indices(job: &JobDefinition, schema: &SchemaRef) -> Vec<usize> {
         .record_key
         .iter()
         .filter_map(|c| schema.index_of(c).ok())
+        .collect()
+}
+
+/// `batch`'s record key columns (`indices`).
+fn key_columns(batch: &RecordBatch, indices: &[usize]) -> Vec<ArrayRef> {
+    indices
+        .iter()
+        .map(|&i| Arc::clone(batch.column(i)))
         .collect()
 }
 
@@ -713,16 +717,16 @@ fn key_converter(
     .map_err(|e| query_err(job, e))
 }
 
-/// Whether `plan` makes its rows ordered first by the record key's columns (in any order and
-/// direction): then the rows of a repeated key are next to each other.
+/// Whether `plan` makes its rows ordered first by the record key's columns (`indices`, in any
+/// order and direction): then the rows of a repeated key are next to each other.
 fn ordered_by_record_key(
     job: &JobDefinition,
-    schema: &SchemaRef,
+    indices: &[usize],
     plan: &Arc<dyn ExecutionPlan>,
 ) -> bool {
     use datafusion::physical_expr::expressions::Column;
     use datafusion::physical_plan::ExecutionPlanProperties;
-    let mut key = record_key_indices(job, schema);
+    let mut key = indices.to_vec();
     let Some(ordering) = plan.output_ordering() else {
         return false;
     };
@@ -751,9 +755,8 @@ fn check_adjacent_keys(
     let mut duplicates = 0usize;
     let mut example = None;
     for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-        let columns: Vec<_> = indices.iter().map(|&i| batch.column(i).clone()).collect();
         let keys = converter
-            .convert_columns(&columns)
+            .convert_columns(&key_columns(batch, indices))
             .map_err(|e| query_err(job, e))?;
         for row in 0..keys.num_rows() {
             let repeated = match (row, &previous) {

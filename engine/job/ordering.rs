@@ -45,6 +45,8 @@ use datafusion::physical_plan::{
 };
 use futures::{Stream, StreamExt};
 
+use crate::sources::only_child;
+
 /// Rewrites sorts and merges that the inputs' key order makes simpler; see the module docs.
 #[derive(Debug, Default)]
 pub struct KeyOrderRule;
@@ -212,18 +214,14 @@ impl ExecutionPlan for PrefixSortExec {
     #[allow(deprecated)]
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(input), true) => Ok(Arc::new(PrefixSortExec::try_new(
-                input,
-                self.ordering.clone(),
-                self.prefix,
-            )?)),
-            _ => Err(DataFusionError::Internal(
-                "PrefixSortExec has one input".into(),
-            )),
-        }
+        let input = only_child(children, "PrefixSortExec has one input")?;
+        Ok(Arc::new(PrefixSortExec::try_new(
+            input,
+            self.ordering.clone(),
+            self.prefix,
+        )?))
     }
 
     fn execute(
@@ -455,14 +453,10 @@ impl ExecutionPlan for RangeConcatExec {
     #[allow(deprecated)]
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(input), true) => Ok(Arc::new(RangeConcatExec::new(input))),
-            _ => Err(DataFusionError::Internal(
-                "RangeConcatExec has one input".into(),
-            )),
-        }
+        let input = only_child(children, "RangeConcatExec has one input")?;
+        Ok(Arc::new(RangeConcatExec::new(input)))
     }
 
     fn execute(

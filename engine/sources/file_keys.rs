@@ -65,7 +65,7 @@ impl KeyCheck {
         self.expected.as_deref() == Some(key)
     }
 
-    /// The error that stops a read at a row outside its partition's range.
+    /// The error that stops a read at a row whose key is not its file's.
     pub fn misplaced(&self, file: &str, row: String, key: &str) -> DataFusionError {
         DataFusionError::External(Box::new(MisplacedRow {
             file: file.to_string(),

@@ -34,8 +34,8 @@ use crate::layout::Layout;
 pub use file_keys::{first_keys, FileKey, KeyCheck, KeyRanges, MisplacedRow};
 pub use listing::{list_inputs, InputFile, InputFormat, ListingError};
 pub use scan::{
-    FileSpec, InputScanExec, InputSpec, InputTable, LayoutSpec, ReadSpec, BAD_ROWS_METRIC,
-    INPUT_BYTES_METRIC, INPUT_ROWS_METRIC,
+    only_child, FileSpec, InputScanExec, InputSpec, InputTable, LayoutSpec, ReadSpec,
+    BAD_ROWS_METRIC, INPUT_BYTES_METRIC, INPUT_ROWS_METRIC,
 };
 
 /// Name of the lineage column holding the file a row came from.

@@ -617,6 +617,18 @@ impl DisplayAs for InputScanExec {
     }
 }
 
+/// The one input of a plan node given new children (`ExecutionPlan::with_new_children`), or an
+/// internal error saying `expected` when there are not exactly one.
+pub fn only_child(
+    mut children: Vec<Arc<dyn ExecutionPlan>>,
+    expected: &str,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    match (children.pop(), children.is_empty()) {
+        (Some(child), true) => Ok(child),
+        _ => Err(DataFusionError::Internal(expected.into())),
+    }
+}
+
 impl ExecutionPlan for InputScanExec {
     fn name(&self) -> &str {
         Self::NAME
@@ -650,18 +662,14 @@ impl ExecutionPlan for InputScanExec {
     #[allow(deprecated)]
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(work), true) => Ok(Arc::new(InputScanExec::over(
-                work,
-                self.read.clone(),
-                self.readers.clone(),
-            )?)),
-            _ => Err(DataFusionError::Internal(
-                "InputScanExec has one input, its work list".into(),
-            )),
-        }
+        let work = only_child(children, "InputScanExec has one input, its work list")?;
+        Ok(Arc::new(InputScanExec::over(
+            work,
+            self.read.clone(),
+            self.readers.clone(),
+        )?))
     }
 
     fn execute(
