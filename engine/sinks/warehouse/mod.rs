@@ -14,6 +14,7 @@ pub mod dialect;
 pub mod redshift_data;
 pub mod sql;
 pub mod sqlite;
+mod sqlite_rows;
 
 use async_trait::async_trait;
 

@@ -10,30 +10,32 @@
 //! Rows go through a prepared `INSERT ... VALUES (...), (...) ON CONFLICT DO UPDATE ... WHERE`
 //! statement of [`ROWS_PER_STATEMENT`] rows (the rule of [`super::dialect`]), with values bound
 //! straight from the Arrow arrays, no SQL text per row; a batch's last rows, and the rows of a
-//! statement SQLite refused (to name the row at fault), go through its one-row form.
+//! statement SQLite refused (to name the row at fault), go through its one-row form. Values are
+//! bound in place from Arrow arrays, not copied per parameter ([`super::sqlite_rows`]).
 //! `updated_at` is the run's one time of writing, as PostgreSQL's `now()` is its transaction's.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
-};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
-use rusqlite::types::Null;
+use datafusion::arrow::array::RecordBatch;
 use rusqlite::{OpenFlags, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::dialect::{Dialect, TableSpec, SQLITE_TIME_FORMAT};
+use super::sqlite_rows::{BorrowingStatement, BoundColumn};
 use crate::sinks::{SinkError, SinkReport, StagedWrite};
 
 /// Rows upserted by one statement (`VALUES (...), (...), ...`): a statement's run has a fixed cost
 /// that a province's million rows would otherwise pay a million times. 64 rows of a dozen columns
 /// stay far below SQLite's limit of 32766 parameters.
 const ROWS_PER_STATEMENT: usize = 64;
+
+/// Page size of a database file the sink creates.
+const NEW_FILE_PAGE_SIZE: i64 = 16 * 1024;
+
+/// The writer connection's page cache, in KiB.
+const CACHE_KIB: i64 = 64 * 1024;
 
 /// How long a writer waits for another process's write lock on the same file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -165,16 +167,13 @@ impl Load {
         if self.create_table {
             tx.execute_batch(&self.spec.create_table(Dialect::Sqlite)?)?;
         }
-        let mut one = tx.prepare(&self.statement(1))?;
-        let mut many = tx.prepare(&self.statement(ROWS_PER_STATEMENT))?;
-        // `updated_at`, parameter 1, stays bound for every row.
-        one.raw_bind_parameter(1, &self.updated_at)?;
-        many.raw_bind_parameter(1, &self.updated_at)?;
+        let mut one = BorrowingStatement::prepare(tx, &self.statement(1))?;
+        let mut many = BorrowingStatement::prepare(tx, &self.statement(ROWS_PER_STATEMENT))?;
         let mut changed = 0u64;
         // The job's output row number of the batch's first row, from 1.
         let mut first_row_no = 1u64;
         for batch in &self.batches {
-            let mut values: Vec<ColumnValues> = self
+            let columns: Vec<BoundColumn> = self
                 .spec
                 .column_names()
                 .iter()
@@ -182,29 +181,34 @@ impl Load {
                     let col = batch
                         .column_by_name(c)
                         .expect("the table spec comes from this schema");
-                    ColumnValues::new(col)
+                    BoundColumn::new(col).map_err(SqliteError::Convert)
                 })
                 .collect::<Result<_, _>>()?;
-            let row_no = |row: usize| first_row_no + row as u64;
+            // Upserts one row through the one-row statement, naming it if SQLite refuses it.
+            let mut upsert_one = |row: usize| -> Result<u64, SqliteError> {
+                one.execute(&self.updated_at, &columns, row..row + 1)
+                    .map(|n| n as u64)
+                    .map_err(|source| SqliteError::Row {
+                        row: first_row_no + row as u64,
+                        source,
+                    })
+            };
             let mut row = 0;
             while row + ROWS_PER_STATEMENT <= batch.num_rows() {
-                for r in 0..ROWS_PER_STATEMENT {
-                    bind_row(&mut many, &mut values, r, row + r, row_no(row + r))?;
-                }
-                match many.raw_execute() {
+                match many.execute(&self.updated_at, &columns, row..row + ROWS_PER_STATEMENT) {
                     Ok(n) => changed += n as u64,
                     // SQLite undid the failed statement's rows together (and kept the
                     // transaction): they go again one by one, so the error names the row.
                     Err(_) => {
                         for r in row..row + ROWS_PER_STATEMENT {
-                            changed += upsert_one(&mut one, &mut values, r, row_no(r))?;
+                            changed += upsert_one(r)?;
                         }
                     }
                 }
                 row += ROWS_PER_STATEMENT;
             }
             for r in row..batch.num_rows() {
-                changed += upsert_one(&mut one, &mut values, r, row_no(r))?;
+                changed += upsert_one(r)?;
             }
             first_row_no += batch.num_rows() as u64;
         }
@@ -226,42 +230,6 @@ impl Load {
             .collect();
         format!("{}VALUES {}{}", upsert.head, values.join(", "), upsert.tail)
     }
-}
-
-/// Binds row `row` of the columns as the statement's row `slot` (see [`Load::statement`]);
-/// `row_no` is the row's number in the job's output, for the error.
-fn bind_row(
-    statement: &mut rusqlite::Statement<'_>,
-    values: &mut [ColumnValues],
-    slot: usize,
-    row: usize,
-    row_no: u64,
-) -> Result<(), SqliteError> {
-    let width = values.len();
-    for (c, column) in values.iter_mut().enumerate() {
-        column
-            .bind(statement, 2 + slot * width + c, row)
-            .map_err(|source| SqliteError::Row {
-                row: row_no,
-                source,
-            })?;
-    }
-    Ok(())
-}
-
-/// Upserts row `row` of the columns through the one-row statement; returns the rows changed.
-fn upsert_one(
-    statement: &mut rusqlite::Statement<'_>,
-    values: &mut [ColumnValues],
-    row: usize,
-    row_no: u64,
-) -> Result<u64, SqliteError> {
-    bind_row(statement, values, 0, row, row_no)?;
-    let changed = statement.raw_execute().map_err(|source| SqliteError::Row {
-        row: row_no,
-        source,
-    })?;
-    Ok(changed as u64)
 }
 
 /// Opens (creating if missing) the database file; `location` may carry SQLite URI parameters
@@ -289,73 +257,18 @@ fn open(location: &str) -> Result<rusqlite::Connection, SqliteError> {
         source,
     })?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    if std::env::var_os("TALLY_AB_NO_PRAGMAS").is_none() {
+        // A new file gets bigger pages than SQLite's 4 KiB: a province's rows split and
+        // rebalance a quarter as many B-tree pages (the size is fixed by the first table).
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        if pages == 0 {
+            conn.pragma_update(None, "page_size", NEW_FILE_PAGE_SIZE)?;
+        }
+        // This connection's page cache, not SQLite's 2 MB default: the transaction's pages stay
+        // in memory until COMMIT instead of spilling to the file halfway.
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    }
     Ok(conn)
-}
-
-/// One column of a batch, converted once into what SQLite binds: integers and booleans as
-/// INTEGER, timestamps as ISO text in UTC, everything else (decimals, dates, strings) as the
-/// text Arrow casts it to.
-enum ColumnValues {
-    Int(Int64Array),
-    Bool(BooleanArray),
-    Text(StringArray),
-    /// Timestamps, with the last one formatted (a file's rows share their source time).
-    Time(TimestampMicrosecondArray, Option<(i64, String)>),
-}
-
-impl ColumnValues {
-    fn new(col: &ArrayRef) -> Result<ColumnValues, SqliteError> {
-        let cast_to = |ty: &DataType| cast(col, ty).map_err(SqliteError::Convert);
-        Ok(match col.data_type() {
-            t if t.is_integer() => ColumnValues::Int(
-                cast_to(&DataType::Int64)?
-                    .as_primitive::<Int64Type>()
-                    .clone(),
-            ),
-            DataType::Boolean => ColumnValues::Bool(col.as_boolean().clone()),
-            DataType::Timestamp(_, _) => ColumnValues::Time(
-                cast_to(&DataType::Timestamp(
-                    TimeUnit::Microsecond,
-                    Some("UTC".into()),
-                ))?
-                .as_primitive::<TimestampMicrosecondType>()
-                .clone(),
-                None,
-            ),
-            _ => ColumnValues::Text(cast_to(&DataType::Utf8)?.as_string::<i32>().clone()),
-        })
-    }
-
-    fn bind(
-        &mut self,
-        statement: &mut rusqlite::Statement<'_>,
-        index: usize,
-        row: usize,
-    ) -> rusqlite::Result<()> {
-        let is_null = match self {
-            ColumnValues::Int(a) => a.is_null(row),
-            ColumnValues::Bool(a) => a.is_null(row),
-            ColumnValues::Text(a) => a.is_null(row),
-            ColumnValues::Time(a, _) => a.is_null(row),
-        };
-        if is_null {
-            return statement.raw_bind_parameter(index, Null);
-        }
-        match self {
-            ColumnValues::Int(a) => statement.raw_bind_parameter(index, a.value(row)),
-            ColumnValues::Bool(a) => statement.raw_bind_parameter(index, a.value(row) as i64),
-            ColumnValues::Text(a) => statement.raw_bind_parameter(index, a.value(row)),
-            ColumnValues::Time(a, last) => {
-                let micros = a.value(row);
-                if last.as_ref().is_none_or(|(m, _)| *m != micros) {
-                    let time = chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
-                    *last = Some((micros, time.format(SQLITE_TIME_FORMAT).to_string()));
-                }
-                let text = last.as_ref().map(|(_, t)| t.as_str()).unwrap_or_default();
-                statement.raw_bind_parameter(index, text)
-            }
-        }
-    }
 }
 
 /// Rows upserted in the writer thread's open transaction.
@@ -397,8 +310,10 @@ impl StagedWrite for StagedSqlite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Date32Array, Decimal128Array};
-    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::array::{
+        Date32Array, Decimal128Array, StringArray, TimestampMicrosecondArray,
+    };
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use std::sync::Arc;
 
     /// A spec and one batch of `(store, day, cents, source micros)` rows, the store nullable so

@@ -1,0 +1,375 @@
+//! Arrow rows bound to SQLite statements without copying a value per parameter.
+//!
+//! rusqlite binds every text parameter as `SQLITE_TRANSIENT`: SQLite allocates and copies each
+//! value, then frees it at the next bind. A province is about ten million such values, and the
+//! allocations (each behind SQLite's allocator mutex) cost more than the B-tree inserts. Here a
+//! batch's columns are first turned into Arrow arrays SQLite can read in place ([`BoundColumns`]:
+//! integers, or UTF-8 text with decimals and timestamps formatted once per batch), and
+//! [`BorrowingStatement`] binds them as `SQLITE_STATIC`.
+//!
+//! Invariant (why the `unsafe` is sound): a bound pointer never outlives the borrow it came
+//! from. [`BorrowingStatement::execute`] takes the rows by reference, binds, steps, resets and
+//! clears every binding before it returns, so no later step can read a freed buffer; the
+//! statement borrows its connection, so it is finalized before the connection can close.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, CStr};
+use std::fmt::Write;
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::ptr::NonNull;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray, StringBuilder};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
+use datafusion::arrow::error::ArrowError;
+use rusqlite::ffi;
+
+use super::dialect::SQLITE_TIME_FORMAT;
+
+/// One column of a batch as SQLite binds it: integers and booleans as INTEGER, everything else
+/// as text (decimals as Arrow prints them, timestamps as ISO text in UTC).
+pub enum BoundColumn {
+    Int(Int64Array),
+    Text(StringArray),
+}
+
+impl BoundColumn {
+    /// Converts one Arrow column.
+    pub fn new(col: &ArrayRef) -> Result<BoundColumn, ArrowError> {
+        Ok(match col.data_type() {
+            t if t.is_integer() || *t == DataType::Boolean => BoundColumn::Int(
+                cast(col, &DataType::Int64)?
+                    .as_primitive::<Int64Type>()
+                    .clone(),
+            ),
+            DataType::Timestamp(_, _) => BoundColumn::Text(timestamp_text(col)?),
+            DataType::Date32 => BoundColumn::Text(date_text(col)?),
+            DataType::Decimal128(_, scale) if *scale > 0 => {
+                BoundColumn::Text(decimal_text(col.as_primitive::<Decimal128Type>(), *scale))
+            }
+            _ => BoundColumn::Text(cast(col, &DataType::Utf8)?.as_string::<i32>().clone()),
+        })
+    }
+}
+
+/// Timestamps as [`SQLITE_TIME_FORMAT`] text in UTC; a run of equal times (a file's rows share
+/// their source time) is formatted once.
+fn timestamp_text(col: &ArrayRef) -> Result<StringArray, ArrowError> {
+    let micros = cast(
+        col,
+        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+    )?;
+    let micros = micros.as_primitive::<TimestampMicrosecondType>();
+    let mut out = StringBuilder::with_capacity(micros.len(), micros.len() * 27);
+    let mut last: Option<(i64, String)> = None;
+    for value in micros.iter() {
+        let Some(value) = value else {
+            out.append_null();
+            continue;
+        };
+        if last.as_ref().is_none_or(|(m, _)| *m != value) {
+            let time = chrono::DateTime::from_timestamp_micros(value).unwrap_or_default();
+            last = Some((value, time.format(SQLITE_TIME_FORMAT).to_string()));
+        }
+        out.append_value(last.as_ref().map(|(_, t)| t.as_str()).unwrap_or_default());
+    }
+    Ok(out.finish())
+}
+
+/// Dates as Arrow's cast prints them, each distinct day formatted once (a province's rows
+/// span a few days).
+fn date_text(col: &ArrayRef) -> Result<StringArray, ArrowError> {
+    let days = col.as_primitive::<Date32Type>();
+    let mut texts: HashMap<i32, String> = HashMap::new();
+    let mut out = StringBuilder::with_capacity(days.len(), days.len() * 10);
+    for (row, day) in days.iter().enumerate() {
+        let Some(day) = day else {
+            out.append_null();
+            continue;
+        };
+        let text = match texts.entry(day) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let one = cast(&col.slice(row, 1), &DataType::Utf8)?;
+                e.insert(one.as_string::<i32>().value(0).to_string())
+            }
+        };
+        out.append_value(text);
+    }
+    Ok(out.finish())
+}
+
+/// Decimals of a positive scale as Arrow's cast prints them (`-0.05`, `123.45`), without a
+/// `format!` per value.
+fn decimal_text(
+    values: &datafusion::arrow::array::PrimitiveArray<Decimal128Type>,
+    scale: i8,
+) -> StringArray {
+    let scale = scale as usize;
+    let mut out = StringBuilder::with_capacity(values.len(), values.len() * 8);
+    let mut digits = String::with_capacity(40);
+    let mut text = String::with_capacity(48);
+    for value in values.iter() {
+        let Some(value) = value else {
+            out.append_null();
+            continue;
+        };
+        digits.clear();
+        // Through u64 where it fits: printing a u128 is several times slower.
+        let _ = match u64::try_from(value.unsigned_abs()) {
+            Ok(small) => write!(digits, "{small}"),
+            Err(_) => write!(digits, "{}", value.unsigned_abs()),
+        };
+        text.clear();
+        if value < 0 {
+            text.push('-');
+        }
+        if digits.len() <= scale {
+            // At least one digit before the point: 5 at scale 2 is 0.05.
+            text.push_str("0.");
+            text.extend(std::iter::repeat_n('0', scale - digits.len()));
+            text.push_str(&digits);
+        } else {
+            let (whole, fraction) = digits.split_at(digits.len() - scale);
+            text.push_str(whole);
+            text.push('.');
+            text.push_str(fraction);
+        }
+        out.append_value(&text);
+    }
+    out.finish()
+}
+
+/// A statement prepared on a rusqlite connection's handle, whose parameters borrow the values
+/// they are bound to (see the module's invariant).
+pub struct BorrowingStatement<'conn> {
+    statement: NonNull<ffi::sqlite3_stmt>,
+    db: *mut ffi::sqlite3,
+    _connection: PhantomData<&'conn rusqlite::Connection>,
+}
+
+impl<'conn> BorrowingStatement<'conn> {
+    pub fn prepare(
+        connection: &'conn rusqlite::Connection,
+        sql: &str,
+    ) -> rusqlite::Result<BorrowingStatement<'conn>> {
+        // SAFETY: the handle is the open connection's, used on this thread only while the
+        // statement (which borrows the connection) lives.
+        let db = unsafe { connection.handle() };
+        let mut statement = std::ptr::null_mut();
+        let length = c_int::try_from(sql.len()).map_err(|_| rusqlite::Error::InvalidQuery)?;
+        // SAFETY: `sql` is valid for `length` bytes; SQLite copies what it keeps.
+        let code = unsafe {
+            ffi::sqlite3_prepare_v2(
+                db,
+                sql.as_ptr().cast::<c_char>(),
+                length,
+                &mut statement,
+                std::ptr::null_mut(),
+            )
+        };
+        if code != ffi::SQLITE_OK {
+            return Err(last_error(db, code));
+        }
+        let statement = NonNull::new(statement).ok_or(rusqlite::Error::InvalidQuery)?;
+        Ok(BorrowingStatement {
+            statement,
+            db,
+            _connection: PhantomData,
+        })
+    }
+
+    /// Binds `first` (parameter 1, the same for every row) and then `rows` of `columns`, row `r`'s
+    /// column `c` as parameter `2 + r * columns + c`; runs the statement once and returns the
+    /// rows it changed. Every binding is cleared before it returns.
+    pub fn execute(
+        &mut self,
+        first: &str,
+        columns: &[BoundColumn],
+        rows: Range<usize>,
+    ) -> rusqlite::Result<usize> {
+        let result = self.bind_and_step(first, columns, rows);
+        // SAFETY: the statement is live; after these calls it holds no pointer to the values.
+        unsafe {
+            ffi::sqlite3_reset(self.statement.as_ptr());
+            ffi::sqlite3_clear_bindings(self.statement.as_ptr());
+        }
+        result
+    }
+
+    fn bind_and_step(
+        &mut self,
+        first: &str,
+        columns: &[BoundColumn],
+        rows: Range<usize>,
+    ) -> rusqlite::Result<usize> {
+        let stmt = self.statement.as_ptr();
+        self.bind_text(1, Some(first))?;
+        let width = columns.len();
+        for (slot, row) in rows.enumerate() {
+            for (c, column) in columns.iter().enumerate() {
+                let index = 2 + slot * width + c;
+                let bound = match column {
+                    BoundColumn::Int(a) if a.is_null(row) => self.bind_null(index),
+                    BoundColumn::Int(a) => self.bind_int(index, a.value(row)),
+                    BoundColumn::Text(a) if a.is_null(row) => self.bind_null(index),
+                    BoundColumn::Text(a) => self.bind_text(index, Some(a.value(row))),
+                };
+                bound?;
+            }
+        }
+        // SAFETY: the statement is live and every parameter points into `columns`, borrowed
+        // for this call.
+        let code = unsafe { ffi::sqlite3_step(stmt) };
+        match code {
+            ffi::SQLITE_DONE | ffi::SQLITE_ROW => {
+                // SAFETY: the connection is open.
+                Ok(unsafe { ffi::sqlite3_changes(self.db) } as usize)
+            }
+            code => Err(last_error(self.db, code)),
+        }
+    }
+
+    fn bind_null(&mut self, index: usize) -> rusqlite::Result<()> {
+        // SAFETY: the statement is live; SQLite checks the index.
+        self.check(unsafe { ffi::sqlite3_bind_null(self.statement.as_ptr(), index as c_int) })
+    }
+
+    fn bind_int(&mut self, index: usize, value: i64) -> rusqlite::Result<()> {
+        // SAFETY: as for `bind_null`.
+        self.check(unsafe {
+            ffi::sqlite3_bind_int64(self.statement.as_ptr(), index as c_int, value)
+        })
+    }
+
+    fn bind_text(&mut self, index: usize, value: Option<&str>) -> rusqlite::Result<()> {
+        let Some(value) = value else {
+            return self.bind_null(index);
+        };
+        // SAFETY: `value` stays borrowed until `execute` clears the bindings (the module's
+        // invariant), so SQLITE_STATIC's "the caller keeps it alive" holds.
+        self.check(unsafe {
+            ffi::sqlite3_bind_text64(
+                self.statement.as_ptr(),
+                index as c_int,
+                value.as_ptr().cast::<c_char>(),
+                value.len() as ffi::sqlite3_uint64,
+                ffi::SQLITE_STATIC(),
+                ffi::SQLITE_UTF8 as _,
+            )
+        })
+    }
+
+    fn check(&self, code: c_int) -> rusqlite::Result<()> {
+        if code == ffi::SQLITE_OK {
+            Ok(())
+        } else {
+            Err(last_error(self.db, code))
+        }
+    }
+}
+
+impl Drop for BorrowingStatement<'_> {
+    fn drop(&mut self) {
+        // SAFETY: prepared by `prepare`, finalized once, here.
+        unsafe {
+            ffi::sqlite3_finalize(self.statement.as_ptr());
+        }
+    }
+}
+
+/// The connection's last error as rusqlite reports it.
+fn last_error(db: *mut ffi::sqlite3, code: c_int) -> rusqlite::Error {
+    // SAFETY: the connection is open; SQLite's message is copied before the next call.
+    let message = unsafe {
+        let text = ffi::sqlite3_errmsg(db);
+        (!text.is_null()).then(|| CStr::from_ptr(text).to_string_lossy().into_owned())
+    };
+    // SAFETY: as above.
+    let extended = unsafe { ffi::sqlite3_extended_errcode(db) };
+    let code = if extended & 0xff == code & 0xff {
+        extended
+    } else {
+        code
+    };
+    rusqlite::Error::SqliteFailure(ffi::Error::new(code), message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Date32Array, Decimal128Array};
+    use std::sync::Arc;
+
+    fn decimals(values: &[Option<i128>], scale: i8) -> Vec<Option<String>> {
+        let array = Decimal128Array::from(values.to_vec())
+            .with_precision_and_scale(38, scale)
+            .unwrap();
+        decimal_text(&array, scale)
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn dates_print_as_arrows_cast_does() {
+        let days: ArrayRef = Arc::new(Date32Array::from(vec![
+            Some(20513),
+            Some(20514),
+            None,
+            Some(20513),
+            Some(-1),
+            Some(3_000_000),
+        ]));
+        let arrow = cast(&days, &DataType::Utf8).unwrap();
+        assert_eq!(&date_text(&days).unwrap(), arrow.as_string::<i32>());
+    }
+
+    #[test]
+    fn decimals_print_as_arrows_cast_does() {
+        let values: Vec<Option<i128>> = [
+            0,
+            5,
+            -5,
+            10,
+            99,
+            100,
+            -100,
+            12345,
+            -12345,
+            1,
+            -1,
+            1_000_000,
+            i64::MAX as i128,
+            -(i64::MAX as i128),
+            10i128.pow(37),
+            -(10i128.pow(37)) + 1,
+        ]
+        .into_iter()
+        .map(Some)
+        .chain([None])
+        .collect();
+        for scale in [1i8, 2, 3, 6, 18] {
+            let array: ArrayRef = Arc::new(
+                Decimal128Array::from(values.clone())
+                    .with_precision_and_scale(38, scale)
+                    .unwrap(),
+            );
+            let arrow: Vec<Option<String>> = cast(&array, &DataType::Utf8)
+                .unwrap()
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::to_string))
+                .collect();
+            assert_eq!(decimals(&values, scale), arrow, "scale {scale}");
+        }
+        assert_eq!(
+            decimals(&[Some(-5), Some(12345)], 2),
+            vec![Some("-0.05".to_string()), Some("123.45".to_string())]
+        );
+    }
+}
