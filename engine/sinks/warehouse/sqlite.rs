@@ -486,6 +486,30 @@ mod tests {
         assert_eq!(stored[n - 1].2, format!("{}.{:02}", n / 100, n % 100));
     }
 
+    fn page_size(db: &Path) -> i64 {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_new_file_gets_big_pages_and_an_existing_one_keeps_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spec, batch) = rows(&[(Some("s1"), 20513, 100, 1)]);
+        let new = dir.path().join("new.db");
+        load(new.to_str().unwrap(), &spec, batch.clone()).await;
+        assert_eq!(page_size(&new), NEW_FILE_PAGE_SIZE);
+
+        let existing = dir.path().join("existing.db");
+        rusqlite::Connection::open(&existing)
+            .unwrap()
+            .execute_batch("PRAGMA page_size = 4096; CREATE TABLE other (x)")
+            .unwrap();
+        load(existing.to_str().unwrap(), &spec, batch).await;
+        assert_eq!(page_size(&existing), 4096);
+        assert_eq!(stored(&existing).len(), 1);
+    }
+
     #[tokio::test]
     async fn a_refused_row_inside_a_statement_of_many_is_named() {
         let dir = tempfile::tempdir().unwrap();

@@ -302,7 +302,7 @@ fn last_error(db: *mut ffi::sqlite3, code: c_int) -> rusqlite::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Date32Array, Decimal128Array};
+    use datafusion::arrow::array::{BooleanArray, Date32Array, Decimal128Array, Int32Array};
     use std::sync::Arc;
 
     fn decimals(values: &[Option<i128>], scale: i8) -> Vec<Option<String>> {
@@ -313,6 +313,88 @@ mod tests {
             .iter()
             .map(|v| v.map(str::to_string))
             .collect()
+    }
+
+    /// Binds two rows of `(id INTEGER, flag INTEGER, name TEXT)` plus the first parameter into
+    /// an in-memory table and reads them back with their SQLite types.
+    #[test]
+    fn integers_booleans_text_and_nulls_are_stored_as_bound() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (first TEXT, id INTEGER, flag INTEGER, name TEXT)")
+            .unwrap();
+        let columns: Vec<BoundColumn> = [
+            Arc::new(Int32Array::from(vec![Some(7), None])) as ArrayRef,
+            Arc::new(BooleanArray::from(vec![Some(true), Some(false)])),
+            Arc::new(StringArray::from(vec![None, Some("b\u{e9}")])),
+        ]
+        .iter()
+        .map(|c| BoundColumn::new(c).unwrap())
+        .collect();
+        let mut insert = BorrowingStatement::prepare(
+            &conn,
+            "INSERT INTO t VALUES (?1, ?2, ?3, ?4), (?1, ?5, ?6, ?7)",
+        )
+        .unwrap();
+        let first = String::from("run");
+        assert_eq!(insert.execute(&first, &columns, 0..2).unwrap(), 2);
+        drop(columns);
+        drop(first);
+        let rows: Vec<(String, Option<i64>, i64, Option<String>, String)> = conn
+            .prepare("SELECT first, id, flag, name, typeof(flag) FROM t ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                ("run".into(), Some(7), 1, None, "integer".into()),
+                (
+                    "run".into(),
+                    None,
+                    0,
+                    Some("b\u{e9}".into()),
+                    "integer".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn sqlites_errors_keep_their_code_and_message() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let bad = match BorrowingStatement::prepare(&conn, "INSERT INTO missing VALUES (?1)") {
+            Ok(_) => panic!("a statement on a missing table was prepared"),
+            Err(e) => e.to_string(),
+        };
+        assert!(bad.contains("no such table: missing"), "{bad}");
+
+        conn.execute_batch("CREATE TABLE t (first TEXT, k TEXT NOT NULL)")
+            .unwrap();
+        let mut insert =
+            BorrowingStatement::prepare(&conn, "INSERT INTO t VALUES (?1, ?2)").unwrap();
+        let columns =
+            [
+                BoundColumn::new(&(Arc::new(StringArray::from(vec![None::<&str>])) as ArrayRef))
+                    .unwrap(),
+            ];
+        match insert.execute("x", &columns, 0..1) {
+            Err(rusqlite::Error::SqliteFailure(e, Some(message))) => {
+                assert_eq!(e.extended_code, ffi::SQLITE_CONSTRAINT_NOTNULL);
+                assert!(
+                    message.contains("NOT NULL constraint failed: t.k"),
+                    "{message}"
+                );
+            }
+            other => panic!("a NULL key was accepted or misreported: {other:?}"),
+        }
+        // The statement is usable again after the failure.
+        let columns =
+            [BoundColumn::new(&(Arc::new(StringArray::from(vec!["k1"])) as ArrayRef)).unwrap()];
+        assert_eq!(insert.execute("x", &columns, 0..1).unwrap(), 1);
     }
 
     #[test]
