@@ -457,6 +457,8 @@ fn a_job_making_two_rows_for_one_key_is_stopped_before_writing() {
         rows.push_str("s1,1.00,4,i1,2026-01-01\ns1,2.50,4,i2,2026-01-02\n");
         write_file(&val, "IL-1.csv", &rows, "2026-01-01T09:00:00Z");
         let table = dir.path().join("table");
+        // The SQLite warehouse loads rows while the query runs: the check comes after them.
+        let warehouse = dir.path().join("w.db");
         let err = fails(&[
             "--jobs-dir",
             jobs.to_str().unwrap(),
@@ -469,6 +471,8 @@ fn a_job_making_two_rows_for_one_key_is_stopped_before_writing() {
             val.to_str().unwrap(),
             "--table",
             table.to_str().unwrap(),
+            "--warehouse",
+            &format!("sqlite://{}", warehouse.display()),
             "--state",
             &format!("sqlite://{}", dir.path().join("state.db").display()),
         ]);
@@ -477,6 +481,11 @@ fn a_job_making_two_rows_for_one_key_is_stopped_before_writing() {
             "{order_by}: {err}"
         );
         assert!(!table.join(".hoodie").exists(), "nothing may be written");
+        let tables: i64 = rusqlite::Connection::open(&warehouse)
+            .unwrap()
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 0, "the warehouse's early load was rolled back");
     }
 }
 
@@ -788,18 +797,50 @@ fn a_file_holding_several_stores_is_read_again_without_key_ranges() {
     );
     let (rows, stderr) = run_qc_in_two_ranges(&val);
     // s3's newest file is QC-1 (09:00, against QC-3's 08:00): its sums, not QC-3's.
-    assert_eq!(
-        project(&rows, RESULT_COLUMNS),
-        [
-            "QC,s1,i1,2026-01-01,1.00,0.00,0.00",
-            "QC,s2,i1,2026-01-01,2.00,0.00,0.00",
-            "QC,s3,i1,2026-01-01,3.00,0.50,0.00"
-        ]
-    );
+    let expected = [
+        "QC,s1,i1,2026-01-01,1.00,0.00,0.00",
+        "QC,s2,i1,2026-01-01,2.00,0.00,0.00",
+        "QC,s3,i1,2026-01-01,3.00,0.50,0.00",
+    ];
+    assert_eq!(project(&rows, RESULT_COLUMNS), expected);
+    // The SQLite warehouse, which loads while the query runs, starts over with the second read.
+    assert_eq!(qc_warehouse_rows_in_two_ranges(&val), expected);
     assert!(
         stderr.contains("reading again without key ranges") && stderr.contains("QC-1.csv line 2"),
         "{stderr}"
     );
+}
+
+/// The province job over the QC files in `val` on two partitions into a SQLite warehouse next to
+/// `val`: the stored rows as `province,store,item,date,sale,tax,discount`.
+fn qc_warehouse_rows_in_two_ranges(val: &std::path::Path) -> Vec<String> {
+    let db = val.with_file_name("w.db");
+    let state = val.with_file_name("state.db");
+    let out = job_run("province_sales", "QC", val)
+        .args(&[
+            "--warehouse",
+            &format!("sqlite://{}", db.display()),
+            "--state",
+            &format!("sqlite://{}", state.display()),
+        ])
+        .env("DATAFUSION_EXECUTION_TARGET_PARTITIONS", "2")
+        .run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("3 rows inserted or replaced"), "{stderr}");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut query = conn
+        .prepare(
+            "SELECT province || ',' || store_id || ',' || item_id || ',' || trans_date || ',' || \
+             sale_amount || ',' || tax_amount || ',' || discount_amount \
+             FROM store_item_daily_sales ORDER BY store_id, item_id, trans_date",
+        )
+        .unwrap();
+    query
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
 }
 
 /// The province job over the QC files in `val` on two partitions (two key ranges when the files

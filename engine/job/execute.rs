@@ -15,6 +15,7 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
+use futures::StreamExt;
 use serde::Serialize;
 
 use super::definition::{DefinitionError, JobDefinition};
@@ -108,6 +109,18 @@ pub struct RunRequest {
 /// province, which spills either way, still peaks at 1.48 GB (measured on the dry run with
 /// `/usr/bin/time -v`; README, Performance).
 pub const DEFAULT_MEMORY_LIMIT: u64 = 2 << 30;
+
+/// Sees a job's rows while the query makes them, for a sink that writes before the run ends
+/// ([`crate::sinks::Sink::observe`]). What it sees is provisional: `begin` starts every attempt
+/// (a run that reads its input again without key ranges begins twice), and the run's own checks
+/// (bad rows, unique keys) come after the last row, so an observer keeps what it writes
+/// invisible until the run publishes it.
+pub trait RowObserver: Send + Sync {
+    /// An attempt starts; rows seen before it are void.
+    fn begin(&self, schema: &SchemaRef);
+    /// The attempt's next rows, in the order of the run's result.
+    fn rows(&self, batch: &RecordBatch);
+}
 
 /// The rows a run made, and what it read.
 #[derive(Debug)]
@@ -277,7 +290,11 @@ pub async fn find_inputs(
 /// A job whose input declares a `file_key` is first run with its files read in key ranges (see
 /// [`crate::sources::KeyRanges`]); when a file turns out to hold several keys, that attempt stops
 /// at the first such row and the job runs again over the same files, split by size alone.
-pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunResult, RunError> {
+pub async fn run_job(
+    request: &RunRequest,
+    progress: &Progress,
+    observers: &[Box<dyn RowObserver>],
+) -> Result<RunResult, RunError> {
     let started = Instant::now();
     let job = &request.job;
     let (location, files) = find_inputs(job, &request.params, &request.input).await?;
@@ -290,7 +307,7 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
         Some(_) => None,
     };
     let attempt = match key_column {
-        Some(column) => match run_once(request, &files, Some(column), progress).await {
+        Some(column) => match run_once(request, &files, Some(column), progress, observers).await {
             Err(RunError::Query { source, .. }) if MisplacedRow::behind(&source).is_some() => {
                 let row = MisplacedRow::behind(&source).map(ToString::to_string);
                 tracing::warn!(
@@ -298,11 +315,11 @@ pub async fn run_job(request: &RunRequest, progress: &Progress) -> Result<RunRes
                     row = row.as_deref().unwrap_or_default(),
                     "a file holds more than one value of the job's file_key: reading again without key ranges"
                 );
-                run_once(request, &files, None, progress).await?
+                run_once(request, &files, None, progress, observers).await?
             }
             other => other?,
         },
-        None => run_once(request, &files, None, progress).await?,
+        None => run_once(request, &files, None, progress, observers).await?,
     };
     let Attempt {
         schema,
@@ -390,6 +407,7 @@ async fn run_once(
     files: &[RankedFile],
     key_column: Option<&str>,
     progress: &Progress,
+    observers: &[Box<dyn RowObserver>],
 ) -> Result<Attempt, RunError> {
     let job = &request.job;
     let stats = Arc::new(SourceStats::new(request.max_bad_rows));
@@ -442,8 +460,11 @@ async fn run_once(
         .create_physical_plan()
         .await
         .map_err(|e| query_err(job, e))?;
+    for observer in observers {
+        observer.begin(&schema);
+    }
     let executed = match &request.cluster {
-        None => datafusion::physical_plan::collect(plan.clone(), task_ctx)
+        None => collect_observed(plan.clone(), task_ctx, observers)
             .await
             .map(|batches| (batches, None))
             .map_err(|e| {
@@ -459,6 +480,14 @@ async fn run_once(
             }),
         Some(cluster) => run_on_cluster(plan.clone(), &ctx, job, cluster)
             .await
+            // A cluster's rows arrive at once: observers see them after the query.
+            .inspect(|(batches, _)| {
+                for batch in batches {
+                    for observer in observers {
+                        observer.rows(batch);
+                    }
+                }
+            })
             .map(|(batches, figures)| (batches, Some(figures))),
     };
     ticker.abort();
@@ -471,6 +500,24 @@ async fn run_once(
         stats,
         cluster_figures,
     })
+}
+
+/// DataFusion's `collect`, showing each batch to the observers as it arrives.
+async fn collect_observed(
+    plan: Arc<dyn ExecutionPlan>,
+    task_ctx: Arc<datafusion::execution::TaskContext>,
+    observers: &[Box<dyn RowObserver>],
+) -> Result<Vec<RecordBatch>, DataFusionError> {
+    let mut stream = datafusion::physical_plan::execute_stream(plan, task_ctx)?;
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        for observer in observers {
+            observer.rows(&batch);
+        }
+        batches.push(batch);
+    }
+    Ok(batches)
 }
 
 /// Runs the planned job on a Ballista cluster; see [`crate::cluster`].

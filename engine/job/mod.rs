@@ -9,5 +9,6 @@ pub mod ordering;
 
 pub use definition::{DefinitionError, JobCatalog, JobDefinition, OutputSpec, SinkSpec};
 pub use execute::{
-    explain_job, find_inputs, output_schema, run_job, RunError, RunRequest, RunResult, RunSummary,
+    explain_job, find_inputs, output_schema, run_job, RowObserver, RunError, RunRequest, RunResult,
+    RunSummary,
 };

@@ -231,7 +231,13 @@ impl Run {
         // Taken just before the input is listed: a file validated after it may or may not have
         // been read, so it counts as new for the next run (never as processed without being read).
         let inputs_listed_at = Utc::now();
-        let rows = run_job(&self.request, &self.progress).await?;
+        // Sinks that can write while the query runs see the rows as they are made.
+        let observers: Vec<_> = sinks
+            .iter()
+            .filter_map(|sink| sink.observe(&self.request.job))
+            .collect();
+        let rows = run_job(&self.request, &self.progress, &observers).await?;
+        drop(observers);
         let job_rows = JobRows {
             job: &self.request.job,
             schema: rows.schema.clone(),

@@ -13,6 +13,10 @@
 //! stored one), the next run of the same inputs, which the scheduler retries, brings the sinks
 //! back into agreement.
 //!
+//! A sink may also start before the query ends ([`Sink::observe`]: the SQLite warehouse loads
+//! rows as they are made); what it writes early is staged like the rest, invisible until
+//! published.
+//!
 //! The sinks: [`hudi`] (copy-on-write tables), [`warehouse`] (SQLite, PostgreSQL, Redshift) and
 //! [`file`] (a local file). [`target`] names them as data, so a run opens them inside its
 //! recorded lifetime.
@@ -27,7 +31,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use serde::Serialize;
 
-use crate::job::JobDefinition;
+use crate::job::{JobDefinition, RowObserver};
 
 /// A job's result rows, with the definition that says what they are.
 pub struct JobRows<'a> {
@@ -131,6 +135,13 @@ impl SinkError {
 pub trait Sink: Send + Sync {
     /// Writes the rows invisibly; nothing changes for readers until the result is published.
     async fn stage(&self, rows: &JobRows<'_>) -> Result<Box<dyn StagedWrite>, SinkError>;
+
+    /// A sink that can start writing while the query still runs returns the observer the run
+    /// shows the rows to as they are made; its `stage` then finishes that write (the rows it
+    /// is given are the ones observed). Most sinks write everything in `stage`.
+    fn observe(&self, _job: &JobDefinition) -> Option<Box<dyn RowObserver>> {
+        None
+    }
 }
 
 /// Rows written but not yet visible.

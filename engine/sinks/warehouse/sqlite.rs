@@ -2,10 +2,14 @@
 //! writer thread of its own.
 //!
 //! Why a thread: every SQLite call blocks, and a province is about a million of them. On its own
-//! thread the load runs beside the Hudi sink's encoding instead of holding an async worker. The
-//! thread keeps one `BEGIN IMMEDIATE` transaction open from the first statement to the run's
-//! decision: [`stage`] returns once every row is upserted (readers still see the table as it
-//! was); publishing commits; discarding the staged write, or dropping it, rolls back.
+//! thread the load runs beside the query and the Hudi sink's encoding instead of holding an
+//! async worker. Rows reach the thread through a feed ([`SqliteWriter`]): in a run, as the query
+//! makes them ([`super::WarehouseSink`] observes the query), otherwise all at once from
+//! [`stage`]. The thread keeps one `BEGIN IMMEDIATE` transaction open from the first row to the
+//! run's decision: staging returns once every row is upserted (readers still see the table as
+//! it was); publishing commits; discarding the staged write, a run that fails before staging (its
+//! key check, too many bad rows), or a dropped write, rolls back. A query that reads its input
+//! again begins the load again.
 //!
 //! Rows go through a prepared `INSERT ... VALUES (...), (...) ON CONFLICT DO UPDATE ... WHERE`
 //! statement of [`ROWS_PER_STATEMENT`] rows (the rule of [`super::dialect`]), with values bound
@@ -15,11 +19,12 @@
 //! `updated_at` is the run's one time of writing, as PostgreSQL's `now()` is its transaction's.
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
-use rusqlite::{OpenFlags, TransactionBehavior};
+use rusqlite::OpenFlags;
 use tokio::sync::oneshot;
 
 use super::dialect::{Dialect, TableSpec, SQLITE_TIME_FORMAT};
@@ -64,16 +69,102 @@ pub enum SqliteError {
     Convert(#[source] datafusion::arrow::error::ArrowError),
     #[error("the SQLite writer thread ended before it answered")]
     WriterGone,
+    #[error("the writer was given {given} rows, but {staged} were staged")]
+    RowsMissing { given: u64, staged: u64 },
+    #[error("the rows have no column `{0}`")]
+    MissingColumn(String),
     #[error("cannot start the SQLite writer thread")]
     Spawn(#[source] std::io::Error),
     #[error(transparent)]
     Table(#[from] super::dialect::TableError),
 }
 
+/// What the writer thread is told, in this order: `Begin`, any number of `Rows`, `Staged`, then
+/// `Decide`. A `Begin` after rows starts the load over (the query read its input again); the
+/// thread ending without a commit (its senders dropped, an error) rolls the transaction back.
+enum Feed {
+    /// A load starts: roll back any rows loaded so far, begin a transaction, create the table
+    /// if asked. The error of a table the rows cannot go into waits for `Staged`.
+    Begin(Result<TableSpec, SqliteError>),
+    Rows(RecordBatch),
+    /// Every row was sent (`rows` of them): answer the rows changed, or the load's first error.
+    Staged {
+        rows: u64,
+        reply: oneshot::Sender<Result<u64, SqliteError>>,
+    },
+    Decide(Decision),
+}
+
 /// What the writer thread is asked to do once the rows are staged.
 struct Decision {
     commit: bool,
     reply: oneshot::Sender<Result<(), SqliteError>>,
+}
+
+/// A SQLite writer thread and its feed: rows can reach it while the query still makes them
+/// (see [`crate::sinks::Sink::observe`]), and [`SqliteWriter::stage`] waits for the last one.
+#[derive(Clone)]
+pub struct SqliteWriter {
+    feed: mpsc::Sender<Feed>,
+}
+
+impl std::fmt::Debug for SqliteWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteWriter")
+    }
+}
+
+impl SqliteWriter {
+    /// Starts the writer thread for the database at `location` (the URL without `sqlite://`).
+    pub fn spawn(location: &str, create_table: bool) -> Result<SqliteWriter, SqliteError> {
+        let (feed, fed) = mpsc::channel();
+        let writer = Writer {
+            location: location.to_string(),
+            create_table,
+            updated_at: chrono::Utc::now().format(SQLITE_TIME_FORMAT).to_string(),
+        };
+        std::thread::Builder::new()
+            .name("tally-sqlite".into())
+            .spawn(move || writer.run(fed))
+            .map_err(SqliteError::Spawn)?;
+        Ok(SqliteWriter { feed })
+    }
+
+    /// Starts (or starts over) a load into `spec`'s table.
+    pub fn begin(&self, spec: Result<TableSpec, SqliteError>) {
+        // A thread that is gone answers `Staged` with `WriterGone`.
+        let _ = self.feed.send(Feed::Begin(spec));
+    }
+
+    /// Upserts these rows after the ones before.
+    pub fn rows(&self, batch: &RecordBatch) {
+        let _ = self.feed.send(Feed::Rows(batch.clone()));
+    }
+
+    /// Waits until every row of `batches`, which the writer must have been given, is upserted;
+    /// the transaction then stays open until the returned write is published or discarded.
+    pub async fn stage(
+        &self,
+        target: &str,
+        spec: &TableSpec,
+        batches: &[RecordBatch],
+    ) -> Result<Box<dyn StagedWrite>, SinkError> {
+        let err = |e: SqliteError| super::load_error(&spec.name, target, &e);
+        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let (reply, answer) = oneshot::channel();
+        self.feed
+            .send(Feed::Staged { rows, reply })
+            .map_err(|_| err(SqliteError::WriterGone))?;
+        let changed = answer
+            .await
+            .map_err(|_| err(SqliteError::WriterGone))?
+            .map_err(err)?;
+        Ok(Box::new(StagedSqlite {
+            feed: Some(self.feed.clone()),
+            report: super::load_report(target, spec, batches, changed),
+            table: spec.name.clone(),
+        }))
+    }
 }
 
 /// Upserts `batches` into the SQLite database at `location` (the URL without `sqlite://`) in a
@@ -85,148 +176,229 @@ pub async fn stage(
     batches: &[RecordBatch],
     create_table: bool,
 ) -> Result<Box<dyn StagedWrite>, SinkError> {
-    let err = |e: SqliteError| super::load_error(&spec.name, target, &e);
-    let load = Load {
-        location: location.to_string(),
-        spec: spec.clone(),
-        batches: batches.to_vec(),
-        create_table,
-        updated_at: chrono::Utc::now().format(SQLITE_TIME_FORMAT).to_string(),
-    };
-    let (loaded_tx, loaded_rx) = oneshot::channel();
-    let (decision_tx, decision_rx) = oneshot::channel::<Decision>();
-    std::thread::Builder::new()
-        .name("tally-sqlite".into())
-        .spawn(move || load.run(loaded_tx, decision_rx))
-        .map_err(|e| err(SqliteError::Spawn(e)))?;
-    let changed = loaded_rx
-        .await
-        .map_err(|_| err(SqliteError::WriterGone))?
-        .map_err(err)?;
-    Ok(Box::new(StagedSqlite {
-        decision: Some(decision_tx),
-        report: super::load_report(target, spec, batches, changed),
-        table: spec.name.clone(),
-    }))
+    let writer = SqliteWriter::spawn(location, create_table)
+        .map_err(|e| super::load_error(&spec.name, target, &e))?;
+    writer.begin(Ok(spec.clone()));
+    for batch in batches {
+        writer.rows(batch);
+    }
+    writer.stage(target, spec, batches).await
 }
 
-/// Everything the writer thread needs, owned (record batches share their buffers).
-struct Load {
+/// What the writer thread owns.
+struct Writer {
     location: String,
-    spec: TableSpec,
-    batches: Vec<RecordBatch>,
     create_table: bool,
+    /// The run's one time of writing.
     updated_at: String,
 }
 
-impl Load {
-    /// The writer thread: open, upsert every row, answer, then wait for the decision. Whatever
-    /// ends the thread before a commit (an error, a dropped decision) rolls the transaction back.
-    fn run(
-        self,
-        loaded: oneshot::Sender<Result<u64, SqliteError>>,
-        decision: oneshot::Receiver<Decision>,
-    ) {
-        let mut conn = match open(&self.location) {
-            Ok(conn) => conn,
-            Err(e) => {
-                let _ = loaded.send(Err(e));
-                return;
-            }
-        };
-        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-            Ok(tx) => tx,
-            Err(e) => {
-                let _ = loaded.send(Err(e.into()));
-                return;
-            }
-        };
-        match self.upsert_all(&tx) {
-            Ok(changed) => {
-                if loaded.send(Ok(changed)).is_err() {
-                    return;
+impl Writer {
+    /// The writer thread: follows its feed (see [`Feed`]).
+    fn run(self, feed: mpsc::Receiver<Feed>) {
+        // Nothing touches the file before there is a row to write or a result to stage: a run
+        // that fails before its first row leaves no trace, not even an empty file.
+        let mut pending = Vec::new();
+        loop {
+            match feed.recv() {
+                Ok(begin @ Feed::Begin(_)) => pending = vec![begin],
+                Ok(first) => {
+                    pending.push(first);
+                    break;
                 }
-            }
-            Err(e) => {
-                let _ = loaded.send(Err(e));
-                return;
+                Err(_) => return,
             }
         }
-        // A dropped sender (the run gave up on this write) rolls back as the transaction drops.
-        if let Ok(Decision { commit, reply }) = decision.blocking_recv() {
-            let result = if commit { tx.commit() } else { tx.rollback() };
-            let _ = reply.send(result.map_err(SqliteError::from));
+        let path = Path::new(self.location.split('?').next().unwrap_or_default());
+        let new_file = !path.exists();
+        let mut messages = pending
+            .into_iter()
+            .chain(std::iter::from_fn(|| feed.recv().ok()));
+        let committed = match open(&self.location) {
+            Ok(conn) => self.follow(&conn, &mut messages),
+            Err(e) => {
+                answer_staged_with(&mut messages, e);
+                false
+            }
+        };
+        // The connection is closed (a transaction still open rolled back). A file this writer
+        // created and never committed to is empty: removed, the folder is as it was.
+        if new_file && !committed && std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(path);
         }
     }
 
-    /// Creates the table if asked, then upserts every row; returns the rows inserted or changed.
-    fn upsert_all(&self, tx: &rusqlite::Transaction<'_>) -> Result<u64, SqliteError> {
-        if self.create_table {
-            tx.execute_batch(&self.spec.create_table(Dialect::Sqlite)?)?;
-        }
-        let mut one = BorrowingStatement::prepare(tx, &self.statement(1))?;
-        let mut many = BorrowingStatement::prepare(tx, &self.statement(ROWS_PER_STATEMENT))?;
-        let mut changed = 0u64;
-        // The job's output row number of the batch's first row, from 1.
-        let mut first_row_no = 1u64;
-        for batch in &self.batches {
-            let columns: Vec<BoundColumn> = self
-                .spec
-                .column_names()
-                .iter()
-                .map(|c| {
-                    let col = batch
-                        .column_by_name(c)
-                        .expect("the table spec comes from this schema");
-                    BoundColumn::new(col).map_err(SqliteError::Convert)
-                })
-                .collect::<Result<_, _>>()?;
-            // Upserts one row through the one-row statement, naming it if SQLite refuses it.
-            let mut upsert_one = |row: usize| -> Result<u64, SqliteError> {
-                one.execute(&self.updated_at, &columns, row..row + 1)
-                    .map(|n| n as u64)
-                    .map_err(|source| SqliteError::Row {
-                        row: first_row_no + row as u64,
-                        source,
-                    })
-            };
-            let mut row = 0;
-            while row + ROWS_PER_STATEMENT <= batch.num_rows() {
-                match many.execute(&self.updated_at, &columns, row..row + ROWS_PER_STATEMENT) {
-                    Ok(n) => changed += n as u64,
-                    // SQLite undid the failed statement's rows together (and kept the
-                    // transaction): they go again one by one, so the error names the row.
-                    Err(_) => {
-                        for r in row..row + ROWS_PER_STATEMENT {
-                            changed += upsert_one(r)?;
+    /// Follows the feed on an open connection; returns whether the load was committed.
+    fn follow(
+        &self,
+        conn: &rusqlite::Connection,
+        messages: &mut impl Iterator<Item = Feed>,
+    ) -> bool {
+        let mut load: Option<Result<Load<'_>, SqliteError>> = None;
+        while let Some(message) = messages.next() {
+            match message {
+                Feed::Begin(spec) => {
+                    // The statements go before the rollback that ends their transaction.
+                    drop(load.take());
+                    let restart = if conn.is_autocommit() {
+                        Ok(())
+                    } else {
+                        conn.execute_batch("ROLLBACK").map_err(SqliteError::from)
+                    };
+                    load = Some(restart.and(spec).and_then(|spec| self.begin(conn, spec)));
+                }
+                Feed::Rows(batch) => {
+                    if let Some(Ok(loading)) = &mut load {
+                        if let Err(e) = loading.upsert(&batch, &self.updated_at) {
+                            load = Some(Err(e));
                         }
                     }
                 }
-                row += ROWS_PER_STATEMENT;
+                Feed::Staged { rows, reply } => {
+                    let result = match load.take() {
+                        Some(Ok(loading)) if loading.rows == rows => Ok(loading.changed),
+                        Some(Ok(loading)) => Err(SqliteError::RowsMissing {
+                            given: loading.rows,
+                            staged: rows,
+                        }),
+                        Some(Err(e)) => Err(e),
+                        None => Err(SqliteError::RowsMissing {
+                            given: 0,
+                            staged: rows,
+                        }),
+                    };
+                    let loaded = result.is_ok();
+                    // Nothing more to do after an error, or for a run that stopped waiting:
+                    // the connection's close rolls the transaction back.
+                    if reply.send(result).is_err() || !loaded {
+                        return false;
+                    }
+                    if let Some(Feed::Decide(Decision { commit, reply })) = messages.next() {
+                        let end = if commit { "COMMIT" } else { "ROLLBACK" };
+                        let ended = conn.execute_batch(end).map_err(SqliteError::from);
+                        let committed = commit && ended.is_ok();
+                        let _ = reply.send(ended);
+                        return committed;
+                    }
+                    return false;
+                }
+                // A decision before `Staged` does not happen; the rollback is the safe answer.
+                Feed::Decide(Decision { reply, .. }) => {
+                    let _ = reply.send(Err(SqliteError::WriterGone));
+                    return false;
+                }
             }
-            for r in row..batch.num_rows() {
-                changed += upsert_one(r)?;
-            }
-            first_row_no += batch.num_rows() as u64;
         }
-        Ok(changed)
+        // Every sender is gone: the run gave up on this write, and the close rolls back.
+        false
     }
 
-    /// The upsert of `rows` rows in one statement: parameter 1 is `updated_at`, the same for every
-    /// row; row `r`'s column `c` is parameter `2 + r * columns + c`.
-    fn statement(&self, rows: usize) -> String {
-        let upsert = self.spec.direct_upsert("?1");
-        let width = self.spec.column_names().len();
-        let values: Vec<String> = (0..rows)
-            .map(|r| {
-                let params: Vec<String> = (0..width)
-                    .map(|c| format!("?{}", 2 + r * width + c))
-                    .collect();
-                format!("({}{})", params.join(", "), upsert.row_end)
-            })
-            .collect();
-        format!("{}VALUES {}{}", upsert.head, values.join(", "), upsert.tail)
+    /// Begins the transaction, creates the table if asked and prepares the upserts.
+    fn begin<'c>(
+        &self,
+        conn: &'c rusqlite::Connection,
+        spec: TableSpec,
+    ) -> Result<Load<'c>, SqliteError> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        if self.create_table {
+            conn.execute_batch(&spec.create_table(Dialect::Sqlite)?)?;
+        }
+        Ok(Load {
+            one: BorrowingStatement::prepare(conn, &statement(&spec, 1))?,
+            many: BorrowingStatement::prepare(conn, &statement(&spec, ROWS_PER_STATEMENT))?,
+            spec,
+            rows: 0,
+            changed: 0,
+        })
     }
+}
+
+/// A writer whose database did not open answers the load with that error (a load that never
+/// reaches `Staged` needs no answer).
+fn answer_staged_with(messages: &mut impl Iterator<Item = Feed>, error: SqliteError) {
+    for message in messages {
+        if let Feed::Staged { reply, .. } = message {
+            let _ = reply.send(Err(error));
+            return;
+        }
+    }
+}
+
+/// A load in progress in the writer's open transaction.
+struct Load<'c> {
+    spec: TableSpec,
+    one: BorrowingStatement<'c>,
+    many: BorrowingStatement<'c>,
+    /// Rows upserted so far (the job's output row number of the next batch's first row, less 1).
+    rows: u64,
+    /// Rows inserted or changed so far.
+    changed: u64,
+}
+
+impl Load<'_> {
+    /// Upserts one batch's rows.
+    fn upsert(&mut self, batch: &RecordBatch, updated_at: &str) -> Result<(), SqliteError> {
+        let columns: Vec<BoundColumn> = self
+            .spec
+            .column_names()
+            .iter()
+            .map(|c| {
+                let col = batch
+                    .column_by_name(c)
+                    .ok_or_else(|| SqliteError::MissingColumn(c.to_string()))?;
+                BoundColumn::new(col).map_err(SqliteError::Convert)
+            })
+            .collect::<Result<_, _>>()?;
+        let first_row_no = self.rows + 1;
+        let one = &mut self.one;
+        // Upserts one row through the one-row statement, naming it if SQLite refuses it.
+        let mut upsert_one = |row: usize| -> Result<u64, SqliteError> {
+            one.execute(updated_at, &columns, row..row + 1)
+                .map(|n| n as u64)
+                .map_err(|source| SqliteError::Row {
+                    row: first_row_no + row as u64,
+                    source,
+                })
+        };
+        let mut row = 0;
+        while row + ROWS_PER_STATEMENT <= batch.num_rows() {
+            match self
+                .many
+                .execute(updated_at, &columns, row..row + ROWS_PER_STATEMENT)
+            {
+                Ok(n) => self.changed += n as u64,
+                // SQLite undid the failed statement's rows together (and kept the
+                // transaction): they go again one by one, so the error names the row.
+                Err(_) => {
+                    for r in row..row + ROWS_PER_STATEMENT {
+                        self.changed += upsert_one(r)?;
+                    }
+                }
+            }
+            row += ROWS_PER_STATEMENT;
+        }
+        for r in row..batch.num_rows() {
+            self.changed += upsert_one(r)?;
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+}
+
+/// The upsert of `rows` rows in one statement: parameter 1 is `updated_at`, the same for every
+/// row; row `r`'s column `c` is parameter `2 + r * columns + c`.
+fn statement(spec: &TableSpec, rows: usize) -> String {
+    let upsert = spec.direct_upsert("?1");
+    let width = spec.column_names().len();
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let params: Vec<String> = (0..width)
+                .map(|c| format!("?{}", 2 + r * width + c))
+                .collect();
+            format!("({}{})", params.join(", "), upsert.row_end)
+        })
+        .collect();
+    format!("{}VALUES {}{}", upsert.head, values.join(", "), upsert.tail)
 }
 
 /// Opens (creating if missing) the database file; `location` may carry SQLite URI parameters
@@ -266,7 +438,9 @@ fn open(location: &str) -> Result<rusqlite::Connection, SqliteError> {
 
 /// Rows upserted in the writer thread's open transaction.
 struct StagedSqlite {
-    decision: Option<oneshot::Sender<Decision>>,
+    /// The writer's feed, for the decision; dropped without one (with the run's other senders),
+    /// the writer rolls back.
+    feed: Option<mpsc::Sender<Feed>>,
     report: SinkReport,
     table: String,
 }
@@ -274,12 +448,11 @@ struct StagedSqlite {
 impl StagedSqlite {
     async fn decide(&mut self, commit: bool) -> Result<(), SinkError> {
         let err = |e: SqliteError| super::load_error(&self.table, &self.report.target, &e);
-        let Some(decision) = self.decision.take() else {
+        let Some(feed) = self.feed.take() else {
             return Ok(());
         };
         let (reply, answer) = oneshot::channel();
-        decision
-            .send(Decision { commit, reply })
+        feed.send(Feed::Decide(Decision { commit, reply }))
             .map_err(|_| err(SqliteError::WriterGone))?;
         answer
             .await
@@ -484,6 +657,84 @@ mod tests {
         assert_eq!(stored.len(), n);
         assert_eq!(stored[n - 1].0, format!("s{n:04}"));
         assert_eq!(stored[n - 1].2, format!("{}.{:02}", n / 100, n % 100));
+    }
+
+    #[tokio::test]
+    async fn a_run_that_fails_before_its_first_row_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("wh.db");
+        let (spec, _) = rows(&[(Some("s1"), 20513, 100, 1)]);
+        let writer = SqliteWriter::spawn(db.to_str().unwrap(), true).unwrap();
+        writer.begin(Ok(spec));
+        drop(writer);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!db.exists());
+    }
+
+    #[tokio::test]
+    async fn a_load_begun_again_keeps_only_the_last_attempts_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("wh.db");
+        let (spec, first) = rows(&[(Some("s1"), 20513, 100, 1), (Some("s2"), 20513, 200, 1)]);
+        let (_, second) = rows(&[(Some("s3"), 20513, 300, 1)]);
+        let writer = SqliteWriter::spawn(db.to_str().unwrap(), true).unwrap();
+        writer.begin(Ok(spec.clone()));
+        writer.rows(&first);
+        // The query read its input again: the first attempt's rows are void.
+        writer.begin(Ok(spec.clone()));
+        writer.rows(&second);
+        let report = writer
+            .stage("t", &spec, std::slice::from_ref(&second))
+            .await
+            .unwrap()
+            .publish()
+            .await
+            .unwrap();
+        assert!(
+            report.summary.contains("1 rows inserted"),
+            "{}",
+            report.summary
+        );
+        let stored: Vec<String> = stored(&db).into_iter().map(|r| r.0).collect();
+        assert_eq!(stored, ["s3"]);
+    }
+
+    #[tokio::test]
+    async fn rows_given_but_not_staged_are_refused_and_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("wh.db");
+        let (spec, two) = rows(&[(Some("s1"), 20513, 100, 1), (Some("s2"), 20513, 200, 1)]);
+        let (_, one) = rows(&[(Some("s1"), 20513, 100, 1)]);
+        let writer = SqliteWriter::spawn(db.to_str().unwrap(), true).unwrap();
+        writer.begin(Ok(spec.clone()));
+        writer.rows(&two);
+        let err = match writer.stage("t", &spec, &[one]).await {
+            Ok(_) => panic!("a load of other rows than the staged ones was staged"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("given 2 rows, but 1 were staged"), "{err}");
+        assert_eq!(tables_named_sales(&db), 0);
+    }
+
+    #[tokio::test]
+    async fn a_load_the_run_gave_up_on_leaves_nothing_and_frees_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("wh.db");
+        let (spec, batch) = rows(&[(Some("s1"), 20513, 100, 1)]);
+        let writer = SqliteWriter::spawn(db.to_str().unwrap(), true).unwrap();
+        writer.begin(Ok(spec.clone()));
+        writer.rows(&batch);
+        // The run failed after the query (a key check): its senders are dropped, never staged.
+        drop(writer);
+        // The writer rolls back and removes the file it created.
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            !db.exists()
+        });
+        assert!(gone, "the file the writer created is still there");
+        // The next load takes the path.
+        load(db.to_str().unwrap(), &spec, batch).await;
+        assert_eq!(stored(&db).len(), 1);
     }
 
     fn page_size(db: &Path) -> i64 {

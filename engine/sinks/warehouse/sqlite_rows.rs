@@ -339,7 +339,8 @@ mod tests {
         assert_eq!(insert.execute(&first, &columns, 0..2).unwrap(), 2);
         drop(columns);
         drop(first);
-        let rows: Vec<(String, Option<i64>, i64, Option<String>, String)> = conn
+        type Stored = (String, Option<i64>, i64, Option<String>, String);
+        let rows: Vec<Stored> = conn
             .prepare("SELECT first, id, flag, name, typeof(flag) FROM t ORDER BY rowid")
             .unwrap()
             .query_map([], |r| {
