@@ -273,9 +273,18 @@ async fn stage_locked(
     figures.rolled_back = rolled_back;
     let instant = new_instant_time(Utc::now(), &timeline);
     let latest_before = timeline.latest_time().map(str::to_string);
+    let phase = Clock::now();
     let incoming = Incoming::new(table, &timeline, rows).await?;
+    let keyed = phase.elapsed();
     let (plans, slices_of) =
         plan_instant(table, &timeline, &incoming, options, &mut figures).await?;
+    tracing::debug!(
+        table = %table.location.url,
+        keys_secs = keyed.as_secs_f64(),
+        plan_secs = (phase.elapsed() - keyed).as_secs_f64(),
+        groups = plans.len(),
+        "hudi: rows keyed and placed in file groups"
+    );
 
     // The plan, on the timeline before any base file exists.
     commit::request(table, &instant).await?;
@@ -346,6 +355,12 @@ async fn stage_locked(
         }
     }
     drop(groups);
+    tracing::debug!(
+        table = %table.location.url,
+        secs = phase.elapsed().as_secs_f64(),
+        files = written.len(),
+        "hudi: base files merged, encoded and written"
+    );
     crate::failpoint("hudi-after-base-files");
 
     if written.is_empty() {

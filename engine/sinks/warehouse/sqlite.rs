@@ -255,6 +255,14 @@ impl Writer {
                     }
                 }
                 Feed::Staged { rows, reply } => {
+                    if let Some(Ok(loading)) = &load {
+                        tracing::debug!(
+                            rows = loading.rows,
+                            changed = loading.changed,
+                            secs = loading.began.elapsed().as_secs_f64(),
+                            "sqlite warehouse: every row upserted"
+                        );
+                    }
                     let result = match load.take() {
                         Some(Ok(loading)) if loading.rows == rows => Ok(loading.changed),
                         Some(Ok(loading)) => Err(SqliteError::RowsMissing {
@@ -309,6 +317,7 @@ impl Writer {
             spec,
             rows: 0,
             changed: 0,
+            began: std::time::Instant::now(),
         })
     }
 }
@@ -333,6 +342,8 @@ struct Load<'c> {
     rows: u64,
     /// Rows inserted or changed so far.
     changed: u64,
+    /// When the transaction began.
+    began: std::time::Instant,
 }
 
 impl Load<'_> {
