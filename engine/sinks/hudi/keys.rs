@@ -9,6 +9,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Date32Type};
 use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::common::HashMap as FastHashMap;
 
 use super::table::{HudiTable, TableError};
 use crate::layout::format_date;
@@ -118,8 +119,7 @@ impl HudiTable {
         for batch in batches {
             let columns =
                 self.key_texts(batch, &self.config.partition_fields, "partition field")?;
-            let mut in_batch: std::collections::HashMap<Vec<Option<&str>>, u32> =
-                Default::default();
+            let mut in_batch: FastHashMap<Vec<Option<&str>>, u32> = FastHashMap::default();
             let mut values: Vec<Option<&str>> = Vec::with_capacity(columns.len());
             for row in 0..batch.num_rows() {
                 values.clear();
@@ -212,6 +212,11 @@ enum KeyText<'a> {
     LargeUtf8(&'a LargeStringArray),
     /// Values turned to text once, up front.
     Texts(Vec<Option<String>>),
+    /// A few distinct values turned to text once; each row's index into them.
+    Distinct {
+        texts: Vec<String>,
+        of_row: Vec<Option<u32>>,
+    },
 }
 
 impl<'a> KeyText<'a> {
@@ -220,17 +225,22 @@ impl<'a> KeyText<'a> {
             DataType::Utf8 => KeyText::Utf8(col.as_string::<i32>()),
             DataType::LargeUtf8 => KeyText::LargeUtf8(col.as_string::<i64>()),
             DataType::Date32 => {
+                // Few distinct dates: each is formatted once, and rows point at its text.
                 let dates = col.as_primitive::<Date32Type>();
-                // Few distinct dates: each is formatted once.
-                let mut formatted: std::collections::HashMap<i32, String> = Default::default();
-                KeyText::Texts(
-                    dates
-                        .iter()
-                        .map(|d| {
-                            d.map(|d| formatted.entry(d).or_insert_with(|| format_date(d)).clone())
+                let mut index_of: FastHashMap<i32, u32> = FastHashMap::default();
+                let mut texts: Vec<String> = Vec::new();
+                let of_row = dates
+                    .iter()
+                    .map(|d| {
+                        d.map(|d| {
+                            *index_of.entry(d).or_insert_with(|| {
+                                texts.push(format_date(d));
+                                (texts.len() - 1) as u32
+                            })
                         })
-                        .collect(),
-                )
+                    })
+                    .collect();
+                KeyText::Distinct { texts, of_row }
             }
             _ => KeyText::Texts(
                 (0..col.len())
@@ -251,6 +261,7 @@ impl<'a> KeyText<'a> {
             KeyText::Utf8(a) => a.is_valid(row).then(|| a.value(row)),
             KeyText::LargeUtf8(a) => a.is_valid(row).then(|| a.value(row)),
             KeyText::Texts(t) => t[row].as_deref(),
+            KeyText::Distinct { texts, of_row } => of_row[row].map(|i| texts[i as usize].as_str()),
         }
     }
 }

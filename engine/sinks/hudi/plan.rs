@@ -78,6 +78,38 @@ pub async fn locate_keys(
     Ok((existing, key_owner))
 }
 
+/// The keys of one partition seen so far, to refuse a repeat. A run's rows usually come in key
+/// order (the province job's `ORDER BY` is its key), and keys in strictly increasing order
+/// cannot repeat: each is compared with the one before. At the first key out of order, every
+/// key so far goes into a set, which checks the rest.
+#[derive(Default)]
+struct KeysSeen<'a> {
+    previous: Option<&'a str>,
+    set: Option<FastHashSet<&'a str>>,
+}
+
+impl<'a> KeysSeen<'a> {
+    /// Whether `key` was seen before; `so_far` gives the keys before it (read only once, when
+    /// the order first breaks).
+    fn repeated<I: Iterator<Item = &'a str>>(
+        &mut self,
+        key: &'a str,
+        so_far: impl FnOnce() -> I,
+    ) -> bool {
+        if let Some(set) = &mut self.set {
+            return !set.insert(key);
+        }
+        if self.previous.is_none_or(|previous| previous < key) {
+            self.previous = Some(key);
+            return false;
+        }
+        let mut set: FastHashSet<&str> = so_far().collect();
+        let repeated = !set.insert(key);
+        self.set = Some(set);
+        repeated
+    }
+}
+
 /// Places one partition's incoming rows (`rows_here`, indexes into `keys`) in file groups.
 /// `new_file_id` names each new group.
 pub fn place_rows(
@@ -100,10 +132,10 @@ pub fn place_rows(
     };
     let mut plans: BTreeMap<String, GroupPlan> = BTreeMap::new();
     let mut new_keys = Vec::new();
-    let mut seen: FastHashSet<&str> = FastHashSet::with_capacity(rows_here.len());
-    for &row in rows_here {
+    let mut seen = KeysSeen::default();
+    for (i, &row) in rows_here.iter().enumerate() {
         let key = keys.value(row);
-        if !seen.insert(key) {
+        if seen.repeated(key, || rows_here[..i].iter().map(|&r| keys.value(r))) {
             return Err(DuplicateKey(key.to_string()));
         }
         match key_owner.get(key) {
@@ -221,6 +253,28 @@ mod tests {
         assert_eq!(inserts, vec![&[0, 1, 2][..], &[3, 4, 5], &[6]]);
         assert!(plans.iter().all(|p| p.base.is_none() && p.partition == "p"));
         assert_eq!(plans[0].file_id, "new1-0");
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_in_order_or_not() {
+        let keys = StringArray::from(vec!["a", "b", "c", "d", "b", "e"]);
+        let place = |rows: &[usize]| {
+            place_rows("p", rows, &keys, &[], &HashMap::new(), 300, ids())
+                .map(|plans| plans.iter().map(|p| p.inserts.len()).sum::<usize>())
+                .map_err(|e| e.to_string())
+        };
+        // In key order: compared with the previous key only.
+        assert_eq!(place(&[0, 1, 2, 3]), Ok(4));
+        // Out of order without a repeat, and with one far from its first place.
+        assert_eq!(place(&[2, 0, 3, 1, 5]), Ok(5));
+        assert_eq!(
+            place(&[0, 1, 2, 3, 4]),
+            Err("record key `b` appears twice in one run's rows".to_string())
+        );
+        assert_eq!(
+            place(&[3, 1, 5, 0, 4]),
+            Err("record key `b` appears twice in one run's rows".to_string())
+        );
     }
 
     #[test]
