@@ -658,14 +658,22 @@ mod tests {
         assert_eq!(stored[n - 1].2, format!("{}.{:02}", n / 100, n % 100));
     }
 
+    /// A writer on `db` that began a load into `spec`'s table and was given `batches`.
+    fn writer_given(db: &Path, spec: &TableSpec, batches: &[&RecordBatch]) -> SqliteWriter {
+        let writer = SqliteWriter::spawn(db.to_str().unwrap(), true).unwrap();
+        writer.begin(Ok(spec.clone()));
+        for batch in batches {
+            writer.rows(batch);
+        }
+        writer
+    }
+
     #[tokio::test]
     async fn a_run_that_fails_before_its_first_row_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("wh.db");
         let (spec, _) = rows(&[(Some("s1"), 20513, 100, 1)]);
-        let writer = SqliteWriter::spawn(db.to_str().unwrap(), true).unwrap();
-        writer.begin(Ok(spec));
-        drop(writer);
+        drop(writer_given(&db, &spec, &[]));
         std::thread::sleep(Duration::from_millis(100));
         assert!(!db.exists());
     }
@@ -676,9 +684,7 @@ mod tests {
         let db = dir.path().join("wh.db");
         let (spec, first) = rows(&[(Some("s1"), 20513, 100, 1), (Some("s2"), 20513, 200, 1)]);
         let (_, second) = rows(&[(Some("s3"), 20513, 300, 1)]);
-        let writer = SqliteWriter::spawn(db.to_str().unwrap(), true).unwrap();
-        writer.begin(Ok(spec.clone()));
-        writer.rows(&first);
+        let writer = writer_given(&db, &spec, &[&first]);
         // The query read its input again: the first attempt's rows are void.
         writer.begin(Ok(spec.clone()));
         writer.rows(&second);
@@ -704,9 +710,7 @@ mod tests {
         let db = dir.path().join("wh.db");
         let (spec, two) = rows(&[(Some("s1"), 20513, 100, 1), (Some("s2"), 20513, 200, 1)]);
         let (_, one) = rows(&[(Some("s1"), 20513, 100, 1)]);
-        let writer = SqliteWriter::spawn(db.to_str().unwrap(), true).unwrap();
-        writer.begin(Ok(spec.clone()));
-        writer.rows(&two);
+        let writer = writer_given(&db, &spec, &[&two]);
         let err = match writer.stage("t", &spec, &[one]).await {
             Ok(_) => panic!("a load of other rows than the staged ones was staged"),
             Err(e) => e.to_string(),
@@ -720,9 +724,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("wh.db");
         let (spec, batch) = rows(&[(Some("s1"), 20513, 100, 1)]);
-        let writer = SqliteWriter::spawn(db.to_str().unwrap(), true).unwrap();
-        writer.begin(Ok(spec.clone()));
-        writer.rows(&batch);
+        let writer = writer_given(&db, &spec, &[&batch]);
         // The run failed after the query (a key check): its senders are dropped, never staged.
         drop(writer);
         assert_eq!(tables_named_sales(&db), 0);
