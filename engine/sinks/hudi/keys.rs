@@ -4,6 +4,8 @@
 //! for a simple key, `f1:v1,f2:v2` for a complex one. Keys that Hudi would make ambiguous are
 //! refused rather than written.
 
+use std::fmt::Write as _;
+
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, LargeStringArray, RecordBatch, StringArray, StringBuilder,
 };
@@ -45,13 +47,13 @@ impl HudiTable {
         };
         let width: usize = self.config.record_key.iter().map(|n| n.len() + 16).sum();
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        // Each key is written straight into the column (`write_str`), then closed by
+        // `append_value("")`.
         let mut keys = StringBuilder::with_capacity(rows, rows * width);
-        let mut key = String::with_capacity(width);
         let mut row_no = 0usize;
         for batch in batches {
             let columns = self.key_texts(batch, &self.config.record_key, "record key")?;
             for row in 0..batch.num_rows() {
-                key.clear();
                 let mut present = 0;
                 for (i, (name, col)) in columns.iter().enumerate() {
                     let value = col.value(row);
@@ -64,7 +66,8 @@ impl HudiTable {
                         }
                     };
                     if complex {
-                        if text.contains([',', ':']) {
+                        // Bytes, not chars: both are ASCII, which no other UTF-8 byte equals.
+                        if text.bytes().any(|b| matches!(b, b',' | b':')) {
                             return Err(bad(
                                 row_no,
                                 format!(
@@ -73,12 +76,9 @@ impl HudiTable {
                                 ),
                             ));
                         }
-                        if i > 0 {
-                            key.push(',');
+                        for part in [if i > 0 { "," } else { "" }, name, ":", text] {
+                            let _ = keys.write_str(part);
                         }
-                        key.push_str(name);
-                        key.push(':');
-                        key.push_str(text);
                     } else {
                         if value.is_none_or(str::is_empty) {
                             return Err(bad(
@@ -86,10 +86,9 @@ impl HudiTable {
                                 format!("record key field `{name}` is null or empty"),
                             ));
                         }
-                        if i > 0 {
-                            key.push(',');
+                        for part in [if i > 0 { "," } else { "" }, text] {
+                            let _ = keys.write_str(part);
                         }
-                        key.push_str(text);
                     }
                 }
                 if complex && present == 0 {
@@ -101,7 +100,7 @@ impl HudiTable {
                         ),
                     ));
                 }
-                keys.append_value(&key);
+                keys.append_value("");
                 row_no += 1;
             }
         }

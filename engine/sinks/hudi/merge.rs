@@ -306,7 +306,8 @@ impl Merged {
             std::array::from_fn(|c| existing.column(c).as_string::<i32>());
         let mut meta: [StringBuilder; 4] =
             std::array::from_fn(|_| StringBuilder::with_capacity(picks.len(), picks.len() * 24));
-        let mut seqno = String::new();
+        // A sequence number is `<instant>_<group>_<n>`, written straight into its column.
+        let prefix = format!("{}_{}_", self.instant, self.group_no);
         for pick in picks {
             match *pick {
                 Pick::Stored(e) => {
@@ -315,12 +316,10 @@ impl Merged {
                     }
                 }
                 Pick::Incoming { row, seq } => {
-                    seqno.clear();
-                    write!(seqno, "{}_{}_{seq}", self.instant, self.group_no)
-                        .expect("writing to a String");
                     let [commit_time, seq_no, key, path] = &mut meta;
                     commit_time.append_value(&self.instant);
-                    seq_no.append_value(&seqno);
+                    write!(seq_no, "{prefix}{seq}").expect("writing to a string builder");
+                    seq_no.append_value("");
                     key.append_value(incoming.keys.value(row));
                     path.append_value(&self.partition);
                 }
