@@ -123,15 +123,62 @@ pub fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128, Field
 
 /// Formats an unscaled decimal: `format_decimal(45000, 2) == "450.00"`.
 pub fn format_decimal(value: i128, scale: i8) -> String {
+    let mut text = String::with_capacity(24);
+    write_decimal(&mut text, value, scale).expect("writing to a String");
+    text
+}
+
+/// [`format_decimal`] into `out`, without allocating: loaders print millions of these.
+pub fn write_decimal(out: &mut impl std::fmt::Write, value: i128, scale: i8) -> std::fmt::Result {
     let scale = scale.max(0) as usize;
-    let digits = value.unsigned_abs().to_string();
-    let sign = if value < 0 { "-" } else { "" };
-    if scale == 0 {
-        return format!("{sign}{digits}");
+    let mut buffer = [0u8; 39];
+    let digits = decimal_digits(value.unsigned_abs(), &mut buffer);
+    if value < 0 {
+        out.write_char('-')?;
     }
-    let padded = format!("{digits:0>width$}", width = scale + 1);
-    let (int_part, frac_part) = padded.split_at(padded.len() - scale);
-    format!("{sign}{int_part}.{frac_part}")
+    if scale == 0 {
+        return out.write_str(digits);
+    }
+    if digits.len() <= scale {
+        // At least one digit before the point: 5 at scale 2 is 0.05.
+        out.write_str("0.")?;
+        for _ in digits.len()..scale {
+            out.write_char('0')?;
+        }
+        return out.write_str(digits);
+    }
+    let (int_part, frac_part) = digits.split_at(digits.len() - scale);
+    out.write_str(int_part)?;
+    out.write_char('.')?;
+    out.write_str(frac_part)
+}
+
+/// The decimal digits of `magnitude`, written at the end of `buffer` (39 digits hold any u128).
+fn decimal_digits(magnitude: u128, buffer: &mut [u8; 39]) -> &str {
+    let mut start = buffer.len();
+    // Through u64 where it fits: dividing a u128 is several times slower.
+    match u64::try_from(magnitude) {
+        Ok(mut n) => loop {
+            start -= 1;
+            buffer[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        },
+        Err(_) => {
+            let mut n = magnitude;
+            loop {
+                start -= 1;
+                buffer[start] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    std::str::from_utf8(&buffer[start..]).expect("ASCII digits")
 }
 
 #[cfg(test)]
@@ -175,6 +222,16 @@ mod tests {
         assert_eq!(format_decimal(-1234, 2), "-12.34");
         assert_eq!(format_decimal(0, 2), "0.00");
         assert_eq!(format_decimal(7, 0), "7");
+        assert_eq!(format_decimal(-7, -2), "-7");
+        // Past u64, and the one value whose magnitude has no i128.
+        assert_eq!(
+            format_decimal(i128::MIN, 2),
+            "-1701411834604692317316873037158841057.28"
+        );
+        assert_eq!(
+            format_decimal(u64::MAX as i128 + 1, 3),
+            "18446744073709551.616"
+        );
     }
 
     #[test]

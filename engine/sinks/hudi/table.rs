@@ -566,11 +566,10 @@ pub fn encode_base_file(
 ) -> Result<Vec<u8>, datafusion::parquet::errors::ParquetError> {
     // A file's sequence numbers and record keys are all distinct: a dictionary of them is built
     // only to be dropped when it outgrows its page (Parquet's fallback), so they go plain.
-    let unique = |name: &str| ColumnPath::from(name);
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
-        .set_column_dictionary_enabled(unique("_hoodie_commit_seqno"), false)
-        .set_column_dictionary_enabled(unique("_hoodie_record_key"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("_hoodie_commit_seqno"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("_hoodie_record_key"), false)
         .set_key_value_metadata(Some(vec![
             KeyValue::new("parquet.avro.schema".into(), avro_schema.to_string()),
             KeyValue::new("hoodie_min_record_key".into(), key_range.0.to_string()),

@@ -247,16 +247,16 @@ impl Writer {
                     }
                 }
                 Feed::Staged { rows, reply } => {
-                    if let Some(Ok(loading)) = &load {
-                        tracing::debug!(
-                            rows = loading.rows,
-                            changed = loading.changed,
-                            secs = loading.began.elapsed().as_secs_f64(),
-                            "sqlite warehouse: every row upserted"
-                        );
-                    }
                     let result = match load.take() {
-                        Some(Ok(loading)) if loading.rows == rows => Ok(loading.changed),
+                        Some(Ok(loading)) if loading.rows == rows => {
+                            tracing::debug!(
+                                rows,
+                                changed = loading.changed,
+                                secs = loading.began.elapsed().as_secs_f64(),
+                                "sqlite warehouse: every row upserted"
+                            );
+                            Ok(loading.changed)
+                        }
                         Some(Ok(loading)) => Err(SqliteError::RowsMissing {
                             given: loading.rows,
                             staged: rows,

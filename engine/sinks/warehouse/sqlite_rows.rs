@@ -3,7 +3,7 @@
 //! rusqlite binds every text parameter as `SQLITE_TRANSIENT`: SQLite allocates and copies each
 //! value, then frees it at the next bind. A province is about ten million such values, and the
 //! allocations (each behind SQLite's allocator mutex) cost more than the B-tree inserts. Here a
-//! batch's columns are first turned into Arrow arrays SQLite can read in place ([`BoundColumns`]:
+//! batch's columns are first turned into Arrow arrays SQLite can read in place ([`BoundColumn`]:
 //! integers, or UTF-8 text with decimals and timestamps formatted once per batch), and
 //! [`BorrowingStatement`] binds them as `SQLITE_STATIC`.
 //!
@@ -15,7 +15,6 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CStr};
-use std::fmt::Write;
 use std::marker::PhantomData;
 use std::ops::Range;
 use std::ptr::NonNull;
@@ -29,6 +28,7 @@ use datafusion::arrow::error::ArrowError;
 use rusqlite::ffi;
 
 use super::dialect::SQLITE_TIME_FORMAT;
+use crate::values::write_decimal;
 
 /// One column of a batch as SQLite binds it: integers and booleans as INTEGER, everything else
 /// as text (decimals as Arrow prints them, timestamps as ISO text in UTC).
@@ -103,43 +103,21 @@ fn date_text(col: &ArrayRef) -> Result<StringArray, ArrowError> {
     Ok(out.finish())
 }
 
-/// Decimals of a positive scale as Arrow's cast prints them (`-0.05`, `123.45`), without a
-/// `format!` per value.
+/// Decimals of a positive scale as Arrow's cast prints them (`-0.05`, `123.45`), written
+/// straight into the column ([`crate::values::write_decimal`]), without a `format!` per value.
 fn decimal_text(
     values: &datafusion::arrow::array::PrimitiveArray<Decimal128Type>,
     scale: i8,
 ) -> StringArray {
-    let scale = scale as usize;
     let mut out = StringBuilder::with_capacity(values.len(), values.len() * 8);
-    let mut digits = String::with_capacity(40);
-    let mut text = String::with_capacity(48);
     for value in values.iter() {
-        let Some(value) = value else {
-            out.append_null();
-            continue;
-        };
-        digits.clear();
-        // Through u64 where it fits: printing a u128 is several times slower.
-        let _ = match u64::try_from(value.unsigned_abs()) {
-            Ok(small) => write!(digits, "{small}"),
-            Err(_) => write!(digits, "{}", value.unsigned_abs()),
-        };
-        text.clear();
-        if value < 0 {
-            text.push('-');
+        match value {
+            Some(value) => {
+                write_decimal(&mut out, value, scale).expect("writing to a string builder");
+                out.append_value("");
+            }
+            None => out.append_null(),
         }
-        if digits.len() <= scale {
-            // At least one digit before the point: 5 at scale 2 is 0.05.
-            text.push_str("0.");
-            text.extend(std::iter::repeat_n('0', scale - digits.len()));
-            text.push_str(&digits);
-        } else {
-            let (whole, fraction) = digits.split_at(digits.len() - scale);
-            text.push_str(whole);
-            text.push('.');
-            text.push_str(fraction);
-        }
-        out.append_value(&text);
     }
     out.finish()
 }
@@ -208,7 +186,7 @@ impl<'conn> BorrowingStatement<'conn> {
         rows: Range<usize>,
     ) -> rusqlite::Result<usize> {
         let stmt = self.statement.as_ptr();
-        self.bind_text(1, Some(first))?;
+        self.bind_text(1, first)?;
         let width = columns.len();
         for (slot, row) in rows.enumerate() {
             for (c, column) in columns.iter().enumerate() {
@@ -217,7 +195,7 @@ impl<'conn> BorrowingStatement<'conn> {
                     BoundColumn::Int(a) if a.is_null(row) => self.bind_null(index),
                     BoundColumn::Int(a) => self.bind_int(index, a.value(row)),
                     BoundColumn::Text(a) if a.is_null(row) => self.bind_null(index),
-                    BoundColumn::Text(a) => self.bind_text(index, Some(a.value(row))),
+                    BoundColumn::Text(a) => self.bind_text(index, a.value(row)),
                 };
                 bound?;
             }
@@ -246,10 +224,7 @@ impl<'conn> BorrowingStatement<'conn> {
         })
     }
 
-    fn bind_text(&mut self, index: usize, value: Option<&str>) -> rusqlite::Result<()> {
-        let Some(value) = value else {
-            return self.bind_null(index);
-        };
+    fn bind_text(&mut self, index: usize, value: &str) -> rusqlite::Result<()> {
         // SAFETY: `value` stays borrowed until `execute` clears the bindings (the module's
         // invariant), so SQLITE_STATIC's "the caller keeps it alive" holds.
         self.check(unsafe {
