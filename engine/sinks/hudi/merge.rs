@@ -16,6 +16,7 @@ use datafusion::arrow::array::{
     make_comparator, new_null_array, Array, ArrayRef, AsArray, DynComparator, RecordBatch,
     StringArray, StringBuilder,
 };
+use datafusion::arrow::buffer::{Buffer, OffsetBuffer};
 use datafusion::arrow::compute::kernels::interleave::interleave;
 use datafusion::arrow::compute::{cast, SortOptions};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -283,31 +284,58 @@ impl Merged {
             Pick::Stored(e) => stored.is_valid(e).then(|| stored.value(e)),
             Pick::Incoming { row, .. } => Some(self.incoming.keys.value(row)),
         });
-        let (mut min, mut max): (Option<&str>, Option<&str>) = (None, None);
+        // A group's keys mostly come in increasing order (the query sorts by them): a key above
+        // the largest so far is then one comparison, not two.
+        let mut keys = keys;
+        let Some(first) = keys.next() else {
+            return (String::new(), String::new());
+        };
+        let (mut min, mut max) = (first, first);
         for key in keys {
-            min = Some(min.map_or(key, |m| m.min(key)));
-            max = Some(max.map_or(key, |m| m.max(key)));
+            if key > max {
+                max = key;
+            } else if key < min {
+                min = key;
+            }
         }
-        (
-            min.unwrap_or_default().to_string(),
-            max.unwrap_or_default().to_string(),
-        )
+        (min.to_string(), max.to_string())
     }
 
-    /// The new base file's rows `range`, in the table's schema.
-    pub fn slice(&self, range: std::ops::Range<usize>) -> Result<RecordBatch, ArrowError> {
-        let picks = &self.picks[range];
-        let (existing, incoming) = (&self.existing, &self.incoming);
+    /// The first four meta columns of a slice whose rows all come from this instant (a new file
+    /// group's): commit time and partition are the same on every row.
+    fn incoming_meta(&self, picks: &[Pick]) -> Vec<ArrayRef> {
+        let keys = &self.incoming.keys;
+        let mut seq_no = StringBuilder::with_capacity(picks.len(), picks.len() * 32);
+        let mut key = StringBuilder::with_capacity(picks.len(), picks.len() * 48);
+        let prefix = format!("{}_{}_", self.instant, self.group_no);
+        let mut digits = itoa::Buffer::new();
+        for pick in picks {
+            if let Pick::Incoming { row, seq } = *pick {
+                seq_no
+                    .write_str(&prefix)
+                    .expect("writing to a string builder");
+                seq_no.append_value(digits.format(seq));
+                key.append_value(keys.value(row));
+            }
+        }
+        vec![
+            Arc::new(repeated(&self.instant, picks.len())),
+            Arc::new(seq_no.finish()),
+            Arc::new(key.finish()),
+            Arc::new(repeated(&self.partition, picks.len())),
+        ]
+    }
 
-        // Meta columns: stored rows keep theirs; rows taken from this instant get its commit time
-        // and their sequence numbers, their keys and the group's partition; every row names the
-        // new file.
+    /// The first four meta columns of a slice mixing stored rows and rows of this instant.
+    fn mixed_meta(&self, picks: &[Pick]) -> Vec<ArrayRef> {
+        let existing = &self.existing;
         let stored_meta: [&StringArray; 4] =
             std::array::from_fn(|c| existing.column(c).as_string::<i32>());
         let mut meta: [StringBuilder; 4] =
             std::array::from_fn(|_| StringBuilder::with_capacity(picks.len(), picks.len() * 24));
         // A sequence number is `<instant>_<group>_<n>`, written straight into its column.
         let prefix = format!("{}_{}_", self.instant, self.group_no);
+        let mut digits = itoa::Buffer::new();
         for pick in picks {
             match *pick {
                 Pick::Stored(e) => {
@@ -318,20 +346,35 @@ impl Merged {
                 Pick::Incoming { row, seq } => {
                     let [commit_time, seq_no, key, path] = &mut meta;
                     commit_time.append_value(&self.instant);
-                    write!(seq_no, "{prefix}{seq}").expect("writing to a string builder");
-                    seq_no.append_value("");
-                    key.append_value(incoming.keys.value(row));
+                    seq_no
+                        .write_str(&prefix)
+                        .expect("writing to a string builder");
+                    seq_no.append_value(digits.format(seq));
+                    key.append_value(self.incoming.keys.value(row));
                     path.append_value(&self.partition);
                 }
             }
         }
-        let mut columns: Vec<ArrayRef> = meta
-            .iter_mut()
+        meta.iter_mut()
             .map(|column| Arc::new(column.finish()) as ArrayRef)
-            .collect();
-        columns.push(Arc::new(StringArray::from_iter_values(
-            std::iter::repeat_n(self.file_name.as_str(), picks.len()),
-        )));
+            .collect()
+    }
+
+    /// The new base file's rows `range`, in the table's schema.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Result<RecordBatch, ArrowError> {
+        let picks = &self.picks[range];
+        let (existing, incoming) = (&self.existing, &self.incoming);
+
+        // Meta columns: stored rows keep theirs; rows taken from this instant get its commit time
+        // and their sequence numbers, their keys and the group's partition; every row names the
+        // new file.
+        let mut columns: Vec<ArrayRef> = if picks.iter().all(|p| matches!(p, Pick::Incoming { .. }))
+        {
+            self.incoming_meta(picks)
+        } else {
+            self.mixed_meta(picks)
+        };
+        columns.push(Arc::new(repeated(&self.file_name, picks.len())));
 
         // Data columns: one interleave per column over the stored slice and the incoming
         // batches.
@@ -353,6 +396,13 @@ impl Merged {
         }
         RecordBatch::try_new(self.schema.clone(), columns)
     }
+}
+
+/// `value` on each of `rows` rows, built in one piece (offsets by arithmetic, the bytes by one
+/// repeat) rather than row by row.
+fn repeated(value: &str, rows: usize) -> StringArray {
+    let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(value.len(), rows));
+    StringArray::new(offsets, Buffer::from(value.repeat(rows).into_bytes()), None)
 }
 
 #[cfg(test)]
