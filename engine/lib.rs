@@ -104,6 +104,10 @@ pub fn failpoint(name: &str) {
         eprintln!("tally: failpoint `{name}` reached: aborting");
         std::process::abort();
     }
+    // `NAME=panic`: a bug's panic, here.
+    if value.strip_prefix(name) == Some("=panic") {
+        panic!("failpoint `{name}` reached");
+    }
     // `NAME=pause:FILE`: create FILE, then wait here until it is removed (a paused writer).
     if let Some(marker) = value
         .strip_prefix(name)

@@ -621,3 +621,52 @@ fn two_runs_into_a_table_on_s3() {
     );
     assert_eq!(hudi_rs(&table)["commits"].as_array().unwrap().len(), 2);
 }
+
+/// A bug's panic ends the process (the release build aborts on panic; `TALLY_ABORT_ON_PANIC=1`
+/// makes this build do the same): the panic hook records the run FAILED with the panic's message
+/// first, and the sinks stay as a killed run leaves them (no commit, no warehouse rows).
+#[tokio::test]
+async fn a_panic_records_the_run_failed_before_the_process_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let val = validated_sample(dir.path());
+    let table = dir.path().join("table");
+    let warehouse = dir.path().join("warehouse.db");
+    let state = format!("sqlite://{}", dir.path().join("state.db").display());
+    let out = job_run("province_sales", "IL", &val)
+        .table(table.to_str().unwrap())
+        .warehouse(&format!("sqlite://{}", warehouse.display()))
+        .state(&state)
+        .env("TALLY_FAILPOINT", "hudi-after-base-files=panic")
+        .env("TALLY_ABORT_ON_PANIC", "1")
+        .run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the run is recorded FAILED in the state store"),
+        "{stderr}"
+    );
+    let store = tally::state::StateStore::connect(&state).await.unwrap();
+    let runs = store.recent_runs(5).await.unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, "FAILED");
+    let recorded = runs[0].error.clone().unwrap_or_default();
+    assert!(
+        recorded.contains("tally panicked")
+            && recorded.contains("failpoint `hudi-after-base-files` reached"),
+        "{recorded}"
+    );
+    let commits: Vec<String> = std::fs::read_dir(table.join(".hoodie"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".commit"))
+        .collect();
+    assert!(commits.is_empty(), "{commits:?}");
+    // The warehouse's load never committed: no table (the file may exist, empty).
+    if warehouse.exists() {
+        let tables: i64 = rusqlite::Connection::open(&warehouse)
+            .unwrap()
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 0);
+    }
+}

@@ -25,6 +25,8 @@
 //! - no secret of the run's URLs appears in what it returns or stores: the failure's text, the
 //!   error recorded in `job_runs.error` and the sink reports pass through one [`Scrubber`].
 
+pub mod panic_report;
+
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
@@ -190,6 +192,12 @@ impl Run {
             Err(e) => return Err(failed(e.into(), None, &self.scrub)),
         };
         let heartbeat = spawn_heartbeat(reporting.url.clone(), run_id.clone());
+        panic_report::running(panic_report::RunningRun {
+            state_url: reporting.url.clone(),
+            run_id: run_id.clone(),
+            job_config_id: reporting.job_config_id.clone(),
+            scrub: self.scrub.clone(),
+        });
         let mut scrub = self.scrub.clone();
         let outcome = self.compute_and_deliver(&mut scrub).await;
         heartbeat.abort();
@@ -205,6 +213,7 @@ impl Run {
                 reporting.store.fail_run(&run_id, config_id, &message).await
             }
         };
+        panic_report::finished();
         reporting.store.close().await;
         let run_id = Some(run_id);
         match (outcome, recorded) {
@@ -228,6 +237,9 @@ impl Run {
                     .map_err(RunStepError::SinkReference)?,
             );
         }
+        // Opening the sinks taught the scrubber their secrets: a panic's message is scrubbed of
+        // them too.
+        panic_report::knows(scrub);
         // Taken just before the input is listed: a file validated after it may or may not have
         // been read, so it counts as new for the next run (never as processed without being read).
         let inputs_listed_at = Utc::now();
