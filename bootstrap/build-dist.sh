@@ -33,10 +33,8 @@ build() {
     ${TALLY_FEATURES:+--features "$TALLY_FEATURES"} -- -C link-arg=-no-pie
   mkdir -p "dist/$arch"
   cp "${CARGO_TARGET_DIR:-target}/$triple/release/tally" "dist/$arch/tally"
-  # Fully stripped, as every node downloads it: debug line tables are most of the build's 454 MB,
-  # the symbol table most of the rest (88.6 MB without either, measured on the native release
-  # build of the same profile). A panic's backtrace then shows addresses; the same commit built
-  # with `cargo build --release` symbolises them (addr2line).
+  # Fully stripped, as every node downloads it: debug line tables are most of the build's
+  # 390 MB, the symbol table most of the rest. A panic still names its source file and line.
   if [ "$arch" = "$(uname -m)" ]; then
     strip --strip-all "dist/$arch/tally"
   else

@@ -633,20 +633,28 @@ fn encode_parquet(
     Ok(buffer)
 }
 
-/// Encodes `batch`'s columns into their writers, a column per task on as many threads as there
-/// are cores (each thread takes the next column left).
+/// Encodes `batch`'s columns into their writers, a Parquet leaf column per task on as many
+/// threads as there are cores (each thread takes the next leaf left). Writers are per leaf, in
+/// schema order: a nested column (a struct, a list) has several.
 fn encode_columns(
     writers: &mut [ArrowColumnWriter],
     schema: &SchemaRef,
     batch: &RecordBatch,
 ) -> Result<(), ParquetError> {
     use std::sync::Mutex;
-    let encode = |writer: &mut ArrowColumnWriter, c: usize| -> Result<(), ParquetError> {
-        for leaf in compute_leaves(schema.field(c), batch.column(c))? {
-            writer.write(&leaf)?;
-        }
-        Ok(())
-    };
+    // Levels are worked out first, column by column (cheap: a flat column without nulls has
+    // none to compute); the encoding is the work shared out.
+    let mut leaves = Vec::with_capacity(writers.len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        leaves.extend(compute_leaves(field, column)?);
+    }
+    if leaves.len() != writers.len() {
+        return Err(ParquetError::General(format!(
+            "{} leaf columns for {} column writers",
+            leaves.len(),
+            writers.len()
+        )));
+    }
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -654,17 +662,17 @@ fn encode_columns(
     if threads <= 1 {
         return writers
             .iter_mut()
-            .enumerate()
-            .try_for_each(|(c, w)| encode(w, c));
+            .zip(&leaves)
+            .try_for_each(|(writer, leaf)| writer.write(leaf));
     }
-    let queue = Mutex::new(writers.iter_mut().enumerate());
+    let queue = Mutex::new(writers.iter_mut().zip(&leaves));
     let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).next();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
-                    while let Some((c, writer)) = next() {
-                        encode(writer, c)?;
+                    while let Some((writer, leaf)) = next() {
+                        writer.write(leaf)?;
                     }
                     Ok::<(), ParquetError>(())
                 })
@@ -693,7 +701,7 @@ fn close_row_group<W: std::io::Write + Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+    use datafusion::arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray, StructArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
     fn batch(schema: &SchemaRef, from: i64, rows: i64) -> RecordBatch {
@@ -712,19 +720,45 @@ mod tests {
                         "other"
                     }
                 }))),
+                // A nested column: two leaves, so writers and columns do not line up one to one.
+                Arc::new(StructArray::from(vec![
+                    (
+                        Arc::new(Field::new("a", DataType::Int32, true)),
+                        Arc::new(Int32Array::from_iter_values(
+                            numbers.iter().map(|n| *n as i32),
+                        )) as ArrayRef,
+                    ),
+                    (
+                        Arc::new(Field::new("b", DataType::Utf8, true)),
+                        Arc::new(StringArray::from_iter_values(
+                            numbers.iter().map(|n| format!("b{}", n % 7)),
+                        )) as ArrayRef,
+                    ),
+                ])),
             ],
         )
         .unwrap()
     }
 
-    /// Column by column on several threads, row groups split inside a batch: the same bytes as
-    /// arrow's own writer given the same batches and properties.
+    /// Column by column on several threads, a nested column among them, row groups split inside
+    /// a batch: the same bytes as arrow's own writer given the same batches and properties.
     #[test]
     fn columns_encoded_side_by_side_make_the_bytes_of_arrows_writer() {
         let schema: SchemaRef = Arc::new(Schema::new(vec![
             Field::new("_hoodie_record_key", DataType::Utf8, true),
             Field::new("n", DataType::Int64, true),
             Field::new("s", DataType::Utf8, true),
+            Field::new(
+                "nested",
+                DataType::Struct(
+                    vec![
+                        Field::new("a", DataType::Int32, true),
+                        Field::new("b", DataType::Utf8, true),
+                    ]
+                    .into(),
+                ),
+                true,
+            ),
         ]));
         let props = || {
             let base = base_file_properties("{}", ("key-00000", "key-00249"));
