@@ -23,12 +23,6 @@ build() {
   # read-only data (DataFusion's and arrow's vtables, 3.9 MB of .rela.dyn) that the loader
   # patches at every start. Libraries, heap and stack are still placed at random; the program's
   # own image is not, which a batch step running the operator's own jobs can afford.
-  # No unwind tables either (5.3 MB): a panic aborts (Cargo.toml's release profile), so nothing
-  # unwinds; its message and source location still print, only the backtrace is lost, and the
-  # stripped binary's held nothing but addresses.
-  local rustflags_var
-  rustflags_var="CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
-  export "$rustflags_var"="${!rustflags_var:-} -C force-unwind-tables=no"
   cargo-zigbuild rustc --release --locked --bin tally --target "$triple.$GLIBC" \
     ${TALLY_FEATURES:+--features "$TALLY_FEATURES"} -- -C link-arg=-no-pie
   mkdir -p "dist/$arch"
