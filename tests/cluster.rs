@@ -267,11 +267,7 @@ async fn failed_cluster_run(
         let (rows, _) = read_sqlite_warehouse(&warehouse).await;
         assert!(rows.is_empty(), "{rows:?}");
     }
-    let store = tally::state::StateStore::connect(&state).await.unwrap();
-    let runs = store.recent_runs(5).await.unwrap();
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!(runs[0].status, "FAILED");
-    let recorded = runs[0].error.clone().unwrap_or_default();
+    let recorded = only_run_failed(&state).await;
     assert!(
         recorded.contains("cluster") || recorded.contains("scheduler"),
         "{recorded}"

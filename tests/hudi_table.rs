@@ -645,11 +645,7 @@ async fn a_panic_records_the_run_failed_before_the_process_ends() {
         stderr.contains("the run is recorded FAILED in the state store"),
         "{stderr}"
     );
-    let store = tally::state::StateStore::connect(&state).await.unwrap();
-    let runs = store.recent_runs(5).await.unwrap();
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!(runs[0].status, "FAILED");
-    let recorded = runs[0].error.clone().unwrap_or_default();
+    let recorded = only_run_failed(&state).await;
     assert!(
         recorded.contains("tally panicked")
             && recorded.contains("failpoint `hudi-after-base-files` reached"),

@@ -411,6 +411,15 @@ pub async fn fresh_state_store(backend: &str, sqlite_path: &Path, prefix: &str) 
     }
 }
 
+/// The state store at `state` holds exactly one run, FAILED: the error it recorded.
+pub async fn only_run_failed(state: &str) -> String {
+    let store = tally::state::StateStore::connect(state).await.unwrap();
+    let runs = store.recent_runs(5).await.unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, "FAILED");
+    runs[0].error.clone().unwrap_or_default()
+}
+
 /// Writes the bundled sample province under `dir/raw`, validates it into `dir/val`, and returns
 /// the validated folder.
 pub fn validated_sample(dir: &Path) -> std::path::PathBuf {
