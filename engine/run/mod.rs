@@ -213,7 +213,7 @@ impl Run {
                 reporting.store.fail_run(&run_id, config_id, &message).await
             }
         };
-        panic_report::finished();
+        panic_report::finished(&run_id);
         reporting.store.close().await;
         let run_id = Some(run_id);
         match (outcome, recorded) {

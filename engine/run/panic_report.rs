@@ -41,7 +41,12 @@ pub fn install() {
             if !(cfg!(panic = "abort") || forced) {
                 return;
             }
-            let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner()).take();
+            // `try_lock`: a panic while this thread holds the slot must not wait for itself.
+            let running = match RUNNING.try_lock() {
+                Ok(mut slot) => slot.take(),
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().take(),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
             if let Some(run) = running {
                 record(run, &format!("tally panicked: {info}"));
             }
@@ -64,9 +69,13 @@ pub(super) fn knows(scrub: &Scrubber) {
     }
 }
 
-/// The run's outcome is recorded: a panic from now on has no run to fail.
-pub(super) fn finished() {
-    RUNNING.lock().unwrap_or_else(|e| e.into_inner()).take();
+/// Run `run_id`'s outcome is recorded: a panic from now on does not fail it. (A process runs
+/// one run at a time; were it to run several, a panic would fail the one started last.)
+pub(super) fn finished(run_id: &str) {
+    let mut slot = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.as_ref().is_some_and(|run| run.run_id == run_id) {
+        slot.take();
+    }
 }
 
 /// Records `run` FAILED with `message`, on a thread and runtime of its own (the panicking
