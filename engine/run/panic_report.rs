@@ -41,7 +41,8 @@ pub fn install() {
             if !(cfg!(panic = "abort") || forced) {
                 return;
             }
-            // `try_lock`: a panic while this thread holds the slot must not wait for itself.
+            // `try_lock`: a panic while this thread holds the slot must not wait for itself (held
+            // by another thread for an instant, the run is left to its heartbeat's expiry).
             let running = match RUNNING.try_lock() {
                 Ok(mut slot) => slot.take(),
                 Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().take(),
