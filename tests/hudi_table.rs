@@ -647,8 +647,9 @@ async fn a_panic_records_the_run_failed_before_the_process_ends() {
     );
     let recorded = only_run_failed(&state).await;
     assert!(
-        recorded.contains("tally panicked")
-            && recorded.contains("failpoint `hudi-after-base-files` reached"),
+        recorded.starts_with("tally panicked: panicked at ")
+            && recorded.contains("failpoint `hudi-after-base-files` reached")
+            && !recorded.contains('\n'),
         "{recorded}"
     );
     let commits: Vec<String> = std::fs::read_dir(table.join(".hoodie"))

@@ -49,7 +49,8 @@ pub fn install() {
                 Err(std::sync::TryLockError::WouldBlock) => None,
             };
             if let Some(run) = running {
-                record(run, &format!("tally panicked: {info}"));
+                // One line, as the state store's other errors: `panicked at FILE:LINE: message`.
+                record(run, &format!("tally panicked: {info}").replace('\n', " "));
             }
             if forced {
                 std::process::abort();
