@@ -17,7 +17,6 @@ use crate::secrets::Scrubber;
 use crate::state::StateStore;
 
 /// The run a panic would fail.
-#[derive(Clone)]
 pub(super) struct RunningRun {
     pub state_url: String,
     pub run_id: String,

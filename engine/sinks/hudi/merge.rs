@@ -16,7 +16,6 @@ use datafusion::arrow::array::{
     make_comparator, new_null_array, Array, ArrayRef, AsArray, DynComparator, RecordBatch,
     StringArray, StringBuilder,
 };
-use datafusion::arrow::buffer::{Buffer, OffsetBuffer};
 use datafusion::arrow::compute::kernels::interleave::interleave;
 use datafusion::arrow::compute::{cast, SortOptions};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -301,28 +300,32 @@ impl Merged {
         (min.to_string(), max.to_string())
     }
 
+    /// This group's sequence numbers, `<instant>_<group>_<n>`.
+    fn seq_numbers(&self) -> SeqNumbers {
+        SeqNumbers {
+            prefix: format!("{}_{}_", self.instant, self.group_no),
+            digits: itoa::Buffer::new(),
+        }
+    }
+
     /// The first four meta columns of a slice whose rows all come from this instant (a new file
     /// group's): commit time and partition are the same on every row.
     fn incoming_meta(&self, picks: &[Pick]) -> Vec<ArrayRef> {
         let keys = &self.incoming.keys;
         let mut seq_no = StringBuilder::with_capacity(picks.len(), picks.len() * 32);
         let mut key = StringBuilder::with_capacity(picks.len(), picks.len() * 48);
-        let prefix = format!("{}_{}_", self.instant, self.group_no);
-        let mut digits = itoa::Buffer::new();
+        let mut seq_numbers = self.seq_numbers();
         for pick in picks {
             if let Pick::Incoming { row, seq } = *pick {
-                seq_no
-                    .write_str(&prefix)
-                    .expect("writing to a string builder");
-                seq_no.append_value(digits.format(seq));
+                seq_numbers.append(&mut seq_no, seq);
                 key.append_value(keys.value(row));
             }
         }
         vec![
-            Arc::new(repeated(&self.instant, picks.len())),
+            Arc::new(StringArray::new_repeated(&self.instant, picks.len())),
             Arc::new(seq_no.finish()),
             Arc::new(key.finish()),
-            Arc::new(repeated(&self.partition, picks.len())),
+            Arc::new(StringArray::new_repeated(&self.partition, picks.len())),
         ]
     }
 
@@ -333,9 +336,7 @@ impl Merged {
             std::array::from_fn(|c| existing.column(c).as_string::<i32>());
         let mut meta: [StringBuilder; 4] =
             std::array::from_fn(|_| StringBuilder::with_capacity(picks.len(), picks.len() * 24));
-        // A sequence number is `<instant>_<group>_<n>`, written straight into its column.
-        let prefix = format!("{}_{}_", self.instant, self.group_no);
-        let mut digits = itoa::Buffer::new();
+        let mut seq_numbers = self.seq_numbers();
         for pick in picks {
             match *pick {
                 Pick::Stored(e) => {
@@ -346,10 +347,7 @@ impl Merged {
                 Pick::Incoming { row, seq } => {
                     let [commit_time, seq_no, key, path] = &mut meta;
                     commit_time.append_value(&self.instant);
-                    seq_no
-                        .write_str(&prefix)
-                        .expect("writing to a string builder");
-                    seq_no.append_value(digits.format(seq));
+                    seq_numbers.append(seq_no, seq);
                     key.append_value(self.incoming.keys.value(row));
                     path.append_value(&self.partition);
                 }
@@ -374,7 +372,10 @@ impl Merged {
         } else {
             self.mixed_meta(picks)
         };
-        columns.push(Arc::new(repeated(&self.file_name, picks.len())));
+        columns.push(Arc::new(StringArray::new_repeated(
+            &self.file_name,
+            picks.len(),
+        )));
 
         // Data columns: one interleave per column over the stored slice and the incoming
         // batches.
@@ -398,11 +399,20 @@ impl Merged {
     }
 }
 
-/// `value` on each of `rows` rows, built in one piece (offsets by arithmetic, the bytes by one
-/// repeat) rather than row by row.
-fn repeated(value: &str, rows: usize) -> StringArray {
-    let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(value.len(), rows));
-    StringArray::new(offsets, Buffer::from(value.repeat(rows).into_bytes()), None)
+/// Writes a group's sequence numbers straight into their column: the prefix, then the number's
+/// digits, with no string made per row.
+struct SeqNumbers {
+    prefix: String,
+    digits: itoa::Buffer,
+}
+
+impl SeqNumbers {
+    fn append(&mut self, column: &mut StringBuilder, seq: usize) {
+        column
+            .write_str(&self.prefix)
+            .expect("writing to a string builder");
+        column.append_value(self.digits.format(seq));
+    }
 }
 
 #[cfg(test)]
