@@ -6,8 +6,9 @@
 //! async worker. Rows reach the thread through a feed ([`SqliteWriter`]): in a run, as the query
 //! makes them ([`super::WarehouseSink`] observes the query), otherwise all at once from
 //! [`stage`]. The thread keeps one `BEGIN IMMEDIATE` transaction open from the first row to the
-//! run's decision: staging returns once every row is upserted (readers still see the table as
-//! it was); publishing commits; discarding the staged write, a run that fails before staging (its
+//! run's decision: staging returns once every row is upserted and written through to the file
+//! (still uncommitted: readers see the table as it was, the COMMIT only has to sync the last
+//! pages); publishing commits; discarding the staged write, a run that fails before staging (its
 //! key check, too many bad rows), or a dropped write, rolls back. A query that reads its input
 //! again begins the load again. The file is opened at the first row: a run that fails before
 //! one does not create it (one that fails later may leave it empty, as a failed stage could).
@@ -29,7 +30,7 @@ use rusqlite::OpenFlags;
 use tokio::sync::oneshot;
 
 use super::dialect::{Dialect, TableSpec, SQLITE_TIME_FORMAT};
-use super::sqlite_rows::{BorrowingStatement, BoundColumn};
+use super::sqlite_rows::{write_through, BorrowingStatement, BoundColumn};
 use crate::sinks::{SinkError, SinkReport, StagedWrite};
 
 /// Rows upserted by one statement (`VALUES (...), (...), ...`): a statement's run has a fixed cost
@@ -255,7 +256,11 @@ impl Writer {
                                 secs = loading.began.elapsed().as_secs_f64(),
                                 "sqlite warehouse: every row upserted"
                             );
-                            Ok(loading.changed)
+                            // Made durable now, while the other sinks still stage: the COMMIT
+                            // that publishes is then quick.
+                            write_through(conn)
+                                .map(|()| loading.changed)
+                                .map_err(SqliteError::from)
                         }
                         Some(Ok(loading)) => Err(SqliteError::RowsMissing {
                             given: loading.rows,
@@ -608,6 +613,26 @@ mod tests {
                 .contains("0 rows inserted or replaced, 2 unchanged"),
             "{}",
             again.summary
+        );
+    }
+
+    #[tokio::test]
+    async fn a_staged_load_is_in_the_file_before_its_commit_and_a_discard_still_undoes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("wh.db");
+        let (spec, batch) = rows(&[(Some("s1"), 20513, 100, 1), (Some("s2"), 20513, 200, 1)]);
+        let staged = stage(db.to_str().unwrap(), "t", &spec, &[batch], true)
+            .await
+            .unwrap();
+        // Two rows fit SQLite's page cache: only the early write puts them in the file.
+        let length = std::fs::metadata(&db).unwrap().len();
+        assert!(length >= NEW_FILE_PAGE_SIZE as u64, "{length} bytes");
+        assert!(dir.path().join("wh.db-journal").exists());
+        staged.discard().await.unwrap();
+        assert_eq!(
+            tables_named_sales(&db),
+            0,
+            "the discard rolled the pages back"
         );
     }
 

@@ -11,6 +11,9 @@
 //! from. [`BorrowingStatement::execute`] takes the rows by reference, binds, steps, resets and
 //! clears every binding before it returns, so no later step can read a freed buffer; the
 //! statement borrows its connection, so it is finalized before the connection can close.
+//!
+//! Also here, as the other call rusqlite does not offer: [`write_through`], which makes a
+//! transaction's pages durable in the database file before its COMMIT.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -255,6 +258,56 @@ impl Drop for BorrowingStatement<'_> {
             ffi::sqlite3_finalize(self.statement.as_ptr());
         }
     }
+}
+
+/// Writes every page the open transaction changed to the main database file and waits until
+/// the disk holds them, leaving the transaction open: its COMMIT then has a few pages to write
+/// and sync, not the whole load (a province's 640 MB took 0.84 s to sync at COMMIT here, after
+/// every other sink had finished). Nothing about atomicity changes: SQLite syncs its rollback
+/// journal before it writes a changed page to the database file ([`ffi::sqlite3_db_cacheflush`]
+/// too), so a crash after this and before COMMIT still rolls the pages back; this only moves
+/// the file's own sync (the VFS's `xSync`, as COMMIT calls it) earlier.
+pub fn write_through(connection: &rusqlite::Connection) -> rusqlite::Result<()> {
+    // SAFETY: the handle is the open connection's, used on the connection's thread for the
+    // length of this call.
+    let db = unsafe { connection.handle() };
+    // SAFETY: `db` is open; the call writes dirty pages of the open write transaction.
+    let code = unsafe { ffi::sqlite3_db_cacheflush(db) };
+    if code != ffi::SQLITE_OK {
+        return Err(last_error(db, code));
+    }
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    // SAFETY: SQLITE_FCNTL_FILE_POINTER writes the main database's `sqlite3_file *` (owned by
+    // the connection, valid while it is open) into `file`.
+    let code = unsafe {
+        ffi::sqlite3_file_control(
+            db,
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&mut file as *mut *mut ffi::sqlite3_file).cast(),
+        )
+    };
+    if code != ffi::SQLITE_OK {
+        return Err(last_error(db, code));
+    }
+    // SAFETY: a non-null file has the methods of its VFS (null when it is not open: nothing to
+    // sync); `xSync` is what the pager calls on it at COMMIT.
+    let code = unsafe {
+        match file.as_ref().and_then(|f| f.pMethods.as_ref()) {
+            Some(methods) => match methods.xSync {
+                Some(sync) => sync(file, ffi::SQLITE_SYNC_NORMAL),
+                None => ffi::SQLITE_OK,
+            },
+            None => ffi::SQLITE_OK,
+        }
+    };
+    if code != ffi::SQLITE_OK {
+        return Err(rusqlite::Error::SqliteFailure(
+            ffi::Error::new(code),
+            Some("cannot sync the database file".into()),
+        ));
+    }
+    Ok(())
 }
 
 /// The connection's last error as rusqlite reports it.
