@@ -41,11 +41,36 @@ pub fn parse_date(text: &str) -> Option<i32> {
             }
             let n = |a: u8, b: u8| u32::from(a - b'0') * 10 + u32::from(b - b'0');
             let year = (n(*y0, *y1) * 100 + n(*y2, *y3)) as i32;
-            NaiveDate::from_ymd_opt(year, n(*m0, *m1), n(*d0, *d1))?
+            return days_from_civil(year, n(*m0, *m1), n(*d0, *d1));
         }
         _ => NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?,
     };
     Some(date.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE)
+}
+
+/// Days since the Unix epoch of a valid proleptic Gregorian date (year 0 to 9999), `None` for a
+/// month or day that does not exist. Arithmetic, not a calendar lookup: it runs for every row of
+/// every input file. (The days-from-civil method: years counted from March, so the leap day
+/// ends a year; eras of 400 years.) Tested against chrono over four centuries.
+fn days_from_civil(year: i32, month: u32, day: u32) -> Option<i32> {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day == 0 || day > month_days {
+        return None;
+    }
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year as i32;
+    Some(era * 146_097 + day_of_era - 719_468)
 }
 
 /// Days since the Unix epoch back to `YYYY-MM-DD`.
@@ -83,8 +108,8 @@ pub fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128, Field
         Some(b'+') => (false, &text[1..]),
         _ => (false, text),
     };
-    let (int_part, frac_part) = match unsigned.split_once('.') {
-        Some((i, f)) => (i, f),
+    let (int_part, frac_part) = match memchr::memchr(b'.', unsigned.as_bytes()) {
+        Some(dot) => (&unsigned[..dot], &unsigned[dot + 1..]),
         None => (unsigned, ""),
     };
     if int_part.is_empty() && frac_part.is_empty() {
@@ -111,8 +136,14 @@ pub fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128, Field
             scale,
         });
     }
-    let mut value: i128 = 0;
-    for b in int_digits.bytes().chain(kept.bytes()) {
+    // Up to 19 digits fit a u64, whose arithmetic is cheaper than i128's; more go on in i128.
+    let mut digits = int_digits.bytes().chain(kept.bytes());
+    let mut small: u64 = 0;
+    for b in digits.by_ref().take(19) {
+        small = small * 10 + u64::from(b - b'0');
+    }
+    let mut value = i128::from(small);
+    for b in digits {
         value = value * 10 + i128::from(b - b'0');
     }
     for _ in kept.len()..scale {
@@ -184,6 +215,55 @@ fn decimal_digits(magnitude: u128, buffer: &mut [u8; 39]) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_are_counted_as_chrono_counts_them_and_impossible_ones_refused() {
+        use chrono::Datelike;
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+        let mut date = NaiveDate::from_ymd_opt(1600, 1, 1).unwrap();
+        let last = NaiveDate::from_ymd_opt(2400, 12, 31).unwrap();
+        while date <= last {
+            let expected = (date - epoch).num_days() as i32;
+            assert_eq!(
+                days_from_civil(date.year(), date.month(), date.day()),
+                Some(expected),
+                "{date}"
+            );
+            assert_eq!(parse_date(&date.to_string()), Some(expected), "{date}");
+            date = date.succ_opt().unwrap();
+        }
+        for (y, m, d) in [
+            (2026, 2, 29),
+            (1900, 2, 29),
+            (2026, 2, 30),
+            (2026, 4, 31),
+            (2026, 13, 1),
+            (2026, 0, 1),
+            (2026, 1, 0),
+            (2026, 1, 32),
+        ] {
+            assert_eq!(days_from_civil(y, m, d), None, "{y}-{m}-{d}");
+        }
+        assert_eq!(parse_date("2000-02-29"), Some(11_016));
+        assert_eq!(parse_date("0000-01-01"), Some(-719_528));
+        assert_eq!(parse_date("2026-02-29"), None);
+    }
+
+    #[test]
+    fn decimals_of_more_digits_than_a_u64_holds_are_exact() {
+        assert_eq!(
+            parse_decimal("1234567890123456789012.345", 38, 3),
+            Ok(1_234_567_890_123_456_789_012_345)
+        );
+        assert_eq!(
+            parse_decimal("-99999999999999999999.99", 38, 2),
+            Ok(-9_999_999_999_999_999_999_999)
+        );
+        assert_eq!(
+            parse_decimal("18446744073709551615", 38, 0),
+            Ok(18_446_744_073_709_551_615)
+        );
+    }
 
     #[test]
     fn decimals_are_exact_or_refused() {

@@ -331,6 +331,29 @@ fn an_unvalidated_row_names_the_file_and_line() {
 }
 
 #[test]
+fn a_field_that_is_not_utf8_names_its_column_and_an_ignored_extra_field_does_not_matter() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut content = b"s1,1.00,4,i1,2026-01-01\ns1,2.00,4,i\xff2,2026-01-01\n".to_vec();
+    // An extra field after the layout's columns is free-form and ignored, whatever its bytes.
+    content.extend_from_slice(b"s1,3.00,4,i3,2026-01-01,note \xfe\n");
+    write_file(dir.path(), "IL-1.csv", content, "2026-01-01T09:00:00Z");
+    let input = dir.path().to_str().unwrap();
+    let err = job_run("province_sales", "IL", input).dry_run().fails();
+    assert!(
+        err.contains("IL-1.csv line 2") && err.contains("`item_id` is not valid UTF-8"),
+        "{err}"
+    );
+    let out = job_run("province_sales", "IL", input)
+        .dry_run()
+        .args(&["--max-bad-rows", "1"])
+        .run();
+    assert!(out.status.success());
+    let rows = csv_rows(&String::from_utf8_lossy(&out.stdout));
+    let items: Vec<&str> = rows.iter().map(|r| r["item_id"].as_str()).collect();
+    assert_eq!(items, ["i1", "i3"]);
+}
+
+#[test]
 fn unsafe_province_codes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let err = job_run("province_sales", "*", dir.path()).dry_run().fails();

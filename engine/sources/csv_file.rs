@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::{BadRow, KeyCheck, RankedFile, SourceStats, BATCH_ROWS};
-use crate::layout::{ColumnType, Layout, Parsed};
+use crate::layout::{trim_field, ColumnType, Layout, Parsed};
 
 #[derive(Debug)]
 pub(crate) struct CsvPartition {
@@ -197,14 +197,20 @@ impl CsvReader {
                     return fail(format!("{} line {line}: not valid CSV: {e}", file.url));
                 }
             }
-            match layout.parse_row(record.len(), |i| &record[i], &mut parsed) {
+            // The row's text is checked as UTF-8 at once (fields split at ASCII delimiters are
+            // then text too); a row that is not is checked field by field, to name the field.
+            let row_text = std::str::from_utf8(record.as_slice()).ok();
+            let field = |i: usize| match row_text {
+                Some(text) => record.range(i).and_then(|r| text.get(r)),
+                None => std::str::from_utf8(&record[i]).ok(),
+            };
+            match layout.parse_text_row(record.len(), field, &mut parsed) {
                 Ok(()) => {
                     for (builder, value) in builders.iter_mut().zip(&parsed) {
                         match (builder, *value) {
                             (ColumnBuilder::String(b), Parsed::String(i)) => {
-                                // Checked as UTF-8 by parse_row.
-                                let text =
-                                    std::str::from_utf8(&record[i]).unwrap_or_default().trim();
+                                // Checked as UTF-8 by parse_text_row.
+                                let text = trim_field(field(i).unwrap_or_default());
                                 if let Some(check) = key_check.filter(|c| c.column == i) {
                                     if !check.admits(text) {
                                         let line = record.position().map(|p| p.line()).unwrap_or(0);
