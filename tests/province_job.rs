@@ -208,10 +208,9 @@ fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
     writer.close().unwrap();
 }
 
-#[test]
-fn parquet_and_csv_inputs_mix() {
-    let dir = tempfile::tempdir().unwrap();
-    let val = dir.path().join("val");
+/// Province ON in `val`: store s1 in a CSV file, store s2 in a Parquet file (with a column the
+/// layout does not declare): two stores, read in two key ranges.
+fn csv_and_parquet_province(val: &Path) {
     write_file(
         &val,
         "ON-1.csv",
@@ -245,6 +244,13 @@ fn parquet_and_csv_inputs_mix() {
             ("ignored", Arc::new(StringArray::from(vec!["x", "y", "z"]))),
         ],
     );
+}
+
+#[test]
+fn parquet_and_csv_inputs_mix() {
+    let dir = tempfile::tempdir().unwrap();
+    let val = dir.path().join("val");
+    csv_and_parquet_province(&val);
     let rows = csv_rows(&dry_run("ON", &val, "csv"));
     assert_eq!(
         project(&rows, RESULT_COLUMNS),
@@ -253,6 +259,20 @@ fn parquet_and_csv_inputs_mix() {
             "ON,s2,i1,2026-01-01,2.50,0.75,19.99"
         ]
     );
+}
+
+#[test]
+fn a_reader_that_panics_fails_the_run_instead_of_dropping_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let val = dir.path().join("val");
+    csv_and_parquet_province(&val);
+    // The Parquet file's store is read by the second key range's task; its panic used to close
+    // that range's rows as if it had finished.
+    let err = job_run("province_sales", "ON", val.to_str().unwrap())
+        .dry_run()
+        .env("TALLY_FAILPOINT", "parquet-batch=panic")
+        .fails();
+    assert!(err.contains("failpoint `parquet-batch` reached"), "{err}");
 }
 
 #[test]

@@ -470,33 +470,36 @@ impl ExecutionPlan for RangeConcatExec {
             )));
         }
         let partitions = self.input.output_partitioning().partition_count();
-        let mut receivers = Vec::with_capacity(partitions);
-        let mut tasks = Vec::with_capacity(partitions);
+        let mut parts = Vec::with_capacity(partitions);
         for p in 0..partitions {
             let mut stream = self.input.execute(p, Arc::clone(&ctx))?;
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             // Each partition runs on its own task; dropping the output stream drops the tasks'
             // handles, which stops them.
-            tasks.push(datafusion::common::runtime::SpawnedTask::spawn(
-                async move {
-                    while let Some(batch) = stream.next().await {
-                        let failed = batch.is_err();
-                        if tx.send(batch).is_err() || failed {
-                            break;
-                        }
+            let task = datafusion::common::runtime::SpawnedTask::spawn(async move {
+                while let Some(batch) = stream.next().await {
+                    let failed = batch.is_err();
+                    if tx.send(batch).is_err() || failed {
+                        break;
                     }
-                },
-            ));
-            receivers.push(tokio_stream_of(rx));
+                }
+            });
+            // A task that panicked closed its channel like one that finished: its partition
+            // ends with the panic as its error, never silently short of rows.
+            let ended = futures::stream::once(async move {
+                task.join()
+                    .await
+                    .err()
+                    .map(|e| Err(DataFusionError::ExecutionJoin(Box::new(e))))
+            })
+            .filter_map(futures::future::ready);
+            parts.push(tokio_stream_of(rx).chain(ended));
         }
-        let ordered = futures::stream::iter(receivers).flatten();
-        let schema = self.schema();
-        let tasks = Arc::new(tasks);
-        let ordered = ordered.map(move |batch| {
-            let _keep_running = &tasks;
-            batch
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, ordered)))
+        let ordered = futures::stream::iter(parts).flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            ordered,
+        )))
     }
 }
 

@@ -86,6 +86,7 @@ impl PartitionStream for ParquetPartition {
                 .map_err(|e| fail(&e))?;
             let mut rows_before = 0u64;
             Ok::<_, DataFusionError>(stream.map(move |batch| {
+                crate::failpoint("parquet-batch");
                 let batch = batch.map_err(|e| fail(&e))?;
                 let first_row = rows_before;
                 rows_before += batch.num_rows() as u64;
