@@ -212,7 +212,7 @@ fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
 /// layout does not declare): two stores, read in two key ranges.
 fn csv_and_parquet_province(val: &Path) {
     write_file(
-        &val,
+        val,
         "ON-1.csv",
         "s1,1.10,4,i1,2026-01-01\n",
         "2026-01-01T09:00:00Z",
