@@ -337,7 +337,8 @@ impl CsvSink {
     /// Writes the fields of a row split from `line`, the first `declared` trimmed. A line with
     /// no byte CSV must quote (almost every line) is copied field by field; any other goes
     /// through [`CsvSink::write`], so the output is what the csv crate writes either way.
-    fn write_row(&mut self, line: &[u8], fields: &[&[u8]], declared: usize) -> std::io::Result<()> {
+    /// `quote` says whether the line holds a byte CSV must quote ([`scan_line`]).
+    fn write_row(&mut self, fields: &[&[u8]], declared: usize, quote: bool) -> std::io::Result<()> {
         let field = |i: usize| {
             if i < declared {
                 fields[i].trim_ascii()
@@ -345,8 +346,7 @@ impl CsvSink {
                 fields[i]
             }
         };
-        let quoted = memchr::memchr3(b',', b'"', b'\r', line).is_some()
-            || memchr::memchr(b'\n', line).is_some()
+        let quoted = quote
             // The csv crate writes a lone empty field as `""`, so the row is not a blank line.
             || (fields.len() == 1 && field(0).is_empty());
         if quoted {
@@ -457,29 +457,29 @@ fn convert_lines<R: std::io::Read>(
                     pass.counts.junk += 1;
                     continue;
                 }
+                let mut fields = recycle(std::mem::take(&mut spare_fields));
                 // Lines no row could be: too long to hold (a file without newlines), or holding
                 // a NUL byte, which no layout allows and PostgreSQL refuses in text.
-                let refused = if overlong {
-                    Some(format!(
+                let scanned = if overlong {
+                    Err(format!(
                         "line longer than {MAX_LINE_BYTES} bytes ({n} bytes; quarantined truncated)"
                     ))
                 } else {
-                    memchr::memchr(0, line)
-                        .map(|at| format!("line contains a NUL byte (byte {})", at + 1))
+                    let scan = scan_line(line, &mut fields);
+                    match scan.nul {
+                        Some(at) => Err(format!("line contains a NUL byte (byte {})", at + 1)),
+                        None => Ok(scan),
+                    }
                 };
-                if let Some(reason) = refused {
-                    seen_content = true;
-                    quarantine(&mut pass, &quarantine_target, file_name, &reason, line)?;
-                    continue;
-                }
-                let mut fields = recycle(std::mem::take(&mut spare_fields));
-                // Tab-separated fields, found with memchr (as `split` would cut them).
-                let mut start = 0;
-                for tab in memchr::memchr_iter(b'\t', line) {
-                    fields.push(&line[start..tab]);
-                    start = tab + 1;
-                }
-                fields.push(&line[start..]);
+                let scan = match scanned {
+                    Ok(scan) => scan,
+                    Err(reason) => {
+                        seen_content = true;
+                        quarantine(&mut pass, &quarantine_target, file_name, &reason, line)?;
+                        spare_fields = recycle(fields);
+                        continue;
+                    }
+                };
                 if !seen_content {
                     seen_content = true;
                     let text = |i: usize| fields.get(i).and_then(|f| std::str::from_utf8(f).ok());
@@ -488,11 +488,24 @@ fn convert_lines<R: std::io::Read>(
                         continue;
                     }
                 }
-                match layout.parse_row(fields.len(), |i| fields[i], &mut parsed) {
+                // The line's text is checked as UTF-8 at once (fields cut at tabs are then text
+                // too); a line that is not is checked field by field, to name the field.
+                let line_text = std::str::from_utf8(line).ok();
+                let field_text = |i: usize| {
+                    let field = fields[i];
+                    match line_text {
+                        Some(text) => {
+                            let at = field.as_ptr() as usize - line.as_ptr() as usize;
+                            text.get(at..at + field.len())
+                        }
+                        None => std::str::from_utf8(field).ok(),
+                    }
+                };
+                match layout.parse_text_row(fields.len(), field_text, &mut parsed) {
                     Ok(()) => {
                         // Declared columns are written trimmed; extras exactly as they came.
                         pass.out
-                            .write_row(line, &fields, n_cols)
+                            .write_row(&fields, n_cols, scan.quote)
                             .map_err(PassError::Output)?;
                         pass.counts.rows += 1;
                     }
@@ -583,6 +596,59 @@ fn quarantine(
 }
 
 /// Empties a vector of borrowed slices so its allocation can hold slices of the next line.
+/// What one pass over a line's bytes finds besides its tab-separated fields.
+#[derive(Debug, PartialEq, Eq)]
+struct LineScan {
+    /// Where its first NUL byte is (the fields are then cut short: the line is refused).
+    nul: Option<usize>,
+    /// Whether it holds a byte CSV must quote: `,`, `"`, CR or LF.
+    quote: bool,
+}
+
+/// How [`scan_line`] treats each byte value.
+const PLAIN: u8 = 0;
+const TAB: u8 = 1;
+const QUOTED: u8 = 2;
+const NUL: u8 = 3;
+const BYTE_CLASS: [u8; 256] = {
+    let mut class = [PLAIN; 256];
+    class[b'\t' as usize] = TAB;
+    class[b',' as usize] = QUOTED;
+    class[b'"' as usize] = QUOTED;
+    class[b'\r' as usize] = QUOTED;
+    class[b'\n' as usize] = QUOTED;
+    class[0] = NUL;
+    class
+};
+
+/// Cuts `line` into its tab-separated fields (pushed on `fields`, as `split` would cut them) and
+/// finds its first NUL byte and any byte CSV must quote, in one pass over its bytes: a row is a
+/// few dozen bytes, and a search per question (NUL, each tab, the quoting bytes) cost more in
+/// setting up than in searching.
+fn scan_line<'a>(line: &'a [u8], fields: &mut Vec<&'a [u8]>) -> LineScan {
+    let mut scan = LineScan {
+        nul: None,
+        quote: false,
+    };
+    let mut start = 0;
+    for (i, &byte) in line.iter().enumerate() {
+        match BYTE_CLASS[byte as usize] {
+            PLAIN => {}
+            TAB => {
+                fields.push(&line[start..i]);
+                start = i + 1;
+            }
+            QUOTED => scan.quote = true,
+            _ => {
+                scan.nul = Some(i);
+                break;
+            }
+        }
+    }
+    fields.push(&line[start..]);
+    scan
+}
+
 fn recycle<'a>(mut v: Vec<&[u8]>) -> Vec<&'a [u8]> {
     v.clear();
     v.into_iter().map(|_| -> &'a [u8] { &[] }).collect()
@@ -600,4 +666,38 @@ pub fn summary_line(report: &ValidateReport) -> String {
         report.failed_files(),
         report.seconds
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_cut_at_tabs_and_its_nul_and_quoting_bytes_found_in_one_pass() {
+        for line in [
+            &b""[..],
+            b"s1",
+            b"s1\t1.00\t4\ti1\t2026-01-01",
+            b"\t\t",
+            b"a,b\tc",
+            b"say \"hi\"\tx",
+            b"a\rb",
+            b"a\nb\t",
+            b"ok\tnul\0here\tmore",
+            b"\0",
+            "caf\u{e9}\t\u{3000}".as_bytes(),
+        ] {
+            let mut fields = Vec::new();
+            let scan = scan_line(line, &mut fields);
+            let nul = memchr::memchr(0, line);
+            assert_eq!(scan.nul, nul, "{line:?}");
+            if nul.is_none() {
+                let quote = memchr::memchr3(b',', b'"', b'\r', line).is_some()
+                    || memchr::memchr(b'\n', line).is_some();
+                assert_eq!(scan.quote, quote, "{line:?}");
+                let split: Vec<&[u8]> = line.split(|&b| b == b'\t').collect();
+                assert_eq!(fields, split, "{line:?}");
+            }
+        }
+    }
 }
