@@ -135,6 +135,33 @@ pub fn trim_field(text: &str) -> &str {
     }
 }
 
+/// A row's bytes checked as UTF-8 once, for its fields' text: fields cut at ASCII delimiters
+/// (tabs, commas) of valid text are text too. When the row is not valid UTF-8 its fields are
+/// checked one by one, so an error can name the field at fault.
+pub struct RowText<'a> {
+    row: &'a [u8],
+    text: Option<&'a str>,
+}
+
+impl<'a> RowText<'a> {
+    pub fn new(row: &'a [u8]) -> RowText<'a> {
+        RowText {
+            row,
+            text: std::str::from_utf8(row).ok(),
+        }
+    }
+
+    /// The text of `field`, a slice of the row's bytes; `None` when it is not UTF-8.
+    pub fn field(&self, field: &'a [u8]) -> Option<&'a str> {
+        let start = (field.as_ptr() as usize).wrapping_sub(self.row.as_ptr() as usize);
+        let within = start <= self.row.len() && field.len() <= self.row.len() - start;
+        match self.text {
+            Some(text) if within => text.get(start..start + field.len()),
+            _ => std::str::from_utf8(field).ok(),
+        }
+    }
+}
+
 /// One parsed field, text borrowed from the line it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldRef<'a> {
@@ -430,6 +457,22 @@ impl LayoutSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rows_fields_are_text_when_the_row_is_or_when_they_are() {
+        let row = "s1\tcafé\t2026".as_bytes();
+        let text = RowText::new(row);
+        assert_eq!(text.field(&row[..2]), Some("s1"));
+        assert_eq!(text.field(&row[3..8]), Some("café"));
+        assert_eq!(text.field(&row[9..]), Some("2026"));
+        // A slice of another buffer is checked on its own.
+        assert_eq!(text.field(b"x"), Some("x"));
+        let bad = b"s1\ti\xff2\t2026";
+        let text = RowText::new(bad);
+        assert_eq!(text.field(&bad[..2]), Some("s1"));
+        assert_eq!(text.field(&bad[3..6]), None);
+        assert_eq!(text.field(&bad[7..]), Some("2026"));
+    }
 
     #[test]
     fn fields_are_trimmed_as_str_trim_trims_them() {

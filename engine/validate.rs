@@ -26,7 +26,7 @@ use object_store::{Attribute, Attributes, ObjectStoreExt};
 use serde::Serialize;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use crate::layout::{Layout, LayoutSet};
+use crate::layout::{Layout, LayoutSet, RowText};
 use crate::progress::Progress;
 use crate::storage::{set_local_mtime, FileEntry, Location, StorageError, SOURCE_TIME_METADATA};
 
@@ -334,10 +334,10 @@ impl CsvSink {
         self.drain_when_full()
     }
 
-    /// Writes the fields of a row split from `line`, the first `declared` trimmed. A line with
-    /// no byte CSV must quote (almost every line) is copied field by field; any other goes
-    /// through [`CsvSink::write`], so the output is what the csv crate writes either way.
-    /// `quote` says whether the line holds a byte CSV must quote ([`scan_line`]).
+    /// Writes the fields of a row, the first `declared` trimmed. A line with no byte CSV must
+    /// quote (`quote`, from [`scan_line`]; almost every line) is copied field by field; any
+    /// other goes through [`CsvSink::write`], so the output is what the csv crate writes either
+    /// way.
     fn write_row(&mut self, fields: &[&[u8]], declared: usize, quote: bool) -> std::io::Result<()> {
         let field = |i: usize| {
             if i < declared {
@@ -488,19 +488,8 @@ fn convert_lines<R: std::io::Read>(
                         continue;
                     }
                 }
-                // The line's text is checked as UTF-8 at once (fields cut at tabs are then text
-                // too); a line that is not is checked field by field, to name the field.
-                let line_text = std::str::from_utf8(line).ok();
-                let field_text = |i: usize| {
-                    let field = fields[i];
-                    match line_text {
-                        Some(text) => {
-                            let at = field.as_ptr() as usize - line.as_ptr() as usize;
-                            text.get(at..at + field.len())
-                        }
-                        None => std::str::from_utf8(field).ok(),
-                    }
-                };
+                let line_text = RowText::new(line);
+                let field_text = |i: usize| line_text.field(fields[i]);
                 match layout.parse_text_row(fields.len(), field_text, &mut parsed) {
                     Ok(()) => {
                         // Declared columns are written trimmed; extras exactly as they came.
@@ -595,7 +584,6 @@ fn quarantine(
     .map_err(PassError::Quarantine)
 }
 
-/// Empties a vector of borrowed slices so its allocation can hold slices of the next line.
 /// What one pass over a line's bytes finds besides its tab-separated fields.
 #[derive(Debug, PartialEq, Eq)]
 struct LineScan {
@@ -649,6 +637,7 @@ fn scan_line<'a>(line: &'a [u8], fields: &mut Vec<&'a [u8]>) -> LineScan {
     scan
 }
 
+/// Empties a vector of borrowed slices so its allocation can hold slices of the next line.
 fn recycle<'a>(mut v: Vec<&[u8]>) -> Vec<&'a [u8]> {
     v.clear();
     v.into_iter().map(|_| -> &'a [u8] { &[] }).collect()

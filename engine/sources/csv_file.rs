@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::{BadRow, KeyCheck, RankedFile, SourceStats, BATCH_ROWS};
-use crate::layout::{trim_field, ColumnType, Layout, Parsed};
+use crate::layout::{trim_field, ColumnType, Layout, Parsed, RowText};
 
 #[derive(Debug)]
 pub(crate) struct CsvPartition {
@@ -197,13 +197,8 @@ impl CsvReader {
                     return fail(format!("{} line {line}: not valid CSV: {e}", file.url));
                 }
             }
-            // The row's text is checked as UTF-8 at once (fields split at ASCII delimiters are
-            // then text too); a row that is not is checked field by field, to name the field.
-            let row_text = std::str::from_utf8(record.as_slice()).ok();
-            let field = |i: usize| match row_text {
-                Some(text) => record.range(i).and_then(|r| text.get(r)),
-                None => std::str::from_utf8(&record[i]).ok(),
-            };
+            let row_text = RowText::new(record.as_slice());
+            let field = |i: usize| row_text.field(&record[i]);
             match layout.parse_text_row(record.len(), field, &mut parsed) {
                 Ok(()) => {
                     for (builder, value) in builders.iter_mut().zip(&parsed) {
