@@ -144,14 +144,21 @@ mod fast_csv {
     use datafusion::arrow::record_batch::RecordBatch;
 
     enum Column<'a> {
-        Text(&'a StringArray),
+        /// Text, and whether any of the batch's values may need quotes: when none of the
+        /// column's bytes is a comma, quote or line break (one search over its values' buffer),
+        /// no value is looked at again.
+        Text(&'a StringArray, bool),
         Integer(&'a Int64Array),
         Decimal(&'a Decimal128Array, u32),
-        /// The last date formatted, kept: a province covers a few days.
-        Date(&'a Date32Array, Option<(i32, [u8; 10])>),
+        /// Dates formatted so far: a province covers a few days, which the result's order
+        /// (store, item, date) visits in turn.
+        Date(&'a Date32Array, Box<DateTexts>),
         /// The last value formatted, kept: a job's `source_time` repeats for a whole file.
         UtcMicros(&'a TimestampMicrosecondArray, Option<(i64, String)>),
     }
+
+    /// Texts of recent dates, one slot per day modulo 8, so a week of days never evicts itself.
+    type DateTexts = [Option<(i32, [u8; 10])>; 8];
 
     /// Appends `batch`'s rows to `out`; false (and nothing appended) when a column's type is not
     /// one written here.
@@ -163,12 +170,17 @@ mod fast_csv {
         let mut columns = Vec::with_capacity(batch.num_columns());
         for column in batch.columns() {
             columns.push(match column.data_type() {
-                DataType::Utf8 => Column::Text(column.as_string::<i32>()),
+                DataType::Utf8 => {
+                    let strings = column.as_string::<i32>();
+                    Column::Text(strings, may_need_quotes(strings))
+                }
                 DataType::Int64 => Column::Integer(column.as_primitive::<Int64Type>()),
                 DataType::Decimal128(_, scale) if *scale >= 0 => {
                     Column::Decimal(column.as_primitive::<Decimal128Type>(), *scale as u32)
                 }
-                DataType::Date32 => Column::Date(column.as_primitive::<Date32Type>(), None),
+                DataType::Date32 => {
+                    Column::Date(column.as_primitive::<Date32Type>(), Box::new([None; 8]))
+                }
                 DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "UTC" => {
                     Column::UtcMicros(column.as_primitive::<TimestampMicrosecondType>(), None)
                 }
@@ -195,23 +207,25 @@ mod fast_csv {
     /// years 0 to 9999, a timestamp out of range).
     fn field(column: &mut Column<'_>, row: usize, out: &mut Vec<u8>) -> bool {
         match column {
-            Column::Text(a) if a.is_valid(row) => text(a.value(row).as_bytes(), out),
+            Column::Text(a, false) if a.is_valid(row) => {
+                out.extend_from_slice(a.value(row).as_bytes())
+            }
+            Column::Text(a, true) if a.is_valid(row) => text(a.value(row).as_bytes(), out),
             Column::Integer(a) if a.is_valid(row) => integer(a.value(row) as i128, out),
             Column::Decimal(a, scale) if a.is_valid(row) => decimal(a.value(row), *scale, out),
-            Column::Date(a, last) if a.is_valid(row) => {
+            Column::Date(a, seen) if a.is_valid(row) => {
                 let days = a.value(row);
-                if last.as_ref().is_none_or(|(seen, _)| *seen != days) {
-                    let mut text = Vec::with_capacity(10);
-                    if !date(days, &mut text) {
-                        return false;
+                let slot = &mut seen[(days & 7) as usize];
+                match slot {
+                    Some((known, text)) if *known == days => out.extend_from_slice(text),
+                    _ => {
+                        let mut text = [0u8; 10];
+                        if !date(days, &mut text) {
+                            return false;
+                        }
+                        out.extend_from_slice(&text);
+                        *slot = Some((days, text));
                     }
-                    let Ok(text) = <[u8; 10]>::try_from(text) else {
-                        return false;
-                    };
-                    *last = Some((days, text));
-                }
-                if let Some((_, text)) = last {
-                    out.extend_from_slice(text);
                 }
             }
             Column::UtcMicros(a, last) if a.is_valid(row) => {
@@ -232,6 +246,18 @@ mod fast_csv {
         true
     }
 
+    /// Whether any value of `strings` holds a byte that makes CSV quote a field.
+    fn may_need_quotes(strings: &StringArray) -> bool {
+        let offsets = strings.value_offsets();
+        let (Some(&first), Some(&last)) = (offsets.first(), offsets.last()) else {
+            return false;
+        };
+        // The bytes the array's values span (a slice of an array may have more around them).
+        let values = &strings.value_data()[first as usize..last as usize];
+        memchr::memchr3(b',', b'"', b'\n', values).is_some()
+            || memchr::memchr(b'\r', values).is_some()
+    }
+
     fn text(value: &[u8], out: &mut Vec<u8>) {
         let quote = value
             .iter()
@@ -250,55 +276,76 @@ mod fast_csv {
         out.push(b'"');
     }
 
+    /// Room for any i128 or decimal: a sign, 39 digits and a point.
+    const NUMBER_ROOM: usize = 48;
+
     fn integer(value: i128, out: &mut Vec<u8>) {
-        if value < 0 {
-            out.push(b'-');
-        }
-        digits(value.unsigned_abs(), 1, out);
-    }
-
-    /// `value`'s decimal digits, at least `width` of them (zeros in front).
-    fn digits(value: u128, width: usize, out: &mut Vec<u8>) {
-        // A u128 division is a library call: amounts fit in 64 bits and are divided natively;
-        // a larger value is written as its high digits, then its low 19.
-        const LOW: u128 = 10_000_000_000_000_000_000;
-        match u64::try_from(value) {
-            Ok(value) => digits_u64(value, width, out),
-            Err(_) => {
-                digits(value / LOW, width.saturating_sub(19), out);
-                digits_u64((value % LOW) as u64, 19, out);
-            }
-        }
-    }
-
-    fn digits_u64(mut value: u64, width: usize, out: &mut Vec<u8>) {
-        let mut buf = [0u8; 20];
+        let mut buf = [0u8; NUMBER_ROOM];
         let mut at = buf.len();
-        while value > 0 || buf.len() - at < width {
+        digits(value.unsigned_abs(), 1, &mut buf, &mut at);
+        if value < 0 {
             at -= 1;
-            buf[at] = b'0' + (value % 10) as u8;
-            value /= 10;
+            buf[at] = b'-';
         }
         out.extend_from_slice(&buf[at..]);
     }
 
+    /// `value`'s decimal digits, at least `width` of them (zeros in front), written into `buf`
+    /// backwards from `at` (a number is built in place and appended in one copy).
+    fn digits(value: u128, width: usize, buf: &mut [u8; NUMBER_ROOM], at: &mut usize) {
+        // A u128 division is a library call: amounts fit in 64 bits and are divided natively;
+        // a larger value is written as its low 19 digits, then its high ones.
+        const LOW: u128 = 10_000_000_000_000_000_000;
+        match u64::try_from(value) {
+            Ok(value) => digits_u64(value, width, buf, at),
+            Err(_) => {
+                digits_u64((value % LOW) as u64, 19, buf, at);
+                digits(value / LOW, width.saturating_sub(19), buf, at);
+            }
+        }
+    }
+
+    fn digits_u64(mut value: u64, width: usize, buf: &mut [u8; NUMBER_ROOM], at: &mut usize) {
+        let end = *at;
+        while value > 0 || end - *at < width {
+            *at -= 1;
+            buf[*at] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+
     /// `123` at scale 2 is `1.23`; `-5` is `-0.05`; scale 0 has no point.
     fn decimal(value: i128, scale: u32, out: &mut Vec<u8>) {
-        if value < 0 {
-            out.push(b'-');
-        }
         let magnitude = value.unsigned_abs();
         if scale == 0 {
-            return digits(magnitude, 1, out);
+            return integer(value, out);
         }
-        let unit = 10u128.pow(scale);
-        digits(magnitude / unit, 1, out);
-        out.push(b'.');
-        digits(magnitude % unit, scale as usize, out);
+        let mut buf = [0u8; NUMBER_ROOM];
+        let mut at = buf.len();
+        // Scales past 38 do not exist for Decimal128; 10^scale would overflow beyond it.
+        let Some(unit) = 10u128.checked_pow(scale) else {
+            return integer(value, out);
+        };
+        let (whole, fraction) = match u64::try_from(magnitude) {
+            Ok(m) if scale < 20 => {
+                let unit = unit as u64;
+                ((m / unit) as u128, (m % unit) as u128)
+            }
+            _ => (magnitude / unit, magnitude % unit),
+        };
+        digits(fraction, scale as usize, &mut buf, &mut at);
+        at -= 1;
+        buf[at] = b'.';
+        digits(whole, 1, &mut buf, &mut at);
+        if value < 0 {
+            at -= 1;
+            buf[at] = b'-';
+        }
+        out.extend_from_slice(&buf[at..]);
     }
 
     /// Days since 1970-01-01 as `YYYY-MM-DD`, for years 0 to 9999.
-    fn date(days: i32, out: &mut Vec<u8>) -> bool {
+    fn date(days: i32, text: &mut [u8; 10]) -> bool {
         let Some(date) = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
             .and_then(|epoch| epoch.checked_add_signed(chrono::TimeDelta::days(days.into())))
         else {
@@ -309,11 +356,19 @@ mod fast_csv {
         if !(0..=9999).contains(&year) {
             return false;
         }
-        digits(year as u128, 4, out);
-        out.push(b'-');
-        digits(date.month() as u128, 2, out);
-        out.push(b'-');
-        digits(date.day() as u128, 2, out);
+        let (year, month, day) = (year as u32, date.month(), date.day());
+        *text = [
+            b'0' + (year / 1000) as u8,
+            b'0' + (year / 100 % 10) as u8,
+            b'0' + (year / 10 % 10) as u8,
+            b'0' + (year % 10) as u8,
+            b'-',
+            b'0' + (month / 10) as u8,
+            b'0' + (month % 10) as u8,
+            b'-',
+            b'0' + (day / 10) as u8,
+            b'0' + (day % 10) as u8,
+        ];
         true
     }
 
@@ -402,6 +457,54 @@ mod fast_csv {
             )
             .unwrap();
             assert_eq!(batch.num_rows(), n);
+            let mut fast = Vec::new();
+            assert!(write(&batch, &mut fast));
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(arrow_text(&batch)).unwrap()
+            );
+        }
+
+        #[test]
+        fn a_slice_is_quoted_by_its_own_values_not_its_arrays() {
+            // The array's buffer holds quoted values around a slice that needs none, and the
+            // other way round; each slice is written as arrow writes it.
+            let text: ArrayRef = Arc::new(StringArray::from(vec![
+                Some("a,b"),
+                Some("plain"),
+                None,
+                Some("x"),
+                Some("say \"q\""),
+                Some("cr\r"),
+            ]));
+            let n: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5, 6]));
+            let batch = RecordBatch::try_from_iter([("s", text), ("n", n)]).unwrap();
+            for (offset, len) in [(1, 3), (0, 2), (3, 2), (5, 1), (0, 6), (2, 1)] {
+                let slice = batch.slice(offset, len);
+                let mut fast = Vec::new();
+                assert!(write(&slice, &mut fast));
+                assert_eq!(
+                    String::from_utf8(fast).unwrap(),
+                    String::from_utf8(arrow_text(&slice)).unwrap(),
+                    "rows {offset}..{}",
+                    offset + len
+                );
+            }
+        }
+
+        #[test]
+        fn dates_sharing_a_remembered_slot_are_each_written_right() {
+            // Days 8 apart share a slot; a week's days each have their own; negative days too.
+            let days: Vec<i32> = [
+                0, 8, 0, 16, -8, -1, 7, 1, 2, 3, 4, 5, 6, 7, 8, 20_000, -719_528,
+            ]
+            .repeat(3);
+            let n = days.len();
+            let batch = RecordBatch::try_from_iter([
+                ("day", Arc::new(Date32Array::from(days)) as ArrayRef),
+                ("n", Arc::new(Int64Array::from(vec![0; n])) as ArrayRef),
+            ])
+            .unwrap();
             let mut fast = Vec::new();
             assert!(write(&batch, &mut fast));
             assert_eq!(
