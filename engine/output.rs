@@ -493,6 +493,46 @@ mod fast_csv {
         }
 
         #[test]
+        fn numbers_print_as_rust_prints_them() {
+            let mut values: Vec<i128> = (-1000..=100_000).collect();
+            for power in 0..39 {
+                let p = 10i128.pow(power);
+                values.extend([p - 1, p, p + 1, -p]);
+                values.extend(p.checked_mul(7));
+            }
+            values.extend([
+                i64::MAX.into(),
+                i64::MIN.into(),
+                u64::MAX.into(),
+                i128::MAX,
+                i128::MIN + 1,
+            ]);
+            for v in values {
+                let mut out = Vec::new();
+                integer(v, &mut out);
+                assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
+                for scale in [1u32, 2, 5, 19, 20] {
+                    let mut out = Vec::new();
+                    decimal(v, scale, &mut out);
+                    let unit = 10u128.pow(scale);
+                    let m = v.unsigned_abs();
+                    let sign = if v < 0 { "-" } else { "" };
+                    let want = format!(
+                        "{sign}{}.{:0width$}",
+                        m / unit,
+                        m % unit,
+                        width = scale as usize
+                    );
+                    assert_eq!(
+                        String::from_utf8(out).unwrap(),
+                        want,
+                        "{v} at scale {scale}"
+                    );
+                }
+            }
+        }
+
+        #[test]
         fn dates_sharing_a_remembered_slot_are_each_written_right() {
             // Days 8 apart share a slot; a week's days each have their own; negative days too.
             let days: Vec<i32> = [
