@@ -718,12 +718,66 @@ fn stores_read_in_key_ranges_are_aggregated_without_an_exchange() {
     assert!(stderr.contains("PrefixSortExec"), "{stderr}");
     assert!(stderr.contains("RangeConcatExec"), "{stderr}");
     assert!(!stderr.contains("SortPreservingMergeExec"), "{stderr}");
+    // The sort runs before the join adds each file's name and time (narrower rows to sort):
+    // the plan lists it under the join.
+    let line_of = |operator: &str| {
+        stderr
+            .lines()
+            .position(|l| l.trim_start().starts_with(operator))
+    };
+    assert!(
+        line_of("HashJoinExec") < line_of("PrefixSortExec"),
+        "{stderr}"
+    );
     assert!(
         !stderr
             .lines()
             .any(|l| l.trim_start().starts_with("SortExec:")),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_sort_by_a_column_the_join_adds_stays_above_the_join() {
+    // ORDER BY a build-side column (each file's name) after the store: the sort cannot run
+    // before the join, and the rows come out as one whole sort orders them.
+    let dir = tempfile::tempdir().unwrap();
+    let val = validated_sample(dir.path());
+    let sql = std::fs::read_to_string(repo().join("jobs/province_sales.sql")).unwrap();
+    let ordered_by_file = sql.replace(
+        "ORDER BY newest.store_id, newest.item_id, newest.trans_date",
+        "ORDER BY newest.store_id, files.source_file DESC, newest.item_id, newest.trans_date",
+    );
+    assert_ne!(
+        sql, ordered_by_file,
+        "the job's ORDER BY changed: update this test"
+    );
+    let job = dir.path().join("by_file.sql");
+    std::fs::write(&job, ordered_by_file).unwrap();
+    let run_in = |partitions: &str| {
+        let out = job_run(job.to_str().unwrap(), "WI", &val)
+            .dry_run()
+            .args(&["--profile"])
+            .env("DATAFUSION_EXECUTION_TARGET_PARTITIONS", partitions)
+            .run();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        (out.stdout, stderr)
+    };
+    let (whole, _) = run_in("1");
+    let (ranged, profile) = run_in("2");
+    let line_of = |operator: &str| {
+        profile
+            .lines()
+            .position(|l| l.trim_start().starts_with(operator))
+    };
+    assert!(line_of("PrefixSortExec").is_some(), "{profile}");
+    assert!(
+        line_of("PrefixSortExec") < line_of("HashJoinExec"),
+        "{profile}"
+    );
+    assert!(whole.len() > 100);
+    assert!(ranged == whole, "the rows differ from one whole sort's");
 }
 
 #[test]

@@ -13,6 +13,11 @@
 //!   [`RangeConcatExec`]: partition 0's rows, then partition 1's, and so on, the order the merge
 //!   would make, without comparing a row.
 //!
+//! A prefix sort over a projection of an inner hash join that collects its build side moves below
+//! the join, onto the probe side, when every sort key is a probe-side column: the join keeps the
+//! probe side's order, and the rows sorted are narrower (the province job's rows before the
+//! join adds each file's name and time: half the bytes a sort moves).
+//!
 //! Invariant: a rewritten plan yields the same rows in the same order as the plan it replaces
 //! (rows equal on every sort key aside, which a sort does not order; a prefix sort keeps them
 //! in input order).
@@ -27,15 +32,21 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::compute::{interleave_record_batch, partition};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::JoinType;
 use datafusion::common::ScalarValue;
 use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::execution_plan::EmissionType;
+use datafusion::physical_plan::execution_plan::{
+    ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
+};
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -60,6 +71,7 @@ impl PhysicalOptimizerRule for KeyOrderRule {
         // Bottom up: a sort becomes a prefix sort before the merge above it is looked at.
         plan.transform_up(|node| {
             if let Some(rewritten) = prefix_sort(&node)? {
+                let rewritten = sort_below_join(&rewritten)?.unwrap_or(rewritten);
                 return Ok(Transformed::yes(rewritten));
             }
             if let Some(rewritten) = range_concat(&node) {
@@ -90,13 +102,8 @@ fn prefix_sort(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Execution
     if sort.fetch().is_some() || !(sort.preserve_partitioning() || partitions == 1) {
         return Ok(None);
     }
-    let keys: Vec<PhysicalSortExpr> = sort.expr().iter().cloned().collect();
-    let ordered = input.equivalence_properties();
-    let mut prefix = 0;
-    while prefix < keys.len() && ordered.ordering_satisfy(keys[..=prefix].to_vec())? {
-        prefix += 1;
-    }
-    if prefix == 0 || prefix == keys.len() {
+    let prefix = ordered_prefix(input, sort.expr())?;
+    if prefix == 0 || prefix == sort.expr().len() {
         return Ok(None);
     }
     Ok(Some(Arc::new(PrefixSortExec::try_new(
@@ -104,6 +111,86 @@ fn prefix_sort(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Execution
         sort.expr().clone(),
         prefix,
     )?)))
+}
+
+/// How many leading keys of `ordering` the rows of `input` already come ordered by.
+fn ordered_prefix(input: &Arc<dyn ExecutionPlan>, ordering: &LexOrdering) -> Result<usize> {
+    let keys: Vec<PhysicalSortExpr> = ordering.iter().cloned().collect();
+    let ordered = input.equivalence_properties();
+    let mut prefix = 0;
+    while prefix < keys.len() && ordered.ordering_satisfy(keys[..=prefix].to_vec())? {
+        prefix += 1;
+    }
+    Ok(prefix)
+}
+
+/// `node`, a [`PrefixSortExec`] over a projection of an inner [`HashJoinExec`] that collects its
+/// build (left) side, with the sort moved onto the join's probe (right) side when every key is a
+/// probe-side column that the projection passes through unchanged. The rewrite is kept only if
+/// the plan's own ordering analysis finds the new plan's rows in the order the sort promised.
+fn sort_below_join(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(sort) = node.downcast_ref::<PrefixSortExec>() else {
+        return Ok(None);
+    };
+    let Some(projection) = sort.input.downcast_ref::<ProjectionExec>() else {
+        return Ok(None);
+    };
+    let Some(join) = projection.input().downcast_ref::<HashJoinExec>() else {
+        return Ok(None);
+    };
+    if *join.join_type() != JoinType::Inner || *join.partition_mode() != PartitionMode::CollectLeft
+    {
+        return Ok(None);
+    }
+    let left_width = join.left().schema().fields().len();
+    let probe_schema = join.right().schema();
+    let mut keys = Vec::with_capacity(sort.ordering.len());
+    for key in sort.ordering.iter() {
+        // The key's column in the projection's output, then in the join's output, then in the
+        // join's left-then-right columns.
+        let Some(column) = key.expr.downcast_ref::<Column>() else {
+            return Ok(None);
+        };
+        let Some(projected) = projection.expr().get(column.index()) else {
+            return Ok(None);
+        };
+        let Some(joined) = projected.expr.downcast_ref::<Column>() else {
+            return Ok(None);
+        };
+        let combined = match &join.projection {
+            Some(picked) => match picked.get(joined.index()) {
+                Some(&index) => index,
+                None => return Ok(None),
+            },
+            None => joined.index(),
+        };
+        let Some(probe_index) = combined.checked_sub(left_width) else {
+            return Ok(None);
+        };
+        let name = probe_schema.field(probe_index).name();
+        keys.push(PhysicalSortExpr::new(
+            Arc::new(Column::new(name, probe_index)),
+            key.options,
+        ));
+    }
+    let Some(probe_ordering) = LexOrdering::new(keys) else {
+        return Ok(None);
+    };
+    let probe = Arc::clone(join.right());
+    let prefix = ordered_prefix(&probe, &probe_ordering)?;
+    if prefix == 0 || prefix == probe_ordering.len() {
+        return Ok(None);
+    }
+    let sorted_probe = Arc::new(PrefixSortExec::try_new(probe, probe_ordering, prefix)?);
+    // The join's and the projection's properties (their order above all) are worked out anew.
+    let recompute = || ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
+    let join = Arc::clone(projection.input())
+        .replace_children(vec![Arc::clone(join.left()), sorted_probe], recompute())?;
+    let rewritten = Arc::clone(&sort.input).replace_children(vec![join], recompute())?;
+    let same_order = rewritten
+        .equivalence_properties()
+        .ordering_satisfy(sort.ordering.iter().cloned())?;
+    Ok(same_order.then_some(rewritten))
 }
 
 /// `node` as a [`RangeConcatExec`] when it is a merge (no limit) of partitions that are ranges of
