@@ -309,8 +309,8 @@ fn split_lines<R: Read>(
                     .fold((0, 0), |(c, b), (i, &byte)| {
                         let bit = 0x80u64 << (8 * i);
                         (
-                            c | bit * u64::from(byte == b','),
-                            b | bit * u64::from(byte == b'\n'),
+                            c | (bit * u64::from(byte == b',')),
+                            b | (bit * u64::from(byte == b'\n')),
                         )
                     }),
             };
