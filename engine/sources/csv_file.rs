@@ -212,6 +212,9 @@ impl CsvReader {
 /// Bytes read from a file at a time by [`split_lines`].
 const SPLIT_BLOCK: usize = 1 << 20;
 
+/// Room [`split_lines`] keeps for the unsplit end of a block, a part of a line.
+const LINE_SLACK: usize = 64 << 10;
+
 const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
 /// Eight commas and eight line breaks, to XOR a word of eight bytes with.
@@ -252,7 +255,9 @@ fn split_lines<R: Read>(
     block: usize,
     mut on_row: impl FnMut(&[u8], &[&[u8]], u64, u64) -> bool,
 ) -> std::io::Result<Split<R>> {
-    let mut buf: Vec<u8> = Vec::with_capacity(block);
+    // Room for a block after the line left over from the last one: reading a block then never
+    // grows the buffer (a line longer than the slack does, once).
+    let mut buf: Vec<u8> = Vec::with_capacity(block + LINE_SLACK);
     // buf[..start] is split; `line` is the number of the line at `start`, `base` the file offset
     // of buf[0].
     let (mut start, mut line, mut base) = (0usize, 1u64, 0u64);
