@@ -168,19 +168,19 @@ impl CsvReader {
     /// Lines are split where they lie ([`split_lines`]) until a block of the file holds a quote
     /// or a carriage return; from the first line not yet split, the csv crate reads the rest
     /// (quoted fields, line breaks inside them, CR line ends), its lines and bytes counted on
-    /// from there, so a row's line number is the same whichever way it was read.
+    /// from there, so errors name the file's own line numbers either way.
     fn read<R: Read>(self, reader: R, tx: &mpsc::Sender<Result<RecordBatch>>) {
         let mut rows = RowSink::new(&self, tx);
         let file = &self.ranked.file;
-        let rest = match split_lines(reader, SPLIT_BLOCK, |row, fields, line, end| {
-            rows.row(row, fields.len(), |i| fields[i], || line) && rows.after_row(end)
-        }) {
-            Ok(Split::Done { bytes }) => return rows.finish(bytes),
-            Ok(Split::Stopped) => return,
-            Ok(Split::Csv { rest, line, byte }) => (rest, line, byte),
-            Err(e) => return rows.fail(format!("cannot read {}: {e}", file.url)),
-        };
-        let (rest, first_line, first_byte) = rest;
+        let (rest, first_line, first_byte) =
+            match split_lines(reader, SPLIT_BLOCK, |row, fields, line, end| {
+                rows.row(row, fields.len(), |i| fields[i], || line) && rows.after_row(end)
+            }) {
+                Ok(Split::Done { bytes }) => return rows.finish(bytes),
+                Ok(Split::Stopped) => return,
+                Ok(Split::Csv { rest, line, byte }) => (rest, line, byte),
+                Err(e) => return rows.fail(format!("cannot read {}: {e}", file.url)),
+            };
         // Positions of the csv crate count from the handed-over line (its line 1).
         let line_of = |position: Option<&csv::Position>| {
             first_line + position.map(|p| p.line()).unwrap_or(1) - 1
