@@ -348,6 +348,51 @@ fn run_with_a_bad_second_line(content: &[u8], reason: &str) -> std::process::Out
 }
 
 #[test]
+fn a_quote_past_the_first_block_hands_the_rest_to_csv_with_the_files_line_numbers() {
+    // More than a block (1 MiB) of plain lines, then a quoted field, a CRLF line and a bad row:
+    // the reader splits the plain lines itself and hands the rest to the csv crate; the rows are
+    // those of the same file written plainly, and the bad row is named by its own line.
+    let plain_rows: String = (0..40_000)
+        .map(|n| format!("s1,1.00,4,i{},2026-01-01,plain\n", n % 50))
+        .collect();
+    let tail_plain =
+        "s1,2.00,4,i1,2026-01-01,a b\ns1,3.00,4,i2,2026-01-01\ns1,4.00,4,i3,2026-01-01\n";
+    let tail_quoted =
+        "s1,2.00,4,i1,2026-01-01,\"a,b\"\ns1,oops,4,i1,2026-01-01\ns1,3.00,4,i2,2026-01-01\r\ns1,4.00,4,i3,2026-01-01\n";
+    assert!(plain_rows.len() > 1 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, quoted) = (dir.path().join("plain"), dir.path().join("quoted"));
+    write_file(
+        &plain,
+        "IL-1.csv",
+        format!("{plain_rows}{tail_plain}"),
+        "2026-01-01T09:00:00Z",
+    );
+    write_file(
+        &quoted,
+        "IL-1.csv",
+        format!("{plain_rows}{tail_quoted}"),
+        "2026-01-01T09:00:00Z",
+    );
+    let want = job_run("province_sales", "IL", &plain).dry_run().ok();
+    let out = job_run("province_sales", "IL", &quoted)
+        .dry_run()
+        .args(&["--max-bad-rows", "1"])
+        .run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 bad rows") && stderr.contains("IL-1.csv line 40002"),
+        "{stderr}"
+    );
+    // The same rows; only the files' folder differs in source_file.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        want.replace("/plain/IL-1.csv", "/quoted/IL-1.csv")
+    );
+}
+
+#[test]
 fn an_unvalidated_row_names_the_file_and_line() {
     run_with_a_bad_second_line(
         b"s1,1.00,4,i1,2026-01-01\ns1,oops,4,i1,2026-01-01\n",
