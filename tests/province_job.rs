@@ -401,6 +401,15 @@ fn an_unvalidated_row_names_the_file_and_line() {
 }
 
 #[test]
+fn a_crlf_file_names_a_bad_row_by_its_own_line() {
+    // The csv crate counted a CRLF file's rows from where the row before ended (line 1 here).
+    run_with_a_bad_second_line(
+        b"s1,1.00,4,i1,2026-01-01\r\ns1,oops,4,i1,2026-01-01\r\ns1,2.00,4,i1,2026-01-01\r\n",
+        "`amount`",
+    );
+}
+
+#[test]
 fn a_field_that_is_not_utf8_names_its_column_and_an_ignored_extra_field_does_not_matter() {
     let mut content = b"s1,1.00,4,i1,2026-01-01\ns1,2.00,4,i\xff2,2026-01-01\n".to_vec();
     // An extra field after the layout's columns is free-form and ignored, whatever its bytes.

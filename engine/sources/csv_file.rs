@@ -165,10 +165,10 @@ impl CsvReader {
     /// Parses the file from `reader` into batches sent on `tx`; the first error is sent instead
     /// and ends the read.
     ///
-    /// Lines are split where they lie ([`split_lines`]) until a block of the file holds a quote
-    /// or a carriage return; from the first line not yet split, the csv crate reads the rest
-    /// (quoted fields, line breaks inside them, CR line ends), its lines and bytes counted on
-    /// from there, so errors name the file's own line numbers either way.
+    /// Lines are split where they lie ([`split_lines`]; CRLF line ends too) until a block of the
+    /// file holds a quote or a lone carriage return; from the first line not yet split, the csv
+    /// crate reads the rest (quoted fields, line breaks inside them, CR line ends), its lines and
+    /// bytes counted on from there, so errors name the file's own line numbers either way.
     fn read<R: Read>(self, reader: R, tx: &mpsc::Sender<Result<RecordBatch>>) {
         let mut rows = RowSink::new(&self, tx);
         let file = &self.ranked.file;
@@ -227,14 +227,27 @@ fn zero_bytes(word: u64) -> u64 {
     !(((word & LOW7) + LOW7) | word | LOW7)
 }
 
+/// Whether `bytes`, the unsplit part of the buffer, hold what only a CSV reader reads right: a
+/// quote, or a carriage return that is not the first half of a CRLF line end (a lone CR ends a
+/// line for the csv crate). A CR at the very end is decided with the next block, or at the end of
+/// the file.
+fn needs_csv(bytes: &[u8], eof: bool) -> bool {
+    memchr::memchr(b'"', bytes).is_some()
+        || memchr::memchr_iter(b'\r', bytes).any(|at| match bytes.get(at + 1) {
+            Some(b'\n') => false,
+            Some(_) => true,
+            None => eof,
+        })
+}
+
 /// How [`split_lines`] ended.
 enum Split<R> {
     /// Every line was split; the file's size.
     Done { bytes: u64 },
     /// The row handler asked to stop.
     Stopped,
-    /// A block held a quote or a carriage return: the rest of the file from the first line not
-    /// split (its line number and byte offset), for a reader that knows CSV's quoting.
+    /// A block held a quote or a lone carriage return: the rest of the file from the first line
+    /// not split (its line number and byte offset), for a reader that knows CSV's quoting.
     Csv {
         rest: std::io::Chain<std::io::Cursor<Vec<u8>>, R>,
         line: u64,
@@ -244,10 +257,11 @@ enum Split<R> {
 
 /// Splits lines into comma-separated fields, `block` bytes read at a time, and gives each row
 /// to `on_row(row, fields, line, end)`: the line's bytes, its fields (slices of them), its line
-/// number and the byte offset after it. Empty lines are skipped, as the csv crate skips them;
-/// on a file without quotes and carriage returns the rows are the csv crate's (unit-tested), and
-/// so are their line numbers, except that a row after blank lines has its own line's number
-/// (the csv crate counts such a row from the end of the row before).
+/// number and the byte offset after it. A line may end in CRLF. Empty lines are skipped, as the
+/// csv crate skips them; on a file without quotes and lone carriage returns the rows are the
+/// csv crate's (unit-tested), and so are their line numbers, except that a row after blank
+/// lines or after a CRLF line has its own line's number (the csv crate counts such a row from
+/// where the row before ended, before the blank lines or the LF).
 /// Searches are memchr's (SIMD): finding a row's commas this way costs a fraction of csv's
 /// byte-by-byte state machine and its copy of every field into a record.
 fn split_lines<R: Read>(
@@ -280,7 +294,7 @@ fn split_lines<R: Read>(
             }
         }
         // From the first line not split: its front may have come with an earlier block.
-        if memchr::memchr2(b'"', b'\r', &buf[start..]).is_some() {
+        if needs_csv(&buf[start..], eof) {
             let rest = std::io::Cursor::new(buf.split_off(start));
             return Ok(Split::Csv {
                 rest: rest.chain(reader),
@@ -326,10 +340,15 @@ fn split_lines<R: Read>(
                 if breaks & bit == 0 {
                     fields.push(&lines[field_start..pos]);
                 } else {
-                    if pos > row_start {
-                        fields.push(&lines[field_start..pos]);
+                    // A CR before the line break ends the line with it.
+                    let row_end = match pos.checked_sub(1) {
+                        Some(cr) if cr >= row_start && lines[cr] == b'\r' => cr,
+                        _ => pos,
+                    };
+                    if row_end > row_start {
+                        fields.push(&lines[field_start..row_end]);
                         let after = base + (start + pos + 1) as u64;
-                        if !on_row(&lines[row_start..pos], &fields, line, after) {
+                        if !on_row(&lines[row_start..row_end], &fields, line, after) {
                             return Ok(Split::Stopped);
                         }
                     }
@@ -540,8 +559,11 @@ mod tests {
         let mut last_end = 0;
         let split = split_lines(data, block, |row, fields, line, end| {
             assert!(end > last_end && end as usize <= data.len());
-            // `end` is just past the row and its line break.
-            let end_of_row = end as usize - usize::from(data[end as usize - 1] == b'\n');
+            // `end` is just past the row and its line break (LF or CRLF).
+            let mut end_of_row = end as usize - usize::from(data[end as usize - 1] == b'\n');
+            if end_of_row < end as usize && data[..end_of_row].ends_with(b"\r") {
+                end_of_row -= 1;
+            }
             assert_eq!(&data[end_of_row - row.len()..end_of_row], row);
             last_end = end;
             rows.push((line, fields.iter().map(|f| f.to_vec()).collect()));
@@ -579,9 +601,14 @@ mod tests {
             b"a,b,c,d,e,f\nshort\n",
             "\u{feff}é,ü\nß\n".as_bytes(),
             long.as_bytes(),
-            // Handed to the csv crate: quotes, quoted commas and line breaks, CR line ends.
-            b"s1,1\ns2,\"a,b\"\ns3,3\n",
+            // CRLF line ends, split here.
             b"s1,1\ns2,2\r\ns3,3\r\n",
+            b"a,b\r\n\r\n,\r\nc\r\n\r\n",
+            b"\r\n",
+            // Handed to the csv crate: quotes, quoted commas and line breaks, lone CRs.
+            b"s1,1\ns2,\"a,b\"\ns3,3\n",
+            b"s1,1\r\ns2,2\r",
+            b"a\r\rb\n",
             b"a\rb\nc\n",
             b"a,\"b\nc\"\nd\n\ne,\"\"\"\"\n",
             b"a\n\n\"unclosed,b\n",
@@ -589,9 +616,11 @@ mod tests {
         for data in inputs {
             let want = csv_crate_rows(data, 1);
             let fields = |rows: &Rows| rows.iter().map(|(_, f)| f.clone()).collect::<Vec<_>>();
-            // The csv crate numbers a row after blank lines from the end of the row before; split
-            // rows have their own line's number. Where no blank line comes first, they agree.
-            let blank_lines = data.windows(2).any(|w| w == b"\n\n") || data.starts_with(b"\n");
+            // The csv crate numbers a row after blank lines or a CRLF line from the end of the
+            // row before; split rows have their own line's number. Without either, they agree.
+            let blank_lines = data.windows(2).any(|w| w == b"\n\n")
+                || data.starts_with(b"\n")
+                || data.contains(&b'\r');
             for block in [1, 2, 3, 7, 64, 1 << 20] {
                 let read = rows_read(data, block);
                 let context = format!("{:?} in blocks of {block}", String::from_utf8_lossy(data));
@@ -619,6 +648,7 @@ mod tests {
             b',' ^ 0x80,
             0x00,
             0xff,
+            b'\r',
         ];
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..300 {
@@ -651,6 +681,36 @@ mod tests {
             })
             .unwrap();
             assert_eq!(lines, [3, 6, 9], "blocks of {block}");
+        }
+    }
+
+    #[test]
+    fn a_crlf_row_is_numbered_by_its_own_line() {
+        let mut lines = Vec::new();
+        let mut rows = Vec::new();
+        let data = b"a,b\r\nc\r\n\r\nd,e,\r\n";
+        for block in [1, 2, 64] {
+            lines.clear();
+            rows.clear();
+            let split = split_lines(&data[..], block, |row, fields, line, _| {
+                lines.push(line);
+                rows.push((row.to_vec(), fields.len()));
+                true
+            })
+            .unwrap();
+            assert!(
+                matches!(split, Split::Done { bytes: 16 }),
+                "blocks of {block}"
+            );
+            assert_eq!(lines, [1, 2, 4], "blocks of {block}");
+            assert_eq!(
+                rows,
+                [
+                    (b"a,b".to_vec(), 2),
+                    (b"c".to_vec(), 1),
+                    (b"d,e,".to_vec(), 3)
+                ]
+            );
         }
     }
 
