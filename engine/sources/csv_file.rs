@@ -232,12 +232,17 @@ fn zero_bytes(word: u64) -> u64 {
 /// line for the csv crate). A CR at the very end is decided with the next block, or at the end of
 /// the file.
 fn needs_csv(bytes: &[u8], eof: bool) -> bool {
-    memchr::memchr(b'"', bytes).is_some()
-        || memchr::memchr_iter(b'\r', bytes).any(|at| match bytes.get(at + 1) {
-            Some(b'\n') => false,
-            Some(_) => true,
-            None => eof,
-        })
+    // One search for both bytes: a file with LF line ends is looked at once.
+    let mut from = 0;
+    while let Some(at) = memchr::memchr2(b'"', b'\r', &bytes[from..]) {
+        let at = from + at;
+        match (bytes[at], bytes.get(at + 1)) {
+            (b'\r', Some(b'\n')) => from = at + 2,
+            (b'\r', None) => return eof,
+            _ => return true,
+        }
+    }
+    false
 }
 
 /// How [`split_lines`] ended.
