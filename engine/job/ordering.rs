@@ -167,9 +167,11 @@ fn sort_below_join(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Execu
         let Some(probe_index) = combined.checked_sub(left_width) else {
             return Ok(None);
         };
-        let name = probe_schema.field(probe_index).name();
+        let Some(field) = probe_schema.fields().get(probe_index) else {
+            return Ok(None);
+        };
         keys.push(PhysicalSortExpr::new(
-            Arc::new(Column::new(name, probe_index)),
+            Arc::new(Column::new(field.name(), probe_index)),
             key.options,
         ));
     }
