@@ -153,8 +153,9 @@ mod fast_csv {
         /// Dates formatted so far: a province covers a few days, which the result's order
         /// (store, item, date) visits in turn.
         Date(&'a Date32Array, Box<DateTexts>),
-        /// The last value formatted, kept: a job's `source_time` repeats for a whole file.
-        UtcMicros(&'a TimestampMicrosecondArray, Option<(i64, String)>),
+        /// The last value and its field's bytes, kept: a job's `source_time` repeats for a whole
+        /// file.
+        UtcMicros(&'a TimestampMicrosecondArray, Option<(i64, Vec<u8>)>),
     }
 
     /// Texts of recent dates, one slot per day modulo 8, so a week of days never evicts itself.
@@ -175,7 +176,8 @@ mod fast_csv {
                     Column::Text(strings, may_need_quotes(strings))
                 }
                 DataType::Int64 => Column::Integer(column.as_primitive::<Int64Type>()),
-                DataType::Decimal128(_, scale) if *scale >= 0 => {
+                // Decimal128's scale is at most 38 (its precision); anything else goes to arrow.
+                DataType::Decimal128(_, scale) if (0..=38).contains(scale) => {
                     Column::Decimal(column.as_primitive::<Decimal128Type>(), *scale as u32)
                 }
                 DataType::Date32 => {
@@ -234,16 +236,27 @@ mod fast_csv {
                     let Some(time) = chrono::DateTime::from_timestamp_micros(v) else {
                         return false;
                     };
-                    *last = Some((v, time.format(super::TIMESTAMP_FORMAT).to_string()));
+                    let mut field = Vec::new();
+                    text(
+                        time.format(super::TIMESTAMP_FORMAT).to_string().as_bytes(),
+                        &mut field,
+                    );
+                    *last = Some((v, field));
                 }
-                if let Some((_, formatted)) = last {
-                    text(formatted.as_bytes(), out);
+                if let Some((_, field)) = last {
+                    out.extend_from_slice(field);
                 }
             }
             // A null is an empty field.
             _ => {}
         }
         true
+    }
+
+    /// Whether `bytes` hold a byte that makes CSV quote a field: a comma, a quote, CR or LF.
+    fn needs_quotes(bytes: &[u8]) -> bool {
+        memchr::memchr3(b',', b'"', b'\n', bytes).is_some()
+            || memchr::memchr(b'\r', bytes).is_some()
     }
 
     /// Whether any value of `strings` holds a byte that makes CSV quote a field.
@@ -253,16 +266,11 @@ mod fast_csv {
             return false;
         };
         // The bytes the array's values span (a slice of an array may have more around them).
-        let values = &strings.value_data()[first as usize..last as usize];
-        memchr::memchr3(b',', b'"', b'\n', values).is_some()
-            || memchr::memchr(b'\r', values).is_some()
+        needs_quotes(&strings.value_data()[first as usize..last as usize])
     }
 
     fn text(value: &[u8], out: &mut Vec<u8>) {
-        let quote = value
-            .iter()
-            .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
-        if !quote {
+        if !needs_quotes(value) {
             out.extend_from_slice(value);
             return;
         }
@@ -322,10 +330,8 @@ mod fast_csv {
         }
         let mut buf = [0u8; NUMBER_ROOM];
         let mut at = buf.len();
-        // Scales past 38 do not exist for Decimal128; 10^scale would overflow beyond it.
-        let Some(unit) = 10u128.checked_pow(scale) else {
-            return integer(value, out);
-        };
+        // `write` takes scales up to 38 only, whose 10^scale fits a u128.
+        let unit = 10u128.pow(scale);
         let (whole, fraction) = match u64::try_from(magnitude) {
             Ok(m) if scale < 20 => {
                 let unit = unit as u64;
