@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 
 use super::dialect::{Dialect, TableSpec, SQLITE_TIME_FORMAT};
 use super::sqlite_rows::{write_through, BorrowingStatement, BoundColumn};
+use super::writeback::EarlyWriteback;
 use crate::sinks::{SinkError, SinkReport, StagedWrite};
 
 /// Rows upserted by one statement (`VALUES (...), (...), ...`): a statement's run has a fixed cost
@@ -305,6 +306,7 @@ impl Writer {
             conn.execute_batch(&spec.create_table(Dialect::Sqlite)?)?;
         }
         Ok(Load {
+            writeback: EarlyWriteback::find(database_path(&self.location)),
             one: BorrowingStatement::prepare(conn, &statement(&spec, 1))?,
             many: BorrowingStatement::prepare(conn, &statement(&spec, ROWS_PER_STATEMENT))?,
             spec,
@@ -337,6 +339,8 @@ struct Load<'c> {
     changed: u64,
     /// When the transaction began.
     began: std::time::Instant,
+    /// The database file's descriptor, to start writing its pages as the load goes.
+    writeback: Option<EarlyWriteback>,
 }
 
 impl Load<'_> {
@@ -385,6 +389,9 @@ impl Load<'_> {
             self.changed += upsert_one(r)?;
         }
         self.rows += batch.num_rows() as u64;
+        if let Some(writeback) = &mut self.writeback {
+            writeback.nudge();
+        }
         Ok(())
     }
 }
@@ -405,10 +412,15 @@ fn statement(spec: &TableSpec, rows: usize) -> String {
     format!("{}VALUES {}{}", upsert.head, values.join(", "), upsert.tail)
 }
 
+/// The database file of a location (which may carry URI parameters after `?`).
+fn database_path(location: &str) -> &Path {
+    Path::new(location.split('?').next().unwrap_or_default())
+}
+
 /// Opens (creating if missing) the database file; `location` may carry SQLite URI parameters
 /// after `?` (`wh.db?mode=rwc`).
 fn open(location: &str) -> Result<rusqlite::Connection, SqliteError> {
-    let path = Path::new(location.split('?').next().unwrap_or_default());
+    let path = database_path(location);
     if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent).map_err(|source| SqliteError::CreateFolder {
