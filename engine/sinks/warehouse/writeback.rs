@@ -112,7 +112,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch("BEGIN IMMEDIATE; CREATE TABLE t (x)").unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE; CREATE TABLE t (x)")
+            .unwrap();
         assert!(EarlyWriteback::find(&path).is_some());
     }
 
