@@ -16,6 +16,38 @@ if ! command -v cargo-zigbuild >/dev/null 2>&1 || ! python3 -c "import ziglang" 
   python3 -m pip install --quiet ziglang cargo-zigbuild
 fi
 
+# Removes the unwind tables (.eh_frame, its index and the exception tables: 5.3 MB). With
+# `panic = "abort"` (Cargo.toml) nothing unwinds through tally's frames: the tables only let a
+# backtrace walk the stack, and a stripped binary's backtrace names no function anyway
+# (RUST_BACKTRACE=1 prints the same with and without them; the panic hook still records the run
+# FAILED). The program header that indexed them becomes PT_NULL, so an unwinder asked for a
+# backtrace finds no table rather than reading what now follows the segment. The unstripped
+# build in target/ keeps them, for profiling and debugging.
+drop_unwind_tables() {
+  local bin=$1
+  if ! objcopy --remove-section=.eh_frame --remove-section=.eh_frame_hdr \
+    --remove-section=.gcc_except_table "$bin" "$bin.nounwind" 2>/dev/null; then
+    rm -f "$bin.nounwind"
+    echo "$bin: objcopy cannot rewrite it here; unwind tables kept" >&2
+    return 0
+  fi
+  python3 - "$bin.nounwind" <<'PY'
+import struct, sys
+path = sys.argv[1]
+elf = bytearray(open(path, "rb").read())
+assert elf[:4] == b"\x7fELF" and elf[4] == 2 and elf[5] == 1, "a 64-bit little-endian ELF"
+(phoff,) = struct.unpack_from("<Q", elf, 0x20)
+phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+PT_NULL, PT_GNU_EH_FRAME = 0, 0x6474E550
+for i in range(phnum):
+    at = phoff + i * phentsize
+    if struct.unpack_from("<I", elf, at)[0] == PT_GNU_EH_FRAME:
+        struct.pack_into("<I", elf, at, PT_NULL)
+open(path, "wb").write(elf)
+PY
+  mv "$bin.nounwind" "$bin"
+}
+
 build() {
   local arch=$1 triple=$2
   # Linked as a position-dependent executable (`-no-pie`, on the binary only: the crates keep
@@ -35,6 +67,7 @@ build() {
     python3 -m ziglang objcopy --strip-all "dist/$arch/tally" "dist/$arch/tally.stripped" \
       && mv "dist/$arch/tally.stripped" "dist/$arch/tally"
   fi
+  drop_unwind_tables "dist/$arch/tally"
   (cd "dist/$arch" && sha256sum tally > tally.sha256)
   local newest
   newest=$(objdump -T "dist/$arch/tally" | grep -o 'GLIBC_[0-9.]*' | sort -u -V | tail -n 1)
