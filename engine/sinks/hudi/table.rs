@@ -792,4 +792,44 @@ mod tests {
             .collect();
         assert_eq!(groups, vec![100, 100, 50]);
     }
+
+    /// The merge hands over one-value columns (a file's name on every row) as a dictionary
+    /// array; the file must be the one the repeated strings make.
+    #[test]
+    fn a_dictionary_column_makes_the_bytes_of_the_strings_it_stands_for() {
+        use datafusion::arrow::array::DictionaryArray;
+        use datafusion::arrow::datatypes::Int32Type;
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("_hoodie_file_name", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let name = "2b5c1c1e-0_1-0-0_20261204000000000.parquet";
+        let rows = 300;
+        let numbers = || Arc::new(Int64Array::from_iter_values(0..rows as i64)) as ArrayRef;
+        let strings = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                    name, rows,
+                ))),
+                numbers(),
+            ],
+        )
+        .unwrap();
+        let keys = Int32Array::from(vec![0; rows]);
+        let dictionary: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::new(
+            keys,
+            Arc::new(StringArray::from(vec![name])),
+        ));
+        let dictionary_schema = Arc::new(Schema::new(vec![
+            Field::new("_hoodie_file_name", dictionary.data_type().clone(), true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let dictionary =
+            RecordBatch::try_new(dictionary_schema, vec![dictionary, numbers()]).unwrap();
+        let encode = |batch: RecordBatch| {
+            encode_base_file(schema.clone(), [Ok(batch)], "{}", ("a", "b")).unwrap()
+        };
+        assert_eq!(encode(dictionary), encode(strings));
+    }
 }
