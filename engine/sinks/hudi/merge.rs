@@ -413,7 +413,7 @@ impl Merged {
 /// A column of `rows` copies of `value`, as one value and a zero key per row: the text itself
 /// repeated was the largest part of a slice (a file name is 80 bytes, 256 MB over a province's
 /// 3.4M rows), written out only for the Parquet writer to intern it again.
-fn repeated(value: &str, rows: usize) -> ArrayRef {
+pub(super) fn repeated(value: &str, rows: usize) -> ArrayRef {
     let values: ArrayRef = Arc::new(StringArray::from(vec![value]));
     Arc::new(DictionaryArray::<Int32Type>::new(
         Int32Array::from(vec![0; rows]),

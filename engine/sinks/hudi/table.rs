@@ -794,11 +794,10 @@ mod tests {
     }
 
     /// The merge hands over one-value columns (a file's name on every row) as a dictionary
-    /// array; the file must be the one the repeated strings make.
+    /// array ([`super::super::merge::repeated`]); the file must be the one the repeated strings
+    /// make.
     #[test]
     fn a_dictionary_column_makes_the_bytes_of_the_strings_it_stands_for() {
-        use datafusion::arrow::array::DictionaryArray;
-        use datafusion::arrow::datatypes::Int32Type;
         let schema: SchemaRef = Arc::new(Schema::new(vec![
             Field::new("_hoodie_file_name", DataType::Utf8, true),
             Field::new("n", DataType::Int64, true),
@@ -816,11 +815,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let keys = Int32Array::from(vec![0; rows]);
-        let dictionary: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::new(
-            keys,
-            Arc::new(StringArray::from(vec![name])),
-        ));
+        let dictionary = super::super::merge::repeated(name, rows);
         let dictionary_schema = Arc::new(Schema::new(vec![
             Field::new("_hoodie_file_name", dictionary.data_type().clone(), true),
             Field::new("n", DataType::Int64, true),

@@ -56,7 +56,7 @@ impl EarlyWriteback {
     }
 
     /// Starts writing the file's dirty pages if it grew by [`NUDGE_BYTES`] since the last time.
-    /// A descriptor that no longer names the file is dropped (`self` becomes inert).
+    /// Nothing is done while the descriptor does not name the database file.
     pub fn nudge(&mut self) {
         #[cfg(target_os = "linux")]
         {
