@@ -24,6 +24,7 @@ pub mod open;
 pub mod plan;
 pub mod properties;
 pub mod rollback;
+pub mod runs_chunk;
 pub mod schema;
 pub mod table;
 pub mod timeline;

@@ -21,6 +21,7 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use super::properties;
+use super::runs_chunk::RunsColumn;
 use super::timeline::{committed_file_groups, BaseFile, FileGroups, Timeline};
 use crate::storage::{Location, ObjectFileReader};
 
@@ -564,8 +565,11 @@ pub type SharedTable = Arc<HudiTable>;
 ///
 /// A batch's columns are encoded side by side on the machine's cores (each column has its own
 /// writer; the row group is put together in column order when it closes), so the last file
-/// groups of an upsert, or a table's only one, do not leave cores idle. The bytes are those of a
-/// plain `ArrowWriter`: the same column writers, row groups of its maximum row count.
+/// groups of an upsert, or a table's only one, do not leave cores idle. A column whose values
+/// come in long runs in a row group's first batch (a file's commit time, partition and name, a
+/// store's id and source file) is kept as runs and encoded per run ([`RunsColumn`]); every other
+/// column by arrow-rs's column writers, in row groups of `ArrowWriter`'s maximum row count (a
+/// file without such columns has the bytes a plain `ArrowWriter` makes).
 pub fn encode_base_file(
     schema: SchemaRef,
     batches: impl IntoIterator<Item = Result<RecordBatch, ArrowError>>,
@@ -604,75 +608,117 @@ fn encode_parquet(
     let max_rows = props.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
     let mut buffer = Vec::with_capacity(1 << 20);
     let (mut file, factory) =
-        ArrowWriter::try_new(&mut buffer, schema.clone(), Some(props))?.into_serialized_writer()?;
-    // The row group being written: its column writers and rows so far.
-    let mut open: Option<(Vec<ArrowColumnWriter>, usize)> = None;
+        ArrowWriter::try_new(&mut buffer, schema.clone(), Some(props.clone()))?
+            .into_serialized_writer()?;
+    // Columns may be encoded by runs only where each field is one Parquet column (no nesting).
+    let columns = file.schema_descr().columns().to_vec();
+    let flat = columns.len() == schema.fields().len();
+    // The row group being written: its column encoders and rows so far.
+    let mut open: Option<(Vec<ColumnEncoder>, usize)> = None;
     let mut groups = 0;
     for batch in batches {
         let mut batch = batch?;
         while batch.num_rows() > 0 {
-            let (columns, rows) = match &mut open {
+            let take = batch
+                .num_rows()
+                .min(max_rows - open.as_ref().map_or(0, |(_, rows)| *rows));
+            let slice = batch.slice(0, take);
+            let (encoders, rows) = match &mut open {
                 Some(group) => group,
-                slot => slot.insert((factory.create_column_writers(groups)?, 0)),
+                slot => {
+                    // Each column's encoder is chosen on the row group's first batch.
+                    let mut encoders = Vec::with_capacity(columns.len());
+                    for (i, writer) in factory
+                        .create_column_writers(groups)?
+                        .into_iter()
+                        .enumerate()
+                    {
+                        let runs = flat && RunsColumn::suits(&columns[i], &props, slice.column(i));
+                        encoders.push(match runs {
+                            true => ColumnEncoder::Runs(RunsColumn::new(
+                                columns[i].clone(),
+                                slice.column(i),
+                            )?),
+                            false => ColumnEncoder::Arrow(Box::new(writer)),
+                        });
+                    }
+                    slot.insert((encoders, 0))
+                }
             };
-            let take = batch.num_rows().min(max_rows - *rows);
-            encode_columns(columns, &schema, &batch.slice(0, take))?;
+            encode_columns(encoders, &schema, &slice)?;
             *rows += take;
             batch = batch.slice(take, batch.num_rows() - take);
             if *rows == max_rows {
-                let (columns, _) = open.take().expect("a row group is open");
-                close_row_group(&mut file, columns)?;
+                let (encoders, _) = open.take().expect("a row group is open");
+                close_row_group(&mut file, encoders, &props)?;
                 groups += 1;
             }
         }
     }
-    if let Some((columns, _)) = open {
-        close_row_group(&mut file, columns)?;
+    if let Some((encoders, _)) = open {
+        close_row_group(&mut file, encoders, &props)?;
     }
     file.close()?;
     Ok(buffer)
 }
 
-/// Encodes `batch`'s columns into their writers, a Parquet leaf column per task on as many
-/// threads as there are cores (each thread takes the next leaf left). Writers are per leaf, in
-/// schema order: a nested column (a struct, a list) has several.
+/// How one Parquet column of a row group is encoded: by arrow-rs's column writer, or by runs
+/// ([`RunsColumn`]: a column whose values come in long runs).
+enum ColumnEncoder {
+    Arrow(Box<ArrowColumnWriter>),
+    Runs(RunsColumn),
+}
+
+/// Encodes `batch`'s columns into their encoders: columns kept as runs on this thread (work per
+/// run), the others a Parquet leaf column per task on as many threads as there are cores (each
+/// thread takes the next leaf left). Encoders are per leaf, in schema order: a nested column (a
+/// struct, a list) has several (and is never kept as runs).
 fn encode_columns(
-    writers: &mut [ArrowColumnWriter],
+    encoders: &mut [ColumnEncoder],
     schema: &SchemaRef,
     batch: &RecordBatch,
 ) -> Result<(), ParquetError> {
     use std::sync::Mutex;
     // Levels are worked out first, column by column (cheap: a flat column without nulls has
     // none to compute); the encoding is the work shared out.
-    let mut leaves = Vec::with_capacity(writers.len());
+    let mut jobs = Vec::with_capacity(encoders.len());
+    let mut next_encoder = encoders.iter_mut();
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
-        leaves.extend(compute_leaves(field, column)?);
+        for leaf in compute_leaves(field, column)? {
+            match next_encoder.next() {
+                Some(ColumnEncoder::Arrow(writer)) => jobs.push((writer, leaf)),
+                Some(ColumnEncoder::Runs(runs)) => runs.push(column.as_ref())?,
+                None => {
+                    return Err(ParquetError::General(format!(
+                        "more leaf columns than the {} column encoders",
+                        schema.fields().len()
+                    )))
+                }
+            }
+        }
     }
-    if leaves.len() != writers.len() {
-        return Err(ParquetError::General(format!(
-            "{} leaf columns for {} column writers",
-            leaves.len(),
-            writers.len()
-        )));
+    if next_encoder.next().is_some() {
+        return Err(ParquetError::General(
+            "fewer leaf columns than column encoders".into(),
+        ));
     }
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .min(writers.len());
+        .min(jobs.len());
     if threads <= 1 {
-        return writers
-            .iter_mut()
-            .zip(&leaves)
-            .try_for_each(|(writer, leaf)| writer.write(leaf));
+        return jobs
+            .into_iter()
+            .try_for_each(|(writer, leaf)| writer.write(&leaf));
     }
-    let queue = Mutex::new(writers.iter_mut().zip(&leaves));
+    let queue = Mutex::new(jobs.into_iter());
     let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).next();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
                     while let Some((writer, leaf)) = next() {
-                        writer.write(leaf)?;
+                        writer.write(&leaf)?;
                     }
                     Ok::<(), ParquetError>(())
                 })
@@ -685,14 +731,21 @@ fn encode_columns(
     })
 }
 
-/// Closes a row group's column writers and appends their chunks to `file`, in column order.
+/// Closes a row group's column encoders and appends their chunks to `file`, in column order.
 fn close_row_group<W: std::io::Write + Send>(
     file: &mut SerializedFileWriter<W>,
-    columns: Vec<ArrowColumnWriter>,
+    encoders: Vec<ColumnEncoder>,
+    props: &WriterProperties,
 ) -> Result<(), ParquetError> {
     let mut group = file.next_row_group()?;
-    for column in columns {
-        column.close()?.append_to_row_group(&mut group)?;
+    for encoder in encoders {
+        match encoder {
+            ColumnEncoder::Arrow(writer) => writer.close()?.append_to_row_group(&mut group)?,
+            ColumnEncoder::Runs(runs) => {
+                let (chunk, close) = runs.finish(props)?;
+                group.append_column(&chunk, close)?;
+            }
+        }
     }
     group.close()?;
     Ok(())
@@ -740,8 +793,9 @@ mod tests {
         .unwrap()
     }
 
-    /// Column by column on several threads, a nested column among them, row groups split inside
-    /// a batch: the same bytes as arrow's own writer given the same batches and properties.
+    /// Column by column on several threads, a nested column among them (so no column is kept as
+    /// runs), row groups split inside a batch: the same bytes as arrow's own writer given the same
+    /// batches and properties.
     #[test]
     fn columns_encoded_side_by_side_make_the_bytes_of_arrows_writer() {
         let schema: SchemaRef = Arc::new(Schema::new(vec![
@@ -826,5 +880,166 @@ mod tests {
             encode_base_file(schema.clone(), [Ok(batch)], "{}", ("a", "b")).unwrap()
         };
         assert_eq!(encode(dictionary), encode(strings));
+    }
+
+    /// Columns whose values come in long runs are encoded per run (a dictionary page and RLE
+    /// runs, [`super::super::runs_chunk`]): read back by arrow-rs with its page index, whole and
+    /// through a row selection that skips pages, they are the rows written, across data pages,
+    /// row groups and batches, nulls included; their statistics are those of the rows.
+    #[test]
+    fn columns_of_long_runs_are_read_back_whole_with_their_statistics() {
+        use datafusion::arrow::array::{Date32Array, TimestampMicrosecondArray};
+        use datafusion::arrow::compute::{cast, concat_batches};
+        use datafusion::arrow::datatypes::TimeUnit;
+        use datafusion::parquet::arrow::arrow_reader::{
+            ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+        };
+        use datafusion::parquet::arrow::ArrowSchemaConverter;
+        use datafusion::parquet::basic::Encoding;
+        use datafusion::parquet::file::metadata::PageIndexPolicy;
+        use datafusion::parquet::file::statistics::Statistics;
+
+        let rows = 5_000usize;
+        let time = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("province", DataType::Utf8, true),
+            Field::new("store", DataType::Utf8, true),
+            Field::new("day", DataType::Date32, true),
+            Field::new("time", time.clone(), true),
+            Field::new("count", DataType::Int32, true),
+            Field::new("big", DataType::Int64, true),
+            Field::new("item", DataType::Utf8, true),
+        ]));
+        let province = StringArray::from_iter(
+            (0..rows).map(|r| (!(1_500..2_600).contains(&r)).then_some("IL")),
+        );
+        let store =
+            StringArray::from_iter_values((0..rows).map(|r| format!("s{:03}", 150 - r / 700)));
+        let day = Date32Array::from_iter_values((0..rows).map(|r| 20_500 + (r / 1_200) as i32));
+        let times = TimestampMicrosecondArray::from_iter_values(
+            (0..rows).map(|r| 1_772_000_000_000_000 + (r / 900) as i64 * 1_000_000),
+        )
+        .with_timezone("UTC");
+        let count = Int32Array::from_iter_values((0..rows).map(|r| -((r / 2_000) as i32)));
+        let big = Int64Array::from_iter(
+            (0..rows)
+                .map(|r| (!(4_000..4_100).contains(&r)).then_some(i64::MAX - (r / 333) as i64)),
+        );
+        let item = StringArray::from_iter_values((0..rows).map(|r| format!("i{r:05}")));
+        let all = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(province) as ArrayRef,
+                Arc::new(store),
+                Arc::new(day),
+                Arc::new(times),
+                Arc::new(count),
+                Arc::new(big),
+                Arc::new(item),
+            ],
+        )
+        .unwrap();
+        let props = base_file_properties("{}", ("a", "b"))
+            .into_builder()
+            .set_max_row_group_row_count(Some(2_000))
+            .set_data_page_row_count_limit(300)
+            .build();
+        let batches = [(0, 1_234), (1_234, 0), (1_234, rows - 1_234)]
+            .map(|(from, len)| Ok(all.slice(from, len)));
+        let file = Bytes::from(encode_parquet(schema.clone(), batches, props.clone()).unwrap());
+
+        let read = |selection: Option<RowSelection>| {
+            let options =
+                ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+            let mut builder =
+                ParquetRecordBatchReaderBuilder::try_new_with_options(file.clone(), options)
+                    .unwrap();
+            if let Some(selection) = selection {
+                builder = builder.with_row_selection(selection);
+            }
+            let batches: Vec<RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
+            concat_batches(&schema, &batches).unwrap()
+        };
+        assert_eq!(read(None), all);
+        let selection = RowSelection::from(vec![
+            RowSelector::skip(2_450),
+            RowSelector::select(700),
+            RowSelector::skip(1_000),
+            RowSelector::select(850),
+        ]);
+        let expected = concat_batches(&schema, &[all.slice(2_450, 700), all.slice(4_150, 850)]);
+        assert_eq!(read(Some(selection)), expected.unwrap());
+
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+        let metadata = ParquetRecordBatchReaderBuilder::try_new_with_options(file.clone(), options)
+            .unwrap()
+            .metadata()
+            .clone();
+        assert_eq!(metadata.num_row_groups(), 3);
+        let pages = metadata.offset_index().expect("an offset index");
+        for (g, group) in metadata.row_groups().iter().enumerate() {
+            let range = g * 2_000..((g + 1) * 2_000).min(rows);
+            let group: &datafusion::parquet::file::metadata::RowGroupMetaData = group;
+            for (c, chunk) in group.columns().iter().take(6).enumerate() {
+                let name = chunk.column_path().string();
+                assert!(chunk.dictionary_page_offset().is_some(), "{name}");
+                assert!(
+                    chunk.encodings().any(|e| e == Encoding::RLE_DICTIONARY),
+                    "{name}"
+                );
+                // Pages of the row count limit, the offset index pointing at each.
+                let first_rows: Vec<i64> = pages[g][c]
+                    .page_locations()
+                    .iter()
+                    .map(|p| p.first_row_index)
+                    .collect();
+                let expected: Vec<i64> = (0..range.len() as i64).step_by(300).collect();
+                assert_eq!(first_rows, expected, "{name} in row group {g}");
+                let column = all.column(c).slice(range.start, range.len());
+                let nulls = column.null_count() as u64;
+                let stats = chunk.statistics().expect("statistics");
+                assert_eq!(stats.null_count_opt(), Some(nulls), "{name}");
+                let column = match column.data_type() {
+                    DataType::Date32 => cast(&column, &DataType::Int32).unwrap(),
+                    DataType::Timestamp(..) => cast(&column, &DataType::Int64).unwrap(),
+                    _ => column,
+                };
+                let (min, max) = match stats {
+                    Statistics::ByteArray(s) => (
+                        s.min_opt().map(|v| v.as_utf8().unwrap().to_string()),
+                        s.max_opt().map(|v| v.as_utf8().unwrap().to_string()),
+                    ),
+                    Statistics::Int32(s) => (
+                        s.min_opt().map(|v| v.to_string()),
+                        s.max_opt().map(|v| v.to_string()),
+                    ),
+                    Statistics::Int64(s) => (
+                        s.min_opt().map(|v| v.to_string()),
+                        s.max_opt().map(|v| v.to_string()),
+                    ),
+                    other => panic!("{name}: {other:?}"),
+                };
+                let text = cast(&column, &DataType::Utf8).unwrap();
+                let text = text.as_any().downcast_ref::<StringArray>().unwrap();
+                let mut values: Vec<&str> = text.iter().flatten().collect();
+                if matches!(column.data_type(), DataType::Utf8) {
+                    values.sort();
+                } else {
+                    values.sort_by_key(|v| v.parse::<i64>().unwrap());
+                }
+                let expected = (
+                    values.first().map(|v| v.to_string()),
+                    values.last().map(|v| v.to_string()),
+                );
+                assert_eq!((min, max), expected, "{name} in row group {g}");
+            }
+        }
+        // The first six columns were encoded by runs; item numbers, all different, by arrow's
+        // writer.
+        let descriptors = ArrowSchemaConverter::new().convert(&schema).unwrap();
+        let suits: Vec<bool> = (0..7)
+            .map(|c| RunsColumn::suits(&descriptors.column(c), &props, all.column(c).as_ref()))
+            .collect();
+        assert_eq!(suits, [true, true, true, true, true, true, false]);
     }
 }
