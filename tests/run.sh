@@ -35,6 +35,12 @@ source tests/servers/postgres.sh || { echo "the PostgreSQL test server did not s
 source tests/servers/mariadb.sh || { echo "the MariaDB test server did not start" >&2; exit 1; }
 trap 'garage_stop; postgres_stop; mariadb_stop' EXIT
 
+# CI compiles once, from a clean checkout: incremental compilation's caches (several GB for
+# this crate's test binaries) would only take disk, which a CI run once ran out of.
+if [ -n "${CI:-}" ]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 cargo fmt --all -- --check
 # Checked for the regions named, not the S3 test server's AWS_REGION.
 cfn-lint --regions us-east-1 us-west-2 eu-west-1 -- bootstrap/lambda/template.yaml
