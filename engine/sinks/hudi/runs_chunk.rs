@@ -253,6 +253,12 @@ impl RunsColumn {
                 array.data_type()
             )));
         }
+        if self.descr.max_def_level() == 0 && array.logical_null_count() > 0 {
+            return Err(ParquetError::General(format!(
+                "column {} is required, and a batch has nulls in it",
+                self.descr.path()
+            )));
+        }
         let mut failed = None;
         for_each_run(array, |value, rows| {
             let key = match value {
@@ -652,5 +658,22 @@ mod tests {
             .collect();
         let read = datafusion::arrow::compute::concat_batches(&read[0].schema(), &read).unwrap();
         assert_eq!(read.columns(), batch.columns());
+    }
+
+    #[test]
+    fn nulls_in_a_required_column_are_refused() {
+        use datafusion::arrow::array::StringArray;
+        use datafusion::arrow::datatypes::{Field, Schema};
+        use datafusion::parquet::arrow::ArrowSchemaConverter;
+
+        let schema = Schema::new(vec![Field::new("s", DataType::Utf8, false)]);
+        let descriptors = ArrowSchemaConverter::new().convert(&schema).unwrap();
+        let values = StringArray::from(vec!["a", "a"]);
+        let mut runs = RunsColumn::new(descriptors.column(0), &values).unwrap();
+        runs.push(&values).unwrap();
+        let error = runs
+            .push(&StringArray::from(vec![Some("a"), None]))
+            .unwrap_err();
+        assert!(error.to_string().contains("required"), "{error}");
     }
 }
