@@ -15,8 +15,6 @@
 //! Also here, as the other call rusqlite does not offer: [`write_through`], which makes a
 //! transaction's pages durable in the database file before its COMMIT.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CStr};
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -87,21 +85,19 @@ fn timestamp_text(col: &ArrayRef) -> Result<StringArray, ArrowError> {
 /// span a few days).
 fn date_text(col: &ArrayRef) -> Result<StringArray, ArrowError> {
     let days = col.as_primitive::<Date32Type>();
-    let mut texts: HashMap<i32, String> = HashMap::new();
+    // foldhash, not std's SipHash: this is a lookup per row.
+    let mut texts: datafusion::common::HashMap<i32, String> = Default::default();
     let mut out = StringBuilder::with_capacity(days.len(), days.len() * 10);
     for (row, day) in days.iter().enumerate() {
         let Some(day) = day else {
             out.append_null();
             continue;
         };
-        let text = match texts.entry(day) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                let one = cast(&col.slice(row, 1), &DataType::Utf8)?;
-                e.insert(one.as_string::<i32>().value(0).to_string())
-            }
-        };
-        out.append_value(text);
+        if !texts.contains_key(&day) {
+            let one = cast(&col.slice(row, 1), &DataType::Utf8)?;
+            texts.insert(day, one.as_string::<i32>().value(0).to_string());
+        }
+        out.append_value(&texts[&day]);
     }
     Ok(out.finish())
 }
