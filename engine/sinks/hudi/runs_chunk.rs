@@ -26,7 +26,8 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Int32Type, TimeUnit};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::datatypes::{ArrowNativeType, DataType, Int32Type, TimeUnit, ToByteSlice};
 use datafusion::parquet::basic::{Compression, Encoding, PageType, Type as PhysicalType};
 use datafusion::parquet::column::page::{CompressedPage, Page, PageWriter};
 use datafusion::parquet::column::writer::ColumnCloseResult;
@@ -109,33 +110,12 @@ fn int64(bytes: &[u8]) -> i64 {
 /// Calls `each` with every run of equal values of `array` (`None`: nulls) and its length.
 /// `array` must be of a type [`Kind::of`] accepts.
 fn for_each_run(array: &dyn Array, mut each: impl FnMut(Option<&[u8]>, usize)) {
-    // Runs of rows that `same(i, j)` says are equal, the value of row `i` given by `value(i)`.
-    fn runs<'a>(
-        len: usize,
-        nulls: Option<&datafusion::arrow::buffer::NullBuffer>,
-        same: impl Fn(usize, usize) -> bool,
-        value: impl Fn(usize) -> &'a [u8],
-        each: &mut impl FnMut(Option<&[u8]>, usize),
-    ) {
-        let valid = |i: usize| nulls.is_none_or(|n| n.is_valid(i));
-        let mut start = 0;
-        while start < len {
-            let is_valid = valid(start);
-            let mut end = start + 1;
-            while end < len && valid(end) == is_valid && (!is_valid || same(start, end)) {
-                end += 1;
-            }
-            each(is_valid.then(|| value(start)), end - start);
-            start = end;
-        }
-    }
-    let len = array.len();
     let nulls = array.logical_nulls();
     match array.data_type() {
         DataType::Utf8 => {
             let strings = array.as_string::<i32>();
             runs(
-                len,
+                array.len(),
                 nulls.as_ref(),
                 |i, j| strings.value(i).as_bytes() == strings.value(j).as_bytes(),
                 |i| strings.value(i).as_bytes(),
@@ -147,50 +127,57 @@ fn for_each_run(array: &dyn Array, mut each: impl FnMut(Option<&[u8]>, usize)) {
             let keys = dictionary.keys().values();
             let values = dictionary.values().as_string::<i32>();
             runs(
-                len,
+                array.len(),
                 nulls.as_ref(),
                 |i, j| keys[i] == keys[j],
                 |i| values.value(keys[i] as usize).as_bytes(),
                 &mut each,
             );
         }
-        DataType::Int32 | DataType::Date32 => {
-            let ints = array.to_data();
-            let values: &[i32] = ints.buffer::<i32>(0);
-            let values = &values[..len];
-            runs(
-                len,
-                nulls.as_ref(),
-                |i, j| values[i] == values[j],
-                |i| bytemuck_i32(&values[i]),
-                &mut each,
-            );
-        }
-        _ => {
-            let ints = array.to_data();
-            let values: &[i64] = ints.buffer::<i64>(0);
-            let values = &values[..len];
-            runs(
-                len,
-                nulls.as_ref(),
-                |i, j| values[i] == values[j],
-                |i| bytemuck_i64(&values[i]),
-                &mut each,
-            );
-        }
+        DataType::Int32 | DataType::Date32 => native_runs::<i32>(array, nulls.as_ref(), &mut each),
+        _ => native_runs::<i64>(array, nulls.as_ref(), &mut each),
     }
 }
 
-/// The little-endian bytes of an integer in place (x86-64 and aarch64 are little-endian; on a
-/// big-endian machine no column is encoded here, see [`RunsColumn::suits`]).
-fn bytemuck_i32(value: &i32) -> &[u8] {
-    // SAFETY: an i32 is 4 initialized bytes, borrowed for as long as the integer.
-    unsafe { std::slice::from_raw_parts((value as *const i32).cast::<u8>(), 4) }
+/// [`for_each_run`] of a column of fixed-width integers (`T` their Arrow native type); a value
+/// is its little-endian bytes in place (on a big-endian machine no column is encoded here, see
+/// [`RunsColumn::suits`]).
+fn native_runs<T: ArrowNativeType>(
+    array: &dyn Array,
+    nulls: Option<&NullBuffer>,
+    each: &mut impl FnMut(Option<&[u8]>, usize),
+) {
+    let data = array.to_data();
+    let values: &[T] = &data.buffer::<T>(0)[..array.len()];
+    runs(
+        array.len(),
+        nulls,
+        |i, j| values[i] == values[j],
+        |i| values[i].to_byte_slice(),
+        each,
+    );
 }
 
-fn bytemuck_i64(value: &i64) -> &[u8] {
-    // SAFETY: an i64 is 8 initialized bytes, borrowed for as long as the integer.
-    unsafe { std::slice::from_raw_parts((value as *const i64).cast::<u8>(), 8) }
+/// Runs of the `len` rows that `same(i, j)` says are equal (nulls form runs of their own),
+/// the value of row `i` given by `value(i)`.
+fn runs<'a>(
+    len: usize,
+    nulls: Option<&NullBuffer>,
+    same: impl Fn(usize, usize) -> bool,
+    value: impl Fn(usize) -> &'a [u8],
+    each: &mut impl FnMut(Option<&[u8]>, usize),
+) {
+    let valid = |i: usize| nulls.is_none_or(|n| n.is_valid(i));
+    let mut start = 0;
+    while start < len {
+        let is_valid = valid(start);
+        let mut end = start + 1;
+        while end < len && valid(end) == is_valid && (!is_valid || same(start, end)) {
+            end += 1;
+        }
+        each(is_valid.then(|| value(start)), end - start);
+        start = end;
+    }
 }
 
 /// One column of a row group, kept as runs until the row group closes.
