@@ -265,7 +265,7 @@ impl RunsColumn {
         });
         match failed {
             Some(rows) => Err(ParquetError::General(format!(
-                "column {}: a batch of {rows} rows",
+                "column {}: a run of {rows} equal values, more than a Parquet page counts",
                 self.descr.path()
             ))),
             None => Ok(()),
