@@ -681,17 +681,27 @@ fn encode_columns(
     use std::sync::Mutex;
     // Levels are worked out first, column by column (cheap: a flat column without nulls has
     // none to compute); the encoding is the work shared out.
-    let mut jobs = Vec::with_capacity(encoders.len());
-    let mut next_encoder = encoders.iter_mut();
+    let count = encoders.len();
+    let mut jobs = Vec::with_capacity(count);
+    let mut next_encoder = encoders.iter_mut().peekable();
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        // A column kept as runs is one leaf (flat schemas only) and needs no levels.
+        if let Some(ColumnEncoder::Runs(runs)) = next_encoder.peek_mut() {
+            runs.push(column.as_ref())?;
+            next_encoder.next();
+            continue;
+        }
         for leaf in compute_leaves(field, column)? {
             match next_encoder.next() {
                 Some(ColumnEncoder::Arrow(writer)) => jobs.push((writer, leaf)),
-                Some(ColumnEncoder::Runs(runs)) => runs.push(column.as_ref())?,
+                Some(ColumnEncoder::Runs(_)) => {
+                    return Err(ParquetError::General(
+                        "a nested column's leaf was given a runs encoder".into(),
+                    ))
+                }
                 None => {
                     return Err(ParquetError::General(format!(
-                        "more leaf columns than the {} column encoders",
-                        schema.fields().len()
+                        "more leaf columns than the {count} column encoders"
                     )))
                 }
             }
