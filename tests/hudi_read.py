@@ -18,6 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def as_text(row) -> dict:
+    """A row with its values as text (None stays None), as this script prints them."""
+    return {k: (None if v is None else str(v)) for k, v in row.items()}
+
+
 def local_path(uri: str):
     """The folder of a local table's URI, or None for an object store's."""
     if uri.startswith("file://"):
@@ -34,7 +39,7 @@ def check_with_pyarrow(uri: str, table, rows) -> None:
 
     def keyed(rows):
         return sorted(
-            json.dumps({k: (None if v is None else str(v)) for k, v in r.items()}, sort_keys=True)
+            json.dumps(as_text(r), sort_keys=True)
             for r in rows
         )
 
@@ -63,7 +68,7 @@ def main(uri: str) -> None:
     print(
         json.dumps(
             {
-                "rows": [{k: (None if v is None else str(v)) for k, v in r.items()} for r in rows],
+                "rows": [as_text(r) for r in rows],
                 "commits": commits,
                 "options": table.hudi_options(),
             }
