@@ -370,6 +370,14 @@ pub async fn run_job(
     })
 }
 
+/// Key ranges per core in a local run. More ranges start the rows' delivery earlier (a range's
+/// rows wait for the ranges before it) and balance the cores' work better at the end; each
+/// range is one more aggregation and sort to set up, and smaller hash tables. Measured against
+/// one range per core (2 cores, `tally run` of the benchmark province): at 10M, the dry run 0.93×
+/// the wall time and CPU; at 1.8M, the run into a SQLite warehouse 0.86× the wall time (its
+/// writer now loads beside the query instead of after it).
+const RANGES_PER_CORE: usize = 4;
+
 /// The `partitions` key ranges `job`'s files can be read in, from each file's first key; `None`
 /// when the files cannot be split so (see [`KeyRanges::plan`]).
 async fn plan_key_ranges(
@@ -429,8 +437,15 @@ async fn run_once(
             .target_partitions = cluster.partitions;
     }
     let partitions = ctx.copied_config().target_partitions();
+    // Locally, more ranges than cores, run a core's worth at a time in key order (see
+    // [`super::ordering::RangeConcatExec`]): each range's rows reach the sinks as soon as the
+    // ranges before it are done, instead of the last core's half waiting for the first's.
+    let ranges = match plans {
+        Plans::Local if partitions > 1 => partitions * RANGES_PER_CORE,
+        _ => partitions,
+    };
     let key_ranges = match key_column {
-        Some(column) => plan_key_ranges(job, files, column, partitions)
+        Some(column) => plan_key_ranges(job, files, column, ranges)
             .await
             .map(|ranges| (ranges, column)),
         None => None,

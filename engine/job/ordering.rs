@@ -478,8 +478,12 @@ impl RecordBatchStream for PrefixSortStream {
 }
 
 /// One partition of its input's partitions, one after another: partition 0's rows, then 1's.
-/// All partitions run at once; a later partition's batches wait in memory until the earlier ones
-/// have been read (a run collects its rows anyway).
+/// As many partitions run at once as the session has target partitions (its cores), started in
+/// order as earlier ones end: partition 0's rows stream out as they are made, and a later
+/// partition's batches wait in memory until the earlier ones have been read. With more
+/// partitions than cores (key ranges are planned so locally), the rows leave in order while
+/// the query still runs, for sinks to write beside it, instead of the last ranges' rows all
+/// arriving at the end.
 #[derive(Debug)]
 pub struct RangeConcatExec {
     input: Arc<dyn ExecutionPlan>,
@@ -559,32 +563,51 @@ impl ExecutionPlan for RangeConcatExec {
             )));
         }
         let partitions = self.input.output_partitioning().partition_count();
+        let at_once = ctx.session_config().target_partitions().max(1);
+        let mut inputs = Vec::with_capacity(partitions);
         let mut parts = Vec::with_capacity(partitions);
         for p in 0..partitions {
-            let mut stream = self.input.execute(p, Arc::clone(&ctx))?;
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            // Each partition runs on its own task; dropping the output stream drops the tasks'
-            // handles, which stops them.
-            let task = datafusion::common::runtime::SpawnedTask::spawn(async move {
-                while let Some(batch) = stream.next().await {
-                    let failed = batch.is_err();
-                    if tx.send(batch).is_err() || failed {
-                        break;
-                    }
-                }
-            });
-            // A task that panicked closed its channel like one that finished: its partition
-            // ends with the panic as its error, never silently short of rows.
-            let ended = futures::stream::once(async move {
-                task.join()
-                    .await
-                    .err()
-                    .map(|e| Err(DataFusionError::ExecutionJoin(Box::new(e))))
-            })
-            .filter_map(futures::future::ready);
-            parts.push(tokio_stream_of(rx).chain(ended));
+            inputs.push((self.input.execute(p, Arc::clone(&ctx))?, tx));
+            parts.push(tokio_stream_of(rx));
         }
-        let ordered = futures::stream::iter(parts).flatten();
+        // The driver starts each partition's task in order once fewer than `at_once` run.
+        // Dropping the output stream drops the driver, whose set of tasks aborts them.
+        let driver = datafusion::common::runtime::SpawnedTask::spawn(async move {
+            let mut running = tokio::task::JoinSet::new();
+            for (mut stream, tx) in inputs {
+                while running.len() >= at_once {
+                    running.join_next().await;
+                }
+                running.spawn(async move {
+                    let sender = tx.clone();
+                    let work = datafusion::common::runtime::SpawnedTask::spawn(async move {
+                        while let Some(batch) = stream.next().await {
+                            let failed = batch.is_err();
+                            if sender.send(batch).is_err() || failed {
+                                break;
+                            }
+                        }
+                    });
+                    // A task that panicked ends its partition with the panic as its error,
+                    // never silently short of rows.
+                    if let Err(e) = work.join().await {
+                        let _ = tx.send(Err(DataFusionError::ExecutionJoin(Box::new(e))));
+                    }
+                });
+            }
+            while running.join_next().await.is_some() {}
+        });
+        // The driver is kept (and joined, for a panic of its own) after the last partition.
+        let ended = futures::stream::once(async move {
+            driver
+                .join()
+                .await
+                .err()
+                .map(|e| Err(DataFusionError::ExecutionJoin(Box::new(e))))
+        })
+        .filter_map(futures::future::ready);
+        let ordered = futures::stream::iter(parts).flatten().chain(ended);
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema(),
             ordered,

@@ -113,8 +113,9 @@ pub struct KeyRanges {
 }
 
 impl KeyRanges {
-    /// Ranges over `files` whose keys are `keys` (same order), for `partitions` partitions; `None`
-    /// when they cannot be made: a file of unknown key, or fewer distinct keys than partitions.
+    /// Ranges over `files` whose keys are `keys` (same order): `partitions` of them, or one per
+    /// distinct key when there are fewer; `None` when they cannot be made: a file of unknown
+    /// key, fewer than two partitions or fewer than two distinct keys.
     pub fn plan(
         files: &[RankedFile],
         keys: &[FileKey],
@@ -131,7 +132,8 @@ impl KeyRanges {
                 *bytes_by_key.entry(key).or_default() += file.file.size.max(1);
             }
         }
-        if bytes_by_key.len() < partitions {
+        let partitions = partitions.min(bytes_by_key.len());
+        if partitions < 2 {
             return None;
         }
         // Cut before the key that takes the running total past the next share, and wherever
@@ -348,6 +350,15 @@ mod tests {
         let files = [file("a", 1000), file("b", 1), file("c", 1)];
         let keys = [value("a"), value("b"), value("c")];
         let ranges = KeyRanges::plan(&files, &keys, 3, 0, "store_id").unwrap();
+        assert_eq!(ranges.split_points, vec!["b".to_string(), "c".to_string()]);
+        assert_eq!(ranges.groups, vec![vec![0], vec![1], vec![2]]);
+    }
+
+    #[test]
+    fn fewer_keys_than_partitions_make_one_range_per_key() {
+        let files = [file("a", 10), file("b", 10), file("c", 10)];
+        let keys = [value("a"), value("b"), value("c")];
+        let ranges = KeyRanges::plan(&files, &keys, 8, 0, "store_id").unwrap();
         assert_eq!(ranges.split_points, vec!["b".to_string(), "c".to_string()]);
         assert_eq!(ranges.groups, vec![vec![0], vec![1], vec![2]]);
     }
