@@ -308,9 +308,10 @@ async fn stage_locked(
     let mut stats: Vec<(String, WriteStat)> = Vec::new();
     let mut written = Vec::new();
     let mut cleaning = Vec::new();
-    // Groups are merged here and their Parquet encoded on blocking threads, as many at once as
-    // there are cores (so at most that many new base files are in memory); the files are then
-    // put one by one, in plan order.
+    // Groups are merged here, their Parquet encoded on blocking threads and their files put, as
+    // many groups at once as there are cores (so at most that many new base files are in
+    // memory); their figures are then taken in plan order. A group's put does not wait for the
+    // one before it: a core that finished encoding starts the next group.
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -322,7 +323,7 @@ async fn stage_locked(
         avro_schema: &avro_with_meta,
     };
     let mut groups = futures::stream::iter(0..plans.len())
-        .map(|group_no| context.rewrite(group_no, &plans[group_no]))
+        .map(|group_no| context.rewrite_and_put(group_no, &plans[group_no]))
         .buffered(workers);
     while let Some(group) = groups.next().await {
         let group = group?;
@@ -338,12 +339,7 @@ async fn stage_locked(
         };
         figures.updates += file.updates;
         figures.inserts += file.inserts;
-        let relative = if plan.partition.is_empty() {
-            file.name.clone()
-        } else {
-            format!("{}/{}", plan.partition, file.name)
-        };
-        let size = table.put_base_file(&relative, file.bytes).await?;
+        let (relative, size) = (file.relative, file.size);
         figures.files_written += 1;
         figures.bytes_written += size;
         let stat = WriteStat::new(&plan.file_id, plan.base.as_ref(), Some((&relative, size)))
@@ -398,10 +394,17 @@ struct GroupContext<'a> {
 
 /// One file group after its rewrite: the figures, and the new base file unless nothing changed.
 struct RewrittenGroup {
-    group_no: usize,
     unchanged: u64,
     older: u64,
     file: Option<EncodedFile>,
+}
+
+/// One file group after its rewrite and put.
+struct WrittenGroup {
+    group_no: usize,
+    unchanged: u64,
+    older: u64,
+    file: Option<WrittenFile>,
 }
 
 /// A new base file, encoded and not yet written.
@@ -413,7 +416,49 @@ struct EncodedFile {
     updates: u64,
 }
 
+/// A group's new base file once it is put: where (relative to the table) and its size.
+struct WrittenFile {
+    relative: String,
+    size: u64,
+    rows: u64,
+    inserts: u64,
+    updates: u64,
+}
+
 impl GroupContext<'_> {
+    /// [`Self::rewrite`], then puts the new base file, if any, into its partition.
+    async fn rewrite_and_put(
+        &self,
+        group_no: usize,
+        plan: &GroupPlan,
+    ) -> Result<WrittenGroup, TableError> {
+        let group = self.rewrite(group_no, plan).await?;
+        let file = match group.file {
+            None => None,
+            Some(file) => {
+                let relative = if plan.partition.is_empty() {
+                    file.name
+                } else {
+                    format!("{}/{}", plan.partition, file.name)
+                };
+                let size = self.table.put_base_file(&relative, file.bytes).await?;
+                Some(WrittenFile {
+                    relative,
+                    size,
+                    rows: file.rows,
+                    inserts: file.inserts,
+                    updates: file.updates,
+                })
+            }
+        };
+        Ok(WrittenGroup {
+            group_no,
+            unchanged: group.unchanged,
+            older: group.older,
+            file,
+        })
+    }
+
     /// Reads the group's latest base file (if any), merges the incoming rows the plan gives it,
     /// and encodes the result on a blocking thread.
     async fn rewrite(
@@ -446,7 +491,6 @@ impl GroupContext<'_> {
         )
         .map_err(|e| table.data_err(e))?;
         let mut group = RewrittenGroup {
-            group_no,
             unchanged: merged.unchanged,
             older: merged.older,
             file: None,
