@@ -323,7 +323,7 @@ async fn stage_locked(
         avro_schema: &avro_with_meta,
     };
     let mut groups = futures::stream::iter(0..plans.len())
-        .map(|group_no| context.rewrite_and_put(group_no, &plans[group_no]))
+        .map(|group_no| context.rewrite(group_no, &plans[group_no]))
         .buffered(workers);
     while let Some(group) = groups.next().await {
         let group = group?;
@@ -394,26 +394,10 @@ struct GroupContext<'a> {
 
 /// One file group after its rewrite: the figures, and the new base file unless nothing changed.
 struct RewrittenGroup {
-    unchanged: u64,
-    older: u64,
-    file: Option<EncodedFile>,
-}
-
-/// One file group after its rewrite and put.
-struct WrittenGroup {
     group_no: usize,
     unchanged: u64,
     older: u64,
     file: Option<WrittenFile>,
-}
-
-/// A new base file, encoded and not yet written.
-struct EncodedFile {
-    name: String,
-    bytes: Vec<u8>,
-    rows: u64,
-    inserts: u64,
-    updates: u64,
 }
 
 /// A group's new base file once it is put: where (relative to the table) and its size.
@@ -426,41 +410,8 @@ struct WrittenFile {
 }
 
 impl GroupContext<'_> {
-    /// [`Self::rewrite`], then puts the new base file, if any, into its partition.
-    async fn rewrite_and_put(
-        &self,
-        group_no: usize,
-        plan: &GroupPlan,
-    ) -> Result<WrittenGroup, TableError> {
-        let group = self.rewrite(group_no, plan).await?;
-        let file = match group.file {
-            None => None,
-            Some(file) => {
-                let relative = if plan.partition.is_empty() {
-                    file.name
-                } else {
-                    format!("{}/{}", plan.partition, file.name)
-                };
-                let size = self.table.put_base_file(&relative, file.bytes).await?;
-                Some(WrittenFile {
-                    relative,
-                    size,
-                    rows: file.rows,
-                    inserts: file.inserts,
-                    updates: file.updates,
-                })
-            }
-        };
-        Ok(WrittenGroup {
-            group_no,
-            unchanged: group.unchanged,
-            older: group.older,
-            file,
-        })
-    }
-
     /// Reads the group's latest base file (if any), merges the incoming rows the plan gives it,
-    /// and encodes the result on a blocking thread.
+    /// encodes the result on a blocking thread and puts the new base file into its partition.
     async fn rewrite(
         &self,
         group_no: usize,
@@ -491,6 +442,7 @@ impl GroupContext<'_> {
         )
         .map_err(|e| table.data_err(e))?;
         let mut group = RewrittenGroup {
+            group_no,
             unchanged: merged.unchanged,
             older: merged.older,
             file: None,
@@ -510,9 +462,15 @@ impl GroupContext<'_> {
         .await
         .map_err(|e| table.failed(format!("cannot encode {name}"), e))?
         .map_err(|e| table.failed(format!("cannot encode {name}"), e))?;
-        group.file = Some(EncodedFile {
-            name,
-            bytes,
+        let relative = if plan.partition.is_empty() {
+            name
+        } else {
+            format!("{}/{}", plan.partition, name)
+        };
+        let size = table.put_base_file(&relative, bytes).await?;
+        group.file = Some(WrittenFile {
+            relative,
+            size,
             rows: rows as u64,
             inserts,
             updates,

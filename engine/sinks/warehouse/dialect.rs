@@ -262,14 +262,28 @@ impl TableSpec {
     /// needed.
     pub fn direct_upsert(&self, now: &str) -> RowsInsert {
         RowsInsert {
+            tail: self.on_conflict(),
+            ..self.direct_rows("INSERT", now)
+        }
+    }
+
+    /// SQLite's direct insert into a table that holds none of the rows' keys: `INSERT OR FAIL`,
+    /// which stops at a refused row and keeps the statement's rows before it (no conflict clause).
+    pub fn direct_insert_or_fail(&self, now: &str) -> RowsInsert {
+        self.direct_rows("INSERT OR FAIL", now)
+    }
+
+    /// Rows into the table, each with `now` for `updated_at`, by `verb` (`INSERT`, ...).
+    fn direct_rows(&self, verb: &str, now: &str) -> RowsInsert {
+        RowsInsert {
             head: format!(
-                "INSERT INTO {} AS t ({}, {}) ",
+                "{verb} INTO {} AS t ({}, {}) ",
                 ident(&self.name),
                 self.column_list(),
                 ident(UPDATED_AT)
             ),
             row_end: format!(", {now}"),
-            tail: self.on_conflict(),
+            tail: String::new(),
         }
     }
 

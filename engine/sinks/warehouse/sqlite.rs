@@ -454,26 +454,20 @@ fn table_is_empty(conn: &rusqlite::Connection, spec: &TableSpec) -> Result<bool,
 /// The upsert (or insert, see [`Write`]) of `rows` rows in one statement: parameter 1 is
 /// `updated_at`, the same for every row; row `r`'s column `c` is parameter `2 + r * columns + c`.
 fn statement(spec: &TableSpec, rows: usize, write: Write) -> String {
-    let upsert = spec.direct_upsert("?1");
+    let insert = match write {
+        Write::Upsert => spec.direct_upsert("?1"),
+        Write::Insert => spec.direct_insert_or_fail("?1"),
+    };
     let width = spec.column_names().len();
     let values: Vec<String> = (0..rows)
         .map(|r| {
             let params: Vec<String> = (0..width)
                 .map(|c| format!("?{}", 2 + r * width + c))
                 .collect();
-            format!("({}{})", params.join(", "), upsert.row_end)
+            format!("({}{})", params.join(", "), insert.row_end)
         })
         .collect();
-    match write {
-        Write::Upsert => format!("{}VALUES {}{}", upsert.head, values.join(", "), upsert.tail),
-        Write::Insert => format!(
-            "{}VALUES {}",
-            upsert
-                .head
-                .replacen("INSERT INTO", "INSERT OR FAIL INTO", 1),
-            values.join(", ")
-        ),
-    }
+    format!("{}VALUES {}{}", insert.head, values.join(", "), insert.tail)
 }
 
 /// The database file of a location (which may carry URI parameters after `?`).
