@@ -32,7 +32,7 @@ use super::archive::ArchivePolicy;
 use super::clean::CleanPolicy;
 use super::commit::{self, CommitMetadata, PreparedCommit, WriteStat};
 use super::heartbeat::Heartbeat;
-use super::keys::PartitionPaths;
+use super::keys::{KeyedRows, PartitionPaths};
 use super::lock::{LockOptions, WriterLock};
 use super::merge::{conform_all, merge_group, IncomingRows, MergeTarget};
 use super::open::{commit_schema, existing_data_schema, job_table_config, open_or_create};
@@ -170,6 +170,8 @@ struct StagedParts {
 struct Incoming {
     rows: Arc<IncomingRows>,
     partitions: PartitionPaths,
+    /// Each key is greater than the one before: none repeats.
+    keys_ascending: bool,
     data_schema: SchemaRef,
     /// The data schema with the meta columns in front: the base files' schema.
     table_schema: SchemaRef,
@@ -196,8 +198,11 @@ impl Incoming {
                 ))
             });
         let batches = conform_all(rows.batches, &data_schema, url)?;
-        let keys = table.record_keys(&batches)?;
-        let partitions = table.partition_paths(&batches)?;
+        let KeyedRows {
+            keys,
+            partitions,
+            ascending: keys_ascending,
+        } = table.key_rows(&batches)?;
         let table_schema = super::schema::table_schema(&data_schema);
         let precombine = &table.config.precombine_field;
         let precombine_idx = data_schema
@@ -206,6 +211,7 @@ impl Incoming {
         Ok(Incoming {
             rows: Arc::new(IncomingRows::new(batches, keys)),
             partitions,
+            keys_ascending,
             data_schema,
             table_schema,
             precombine_idx,
@@ -250,6 +256,7 @@ async fn plan_instant(
             partition,
             rows_here,
             &incoming.rows.keys,
+            incoming.keys_ascending,
             &groups,
             &key_owner,
             options.target_file_bytes,
