@@ -40,14 +40,10 @@ impl HudiTable {
     ///
     /// The keys come as one string array over all the batches' rows in order (the
     /// `_hoodie_record_key` column as written), not a string per row: a province has millions of
-    /// keys. Row numbers in errors count across the batches, from 1.
-    pub fn record_keys(&self, batches: &[RecordBatch]) -> Result<StringArray, TableError> {
-        self.record_keys_from(batches, 0)
-    }
-
-    /// [`Self::record_keys`] of batches whose first row is row `first_row` of the run (errors
-    /// name the run's row).
-    fn record_keys_from(
+    /// keys. Row numbers in errors count across the batches, from 1, the first batch's first row
+    /// being row `first_row` (0-based) of the run: [`Self::key_rows`] keys a run's batches in
+    /// parts.
+    pub fn record_keys(
         &self,
         batches: &[RecordBatch],
         first_row: usize,
@@ -132,18 +128,7 @@ impl HudiTable {
         let made: Vec<Result<KeyedRows, TableError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = runs
                 .iter()
-                .map(|&(batches, first_row)| {
-                    scope.spawn(move || {
-                        let keys = self.record_keys_from(batches, first_row)?;
-                        let partitions = self.partition_paths(batches)?;
-                        let ascending = strictly_ascending(&keys);
-                        Ok(KeyedRows {
-                            keys,
-                            partitions,
-                            ascending,
-                        })
-                    })
-                })
+                .map(|&(batches, first_row)| scope.spawn(move || self.key_run(batches, first_row)))
                 .collect();
             handles
                 .into_iter()
@@ -161,6 +146,19 @@ impl HudiTable {
         KeyedRows::join(made).map_err(|e| TableError::Data {
             url: self.location.url.clone(),
             message: format!("cannot join the record keys: {e}"),
+        })
+    }
+
+    /// One thread's part of [`Self::key_rows`]: the keyed rows of consecutive batches whose
+    /// first row is row `first_row` of the run.
+    fn key_run(&self, batches: &[RecordBatch], first_row: usize) -> Result<KeyedRows, TableError> {
+        let keys = self.record_keys(batches, first_row)?;
+        let partitions = self.partition_paths(batches)?;
+        let ascending = strictly_ascending(&keys);
+        Ok(KeyedRows {
+            keys,
+            partitions,
+            ascending,
         })
     }
 
@@ -257,9 +255,10 @@ pub struct KeyedRows {
 }
 
 impl KeyedRows {
-    /// The keyed rows of consecutive runs of batches, as one.
+    /// The keyed rows of consecutive runs of batches, as one. Runs without rows are left out,
+    /// so each boundary compares the last key of one run with the first of the next.
     fn join(runs: Vec<KeyedRows>) -> Result<KeyedRows, ArrowError> {
-        let mut runs = runs.into_iter();
+        let mut runs = runs.into_iter().filter(|run| !run.keys.is_empty());
         let Some(mut joined) = runs.next() else {
             return Ok(KeyedRows {
                 keys: StringArray::from(Vec::<&str>::new()),
@@ -269,12 +268,8 @@ impl KeyedRows {
         };
         let mut keys: Vec<StringArray> = vec![joined.keys.clone()];
         for run in runs {
-            let boundary = match (keys.last(), run.keys.is_empty()) {
-                (Some(before), false) if !before.is_empty() => {
-                    before.value(before.len() - 1) < run.keys.value(0)
-                }
-                _ => true,
-            };
+            let before = &keys[keys.len() - 1];
+            let boundary = before.value(before.len() - 1) < run.keys.value(0);
             joined.ascending &= run.ascending && boundary;
             joined.partitions.append(run.partitions);
             keys.push(run.keys);
@@ -450,26 +445,32 @@ mod tests {
     fn complex_keys_are_written_as_hudi_does_and_ambiguous_ones_refused() {
         let t = table(&["s", "i"], "ComplexKeyGenerator");
         let keys = t
-            .record_keys(&batches(&[
-                ("s", vec![Some("a"), None]),
-                ("i", vec![Some("b"), Some("")]),
-            ]))
+            .record_keys(
+                &batches(&[
+                    ("s", vec![Some("a"), None]),
+                    ("i", vec![Some("b"), Some("")]),
+                ]),
+                0,
+            )
             .unwrap_err();
         // Row 2 has every key field null or empty.
         assert!(keys.to_string().contains("row 2"), "{keys}");
         let keys = t
-            .record_keys(&batches(&[
-                ("s", vec![Some("a"), None]),
-                ("i", vec![Some("b"), Some("c")]),
-            ]))
+            .record_keys(
+                &batches(&[
+                    ("s", vec![Some("a"), None]),
+                    ("i", vec![Some("b"), Some("c")]),
+                ]),
+                0,
+            )
             .unwrap();
         assert_eq!(texts(&keys), ["s:a,i:b", "s:__null__,i:c"]);
         for hostile in ["a,i:b", "a:b"] {
             let err = t
-                .record_keys(&batches(&[
-                    ("s", vec![Some(hostile)]),
-                    ("i", vec![Some("x")]),
-                ]))
+                .record_keys(
+                    &batches(&[("s", vec![Some(hostile)]), ("i", vec![Some("x")])]),
+                    0,
+                )
                 .unwrap_err();
             assert!(err.to_string().contains("ambiguous"), "{err}");
         }
@@ -495,14 +496,7 @@ mod tests {
     fn keyed_in_runs(t: &HudiTable, batches: &[RecordBatch], runs: usize) -> KeyedRows {
         let made = runs_of_batches(batches, runs)
             .into_iter()
-            .map(|(batches, first_row)| {
-                let keys = t.record_keys_from(batches, first_row).unwrap();
-                KeyedRows {
-                    ascending: strictly_ascending(&keys),
-                    keys,
-                    partitions: t.partition_paths(batches).unwrap(),
-                }
-            })
+            .map(|(batches, first_row)| t.key_run(batches, first_row).unwrap())
             .collect();
         KeyedRows::join(made).unwrap()
     }
@@ -527,7 +521,7 @@ mod tests {
                 ])
             })
             .collect();
-        let keys = t.record_keys(&batches).unwrap();
+        let keys = t.record_keys(&batches, 0).unwrap();
         let paths = t.partition_paths(&batches).unwrap();
         for runs in 1..=6 {
             let made = keyed_in_runs(&t, &batches, runs);
@@ -559,6 +553,13 @@ mod tests {
             assert!(!keyed_in_runs(&t, &within, runs).ascending, "{runs} runs");
             assert!(!keyed_in_runs(&t, &across, runs).ascending, "{runs} runs");
         }
+        // A run without rows between two others: the boundary is the other two runs' keys.
+        let apart = [one(&["a"]), one(&[]), one(&["a"])];
+        let made = apart
+            .iter()
+            .map(|b| t.key_run(std::slice::from_ref(b), 0).unwrap())
+            .collect();
+        assert!(!KeyedRows::join(made).unwrap().ascending);
         // A run's errors count rows from the run's first row: the empty key is the third.
         let err = keyed_in_runs_err(&t, &[one(&["a"]), one(&["b", ""])]);
         assert!(err.contains("row 3"), "{err}");
@@ -567,7 +568,7 @@ mod tests {
     fn keyed_in_runs_err(t: &HudiTable, batches: &[RecordBatch]) -> String {
         runs_of_batches(batches, 2)
             .into_iter()
-            .find_map(|(batches, first_row)| t.record_keys_from(batches, first_row).err())
+            .find_map(|(batches, first_row)| t.key_run(batches, first_row).err())
             .map(|e| e.to_string())
             .unwrap_or_default()
     }
@@ -577,14 +578,14 @@ mod tests {
         let t = table(&["s"], "SimpleKeyGenerator");
         assert_eq!(
             texts(
-                &t.record_keys(&batches(&[("s", vec![Some("a,b:c")])]))
+                &t.record_keys(&batches(&[("s", vec![Some("a,b:c")])]), 0)
                     .unwrap()
             ),
             ["a,b:c"]
         );
         for missing in [None, Some("")] {
             let err = t
-                .record_keys(&batches(&[("s", vec![missing])]))
+                .record_keys(&batches(&[("s", vec![missing])]), 0)
                 .unwrap_err();
             assert!(err.to_string().contains("null or empty"), "{err}");
         }
