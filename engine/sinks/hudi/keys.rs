@@ -9,9 +9,7 @@ use std::fmt::Write as _;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, LargeStringArray, RecordBatch, StringArray, StringBuilder,
 };
-use datafusion::arrow::compute::concat;
 use datafusion::arrow::datatypes::{DataType, Date32Type};
-use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::common::HashMap as FastHashMap;
 
@@ -125,28 +123,15 @@ impl HudiTable {
     pub fn key_rows(&self, batches: &[RecordBatch]) -> Result<KeyedRows, TableError> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let runs = runs_of_batches(batches, threads);
-        let made: Vec<Result<KeyedRows, TableError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = runs
-                .iter()
-                .map(|&(batches, first_row)| scope.spawn(move || self.key_run(batches, first_row)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(TableError::Data {
-                            url: self.location.url.clone(),
-                            message: "the thread making record keys panicked".into(),
-                        })
-                    })
-                })
-                .collect()
-        });
-        let made = made.into_iter().collect::<Result<Vec<_>, _>>()?;
-        KeyedRows::join(made).map_err(|e| TableError::Data {
-            url: self.location.url.clone(),
-            message: format!("cannot join the record keys: {e}"),
-        })
+        // On rayon's pool (its threads outlive the call), in run order.
+        use rayon::prelude::*;
+        let made: Vec<Result<KeyedRows, TableError>> = runs
+            .par_iter()
+            .map(|&(batches, first_row)| self.key_run(batches, first_row))
+            .collect();
+        Ok(KeyedRows::join(
+            made.into_iter().collect::<Result<Vec<_>, _>>()?,
+        ))
     }
 
     /// One thread's part of [`Self::key_rows`]: the keyed rows of consecutive batches whose
@@ -156,7 +141,7 @@ impl HudiTable {
         let partitions = self.partition_paths(batches)?;
         let ascending = strictly_ascending(&keys);
         Ok(KeyedRows {
-            keys,
+            keys: keys.into(),
             partitions,
             ascending,
         })
@@ -247,7 +232,7 @@ impl HudiTable {
 #[derive(Debug)]
 pub struct KeyedRows {
     /// Each row's record key, in row order (the `_hoodie_record_key` column as written).
-    pub keys: StringArray,
+    pub keys: RecordKeys,
     pub partitions: PartitionPaths,
     /// Each key is greater than the one before it, so no key repeats (the province job's rows
     /// come ordered by their key): the plan need not look for repeats.
@@ -257,28 +242,89 @@ pub struct KeyedRows {
 impl KeyedRows {
     /// The keyed rows of consecutive runs of batches, as one. Runs without rows are left out,
     /// so each boundary compares the last key of one run with the first of the next.
-    fn join(runs: Vec<KeyedRows>) -> Result<KeyedRows, ArrowError> {
-        let mut runs = runs.into_iter().filter(|run| !run.keys.is_empty());
-        let Some(mut joined) = runs.next() else {
-            return Ok(KeyedRows {
-                keys: StringArray::from(Vec::<&str>::new()),
-                partitions: PartitionPaths::default(),
-                ascending: true,
-            });
+    fn join(runs: Vec<KeyedRows>) -> KeyedRows {
+        let mut joined = KeyedRows {
+            keys: RecordKeys::default(),
+            partitions: PartitionPaths::default(),
+            ascending: true,
         };
-        let mut keys: Vec<StringArray> = vec![joined.keys.clone()];
-        for run in runs {
-            let before = &keys[keys.len() - 1];
-            let boundary = before.value(before.len() - 1) < run.keys.value(0);
+        for run in runs.into_iter().filter(|run| !run.keys.is_empty()) {
+            let boundary = joined
+                .keys
+                .last()
+                .is_none_or(|last| last < run.keys.value(0));
             joined.ascending &= run.ascending && boundary;
             joined.partitions.append(run.partitions);
-            keys.push(run.keys);
+            joined.keys.extend(run.keys);
         }
-        if keys.len() > 1 {
-            let arrays: Vec<&dyn Array> = keys.iter().map(|k| k as &dyn Array).collect();
-            joined.keys = concat(&arrays)?.as_string::<i32>().clone();
+        joined
+    }
+}
+
+/// Every row's record key, in row order, kept in the arrays they were made in (one per thread
+/// of [`HudiTable::key_rows`]): joining them into one would copy a province's keys, 170 MB at
+/// 10M transactions, once more.
+#[derive(Debug, Clone, Default)]
+pub struct RecordKeys {
+    parts: Vec<StringArray>,
+    /// The number of each part's first row.
+    starts: Vec<usize>,
+    len: usize,
+}
+
+impl RecordKeys {
+    /// The number of keys.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The key of row `row` (rows count across the parts, from 0).
+    pub fn value(&self, row: usize) -> &str {
+        let part = match self.parts.len() {
+            1 => 0,
+            _ => self.starts.partition_point(|&start| start <= row) - 1,
+        };
+        self.parts[part].value(row - self.starts[part])
+    }
+
+    /// The last key, if any.
+    pub fn last(&self) -> Option<&str> {
+        self.len.checked_sub(1).map(|row| self.value(row))
+    }
+
+    /// Appends the keys of `next`, which follow these.
+    fn extend(&mut self, next: RecordKeys) {
+        let base = self.len;
+        for (part, start) in next.parts.into_iter().zip(next.starts) {
+            if !part.is_empty() {
+                self.starts.push(base + start);
+                self.parts.push(part);
+            }
         }
-        Ok(joined)
+        self.len = base + next.len;
+    }
+
+    /// Every key, in row order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.parts
+            .iter()
+            .flat_map(|part| part.iter().map(Option::unwrap_or_default))
+    }
+}
+
+impl From<StringArray> for RecordKeys {
+    /// Keys of one array (it holds no nulls: keys have none).
+    fn from(keys: StringArray) -> RecordKeys {
+        let len = keys.len();
+        RecordKeys {
+            parts: vec![keys],
+            starts: vec![0],
+            len,
+        }
     }
 }
 
@@ -498,7 +544,7 @@ mod tests {
             .into_iter()
             .map(|(batches, first_row)| t.key_run(batches, first_row).unwrap())
             .collect();
-        KeyedRows::join(made).unwrap()
+        KeyedRows::join(made)
     }
 
     #[test]
@@ -525,7 +571,14 @@ mod tests {
         let paths = t.partition_paths(&batches).unwrap();
         for runs in 1..=6 {
             let made = keyed_in_runs(&t, &batches, runs);
-            assert_eq!(texts(&made.keys), texts(&keys), "{runs} runs");
+            assert_eq!(
+                made.keys.iter().collect::<Vec<_>>(),
+                texts(&keys),
+                "{runs} runs"
+            );
+            let by_row: Vec<&str> = (0..made.keys.len()).map(|r| made.keys.value(r)).collect();
+            assert_eq!(by_row, texts(&keys), "{runs} runs, row by row");
+            assert_eq!(made.keys.last(), Some("s:s09,d:__null__"), "{runs} runs");
             assert_eq!(made.partitions.paths, paths.paths, "{runs} runs");
             assert_eq!(made.partitions.of_row, paths.of_row, "{runs} runs");
             assert!(made.ascending, "{runs} runs");
@@ -559,7 +612,7 @@ mod tests {
             .iter()
             .map(|b| t.key_run(std::slice::from_ref(b), 0).unwrap())
             .collect();
-        assert!(!KeyedRows::join(made).unwrap().ascending);
+        assert!(!KeyedRows::join(made).ascending);
         // A run's errors count rows from the run's first row: the empty key is the third.
         let err = keyed_in_runs_err(&t, &[one(&["a"]), one(&["b", ""])]);
         assert!(err.contains("row 3"), "{err}");

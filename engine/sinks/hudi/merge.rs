@@ -22,6 +22,7 @@ use datafusion::arrow::datatypes::{Field, Int32Type, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::HashMap;
 
+use super::keys::RecordKeys;
 use super::plan::GroupPlan;
 use super::schema::META_COLUMNS;
 use super::table::TableError;
@@ -81,12 +82,12 @@ pub struct IncomingRows {
     /// The number of each batch's first row.
     starts: Vec<usize>,
     /// Each row's record key.
-    pub keys: StringArray,
+    pub keys: RecordKeys,
 }
 
 impl IncomingRows {
     /// `keys` holds one key per row of `batches`, in order.
-    pub fn new(batches: Vec<RecordBatch>, keys: StringArray) -> IncomingRows {
+    pub fn new(batches: Vec<RecordBatch>, keys: RecordKeys) -> IncomingRows {
         let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
         let starts = batches
             .iter()
@@ -469,7 +470,7 @@ mod tests {
         let keys: Vec<&str> = batches.iter().flat_map(|b| b.iter().map(|r| r.0)).collect();
         Arc::new(IncomingRows::new(
             batches.iter().map(|b| data(b)).collect(),
-            StringArray::from(keys),
+            StringArray::from(keys).into(),
         ))
     }
 

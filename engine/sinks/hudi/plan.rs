@@ -8,11 +8,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use datafusion::arrow::array::{AsArray, StringArray};
+use datafusion::arrow::array::AsArray;
 // DataFusion's hash maps (hashbrown with foldhash): a province's keys are hashed about a million
 // times per run, where std's SipHash showed in profiles.
 use datafusion::common::{HashMap, HashSet as FastHashSet};
 
+use super::keys::RecordKeys;
 use super::table::{HudiTable, TableError};
 use super::timeline::{BaseFile, Timeline};
 
@@ -117,7 +118,7 @@ impl<'a> KeysSeen<'a> {
 pub fn place_rows(
     partition: &str,
     rows_here: &[usize],
-    keys: &StringArray,
+    keys: &RecordKeys,
     keys_ascending: bool,
     groups: &[ExistingGroup],
     key_owner: &HashMap<String, String>,
@@ -198,6 +199,7 @@ pub fn place_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::StringArray;
 
     fn group(file_id: &str, size: u64, rows: u64) -> ExistingGroup {
         let name = BaseFile::name(file_id, "0-0-0", "20260301100000000");
@@ -208,8 +210,8 @@ mod tests {
         }
     }
 
-    fn keys(n: usize) -> StringArray {
-        StringArray::from_iter_values((0..n).map(|i| format!("k{i}")))
+    fn keys(n: usize) -> RecordKeys {
+        StringArray::from_iter_values((0..n).map(|i| format!("k{i}"))).into()
     }
 
     fn ids() -> impl FnMut() -> String {
@@ -272,7 +274,7 @@ mod tests {
 
     #[test]
     fn a_repeated_key_is_refused_in_order_or_not() {
-        let keys = StringArray::from(vec!["a", "b", "c", "d", "b", "e"]);
+        let keys: RecordKeys = StringArray::from(vec!["a", "b", "c", "d", "b", "e"]).into();
         let place = |rows: &[usize]| {
             place_rows("p", rows, &keys, false, &[], &HashMap::new(), 300, ids())
                 .map(|plans| plans.iter().map(|p| p.inserts.len()).sum::<usize>())
@@ -294,7 +296,7 @@ mod tests {
 
     #[test]
     fn a_key_twice_is_refused() {
-        let keys = StringArray::from(vec!["a", "a"]);
+        let keys: RecordKeys = StringArray::from(vec!["a", "a"]).into();
         let e =
             place_rows("p", &[0, 1], &keys, false, &[], &HashMap::new(), 300, ids()).unwrap_err();
         assert_eq!(

@@ -678,7 +678,6 @@ fn encode_columns(
     schema: &SchemaRef,
     batch: &RecordBatch,
 ) -> Result<(), ParquetError> {
-    use std::sync::Mutex;
     // Levels are worked out first, column by column (cheap: a flat column without nulls has
     // none to compute); the encoding is the work shared out.
     let count = encoders.len();
@@ -712,33 +711,18 @@ fn encode_columns(
             "fewer leaf columns than column encoders".into(),
         ));
     }
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(jobs.len());
-    if threads <= 1 {
+    if jobs.len() <= 1 {
         return jobs
             .into_iter()
             .try_for_each(|(writer, leaf)| writer.write(&leaf));
     }
-    let queue = Mutex::new(jobs.into_iter());
-    let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    while let Some((writer, leaf)) = next() {
-                        writer.write(&leaf)?;
-                    }
-                    Ok::<(), ParquetError>(())
-                })
-            })
-            .collect();
-        workers.into_iter().try_for_each(|w| {
-            w.join()
-                .unwrap_or_else(|_| Err(ParquetError::General("a column encoder panicked".into())))
-        })
-    })
+    // On rayon's pool, whose threads live as long as the process: a thread started per slice
+    // began with an empty allocator heap, so every slice's page buffers were fresh memory the
+    // kernel had to fault in and zero.
+    use rayon::prelude::*;
+    jobs.into_par_iter()
+        .with_max_len(1)
+        .try_for_each(|(writer, leaf)| writer.write(&leaf))
 }
 
 /// Closes a row group's column encoders and appends their chunks to `file`, in column order.
