@@ -21,6 +21,7 @@ use datafusion::arrow::compute::{cast, SortOptions};
 use datafusion::arrow::datatypes::{Field, Int32Type, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::HashMap;
+use rayon::prelude::*;
 
 use super::keys::RecordKeys;
 use super::plan::GroupPlan;
@@ -108,6 +109,17 @@ impl IncomingRows {
     fn locate(&self, row: usize) -> (usize, usize) {
         let batch = self.starts.partition_point(|&start| start <= row) - 1;
         (batch, row - self.starts[batch])
+    }
+
+    /// [`Self::locate`] for a row likely in batch `near` (the batch of the row before, when
+    /// rows come in order): checked first, searched only when it misses.
+    fn locate_near(&self, row: usize, near: usize) -> (usize, usize) {
+        match (self.starts.get(near), self.batches.get(near)) {
+            (Some(&start), Some(batch)) if start <= row && row < start + batch.num_rows() => {
+                (near, row - start)
+            }
+            _ => self.locate(row),
+        }
     }
 }
 
@@ -310,22 +322,35 @@ impl Merged {
     }
 
     /// The first four meta columns of a slice whose rows all come from this instant (a new file
-    /// group's): commit time and partition are the same on every row.
+    /// group's): commit time and partition are the same on every row. Sequence numbers and keys
+    /// are made side by side.
     fn incoming_meta(&self, picks: &[Pick]) -> Vec<ArrayRef> {
         let keys = &self.incoming.keys;
-        let mut seq_no = StringBuilder::with_capacity(picks.len(), picks.len() * 32);
-        let mut key = StringBuilder::with_capacity(picks.len(), picks.len() * 48);
-        let mut seq_numbers = self.seq_numbers();
-        for pick in picks {
-            if let Pick::Incoming { row, seq } = *pick {
-                seq_numbers.append(&mut seq_no, seq);
-                key.append_value(keys.value(row));
-            }
-        }
+        let (seq_no, key) = rayon::join(
+            || {
+                let mut seq_no = StringBuilder::with_capacity(picks.len(), picks.len() * 32);
+                let mut seq_numbers = self.seq_numbers();
+                for pick in picks {
+                    if let Pick::Incoming { seq, .. } = *pick {
+                        seq_numbers.append(&mut seq_no, seq);
+                    }
+                }
+                seq_no.finish()
+            },
+            || {
+                let mut key = StringBuilder::with_capacity(picks.len(), picks.len() * 48);
+                for pick in picks {
+                    if let Pick::Incoming { row, .. } = *pick {
+                        key.append_value(keys.value(row));
+                    }
+                }
+                key.finish()
+            },
+        );
         vec![
             repeated(&self.instant, picks.len()),
-            Arc::new(seq_no.finish()),
-            Arc::new(key.finish()),
+            Arc::new(seq_no),
+            Arc::new(key),
             repeated(&self.partition, picks.len()),
         ]
     }
@@ -366,35 +391,47 @@ impl Merged {
         let picks = &self.picks[range];
         let (existing, incoming) = (&self.existing, &self.incoming);
 
-        // Meta columns: stored rows keep theirs; rows taken from this instant get its commit time
-        // and their sequence numbers, their keys and the group's partition; every row names the
-        // new file.
-        let mut columns: Vec<ArrayRef> = if picks.iter().all(|p| matches!(p, Pick::Incoming { .. }))
-        {
-            self.incoming_meta(picks)
-        } else {
-            self.mixed_meta(picks)
-        };
+        // Every column is made apart from the others, on rayon's pool: the last file group of an
+        // upsert, encoded alone, would otherwise build its slices on one core while the others
+        // wait.
+        let (meta, data) = rayon::join(
+            // Meta columns: stored rows keep theirs; rows taken from this instant get its commit
+            // time and their sequence numbers, their keys and the group's partition.
+            || match picks.iter().all(|p| matches!(p, Pick::Incoming { .. })) {
+                true => self.incoming_meta(picks),
+                false => self.mixed_meta(picks),
+            },
+            // Data columns: one interleave per column over the stored slice and the incoming
+            // batches.
+            || {
+                let mut near = 0;
+                let sources: Vec<(usize, usize)> = picks
+                    .iter()
+                    .map(|pick| match *pick {
+                        Pick::Stored(e) => (0, e),
+                        Pick::Incoming { row, .. } => {
+                            let (b, r) = incoming.locate_near(row, near);
+                            near = b;
+                            (1 + b, r)
+                        }
+                    })
+                    .collect();
+                (0..self.schema.fields().len() - META_COLUMNS.len())
+                    .into_par_iter()
+                    .map(|c| {
+                        let mut arrays: Vec<&dyn Array> =
+                            Vec::with_capacity(1 + incoming.batches.len());
+                        arrays.push(existing.column(META_COLUMNS.len() + c).as_ref());
+                        arrays.extend(incoming.batches.iter().map(|b| b.column(c).as_ref()));
+                        interleave(&arrays, &sources)
+                    })
+                    .collect::<Result<Vec<ArrayRef>, ArrowError>>()
+            },
+        );
+        // Every row names the new file.
+        let mut columns = meta;
         columns.push(repeated(&self.file_name, picks.len()));
-
-        // Data columns: one interleave per column over the stored slice and the incoming
-        // batches.
-        let sources: Vec<(usize, usize)> = picks
-            .iter()
-            .map(|pick| match *pick {
-                Pick::Stored(e) => (0, e),
-                Pick::Incoming { row, .. } => {
-                    let (b, r) = incoming.locate(row);
-                    (1 + b, r)
-                }
-            })
-            .collect();
-        for c in 0..self.schema.fields().len() - META_COLUMNS.len() {
-            let mut arrays: Vec<&dyn Array> = Vec::with_capacity(1 + incoming.batches.len());
-            arrays.push(existing.column(META_COLUMNS.len() + c).as_ref());
-            arrays.extend(incoming.batches.iter().map(|b| b.column(c).as_ref()));
-            columns.push(interleave(&arrays, &sources)?);
-        }
+        columns.extend(data?);
         let fields: Vec<Field> = self
             .schema
             .fields()
@@ -578,6 +615,24 @@ mod tests {
             ]
         );
         assert!((0..b.num_rows()).all(|r| col(4).value(r) == "g-0_7-0-0_2.parquet"));
+    }
+
+    #[test]
+    fn rows_are_found_in_their_batch_whatever_the_hint() {
+        // The empty batch is left out: "c" is the first row of the second batch kept.
+        let rows = incoming(&[
+            &[("a", 1, 1), ("b", 2, 2)],
+            &[],
+            &[("c", 3, 3)],
+            &[("d", 4, 4), ("e", 5, 5)],
+        ]);
+        assert_eq!(rows.locate(2), (1, 0));
+        assert_eq!(rows.locate(4), (2, 1));
+        for row in 0..5 {
+            for near in 0..6 {
+                assert_eq!(rows.locate_near(row, near), rows.locate(row), "{row} {near}");
+            }
+        }
     }
 
     #[test]

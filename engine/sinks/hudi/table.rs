@@ -5,17 +5,19 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
-use datafusion::parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter};
+use datafusion::parquet::arrow::arrow_writer::{
+    compute_leaves, ArrowColumnWriter, ArrowLeafColumn, ArrowRowGroupWriterFactory,
+};
 use datafusion::parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::file::writer::SerializedFileWriter;
-use datafusion::parquet::schema::types::ColumnPath;
+use datafusion::parquet::schema::types::{ColumnDescPtr, ColumnPath};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -570,12 +572,16 @@ pub type SharedTable = Arc<HudiTable>;
 /// store's id and source file) is kept as runs and encoded per run ([`RunsColumn`]); every other
 /// column by arrow-rs's column writers, in row groups of `ArrowWriter`'s maximum row count (a
 /// file without such columns has the bytes a plain `ArrowWriter` makes).
-pub fn encode_base_file(
+pub fn encode_base_file<I>(
     schema: SchemaRef,
-    batches: impl IntoIterator<Item = Result<RecordBatch, ArrowError>>,
+    batches: I,
     avro_schema: &str,
     key_range: (&str, &str),
-) -> Result<Vec<u8>, ParquetError> {
+) -> Result<Vec<u8>, ParquetError>
+where
+    I: IntoIterator<Item = Result<RecordBatch, ArrowError>>,
+    I::IntoIter: Send,
+{
     encode_parquet(
         schema,
         batches,
@@ -600,43 +606,92 @@ fn base_file_properties(avro_schema: &str, key_range: (&str, &str)) -> WriterPro
 }
 
 /// [`encode_base_file`] with any writer properties.
-fn encode_parquet(
+fn encode_parquet<I>(
     schema: SchemaRef,
-    batches: impl IntoIterator<Item = Result<RecordBatch, ArrowError>>,
+    batches: I,
     props: WriterProperties,
-) -> Result<Vec<u8>, ParquetError> {
-    let max_rows = props.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
+) -> Result<Vec<u8>, ParquetError>
+where
+    I: IntoIterator<Item = Result<RecordBatch, ArrowError>>,
+    I::IntoIter: Send,
+{
     let mut buffer = Vec::with_capacity(1 << 20);
-    let (mut file, factory) =
-        ArrowWriter::try_new(&mut buffer, schema.clone(), Some(props.clone()))?
+    let mut encoder = ParquetEncoder::new(&mut buffer, schema, props)?;
+    // The next batch is made (a base file's next slice: its rows gathered, its keys written)
+    // while this one is encoded.
+    let mut batches = batches.into_iter();
+    let mut next = batches.next();
+    while let Some(batch) = next.take() {
+        let batch = batch?;
+        let (encoded, following) = rayon::join(|| encoder.push(batch), || batches.next());
+        encoded?;
+        next = following;
+    }
+    encoder.finish()?;
+    Ok(buffer)
+}
+
+/// A Parquet file being written batch by batch, a row group at a time, each column by its own
+/// encoder ([`ColumnEncoder`]).
+struct ParquetEncoder<'a> {
+    file: SerializedFileWriter<&'a mut Vec<u8>>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    props: WriterProperties,
+    /// The file's Parquet columns, one per leaf.
+    columns: Vec<ColumnDescPtr>,
+    /// Columns may be encoded by runs only where each field is one Parquet column (no nesting).
+    flat: bool,
+    max_rows: usize,
+    /// The row group being written: its column encoders and rows so far.
+    open: Option<(Vec<ColumnEncoder>, usize)>,
+    /// Row groups closed so far.
+    groups: usize,
+}
+
+impl<'a> ParquetEncoder<'a> {
+    fn new(
+        buffer: &'a mut Vec<u8>,
+        schema: SchemaRef,
+        props: WriterProperties,
+    ) -> Result<Self, ParquetError> {
+        let (file, factory) = ArrowWriter::try_new(buffer, schema.clone(), Some(props.clone()))?
             .into_serialized_writer()?;
-    // Columns may be encoded by runs only where each field is one Parquet column (no nesting).
-    let columns = file.schema_descr().columns().to_vec();
-    let flat = columns.len() == schema.fields().len();
-    // The row group being written: its column encoders and rows so far.
-    let mut open: Option<(Vec<ColumnEncoder>, usize)> = None;
-    let mut groups = 0;
-    for batch in batches {
-        let mut batch = batch?;
+        let columns = file.schema_descr().columns().to_vec();
+        Ok(ParquetEncoder {
+            flat: columns.len() == schema.fields().len(),
+            max_rows: props.max_row_group_row_count().unwrap_or(usize::MAX).max(1),
+            file,
+            factory,
+            schema,
+            props,
+            columns,
+            open: None,
+            groups: 0,
+        })
+    }
+
+    /// Encodes `batch`'s rows, closing each row group that fills.
+    fn push(&mut self, mut batch: RecordBatch) -> Result<(), ParquetError> {
         while batch.num_rows() > 0 {
             let take = batch
                 .num_rows()
-                .min(max_rows - open.as_ref().map_or(0, |(_, rows)| *rows));
+                .min(self.max_rows - self.open.as_ref().map_or(0, |(_, rows)| *rows));
             let slice = batch.slice(0, take);
-            let (encoders, rows) = match &mut open {
+            let (encoders, rows) = match &mut self.open {
                 Some(group) => group,
                 slot => {
                     // Each column's encoder is chosen on the row group's first batch.
-                    let mut encoders = Vec::with_capacity(columns.len());
-                    for (i, writer) in factory
-                        .create_column_writers(groups)?
-                        .into_iter()
-                        .enumerate()
-                    {
-                        let runs = flat && RunsColumn::suits(&columns[i], &props, slice.column(i));
+                    let mut encoders = Vec::with_capacity(self.columns.len());
+                    let writers = self.factory.create_column_writers(self.groups)?;
+                    for (i, writer) in writers.into_iter().enumerate() {
+                        // Leaf `i` is field `i` only in a flat schema.
+                        let descr = &self.columns[i];
+                        let runs =
+                            self.flat && RunsColumn::suits(descr, &self.props, slice.column(i));
                         encoders.push(match runs {
                             true => ColumnEncoder::Runs(RunsColumn::new(
-                                columns[i].clone(),
+                                descr.clone(),
                                 slice.column(i),
                             )?),
                             false => ColumnEncoder::Arrow(Box::new(writer)),
@@ -645,21 +700,26 @@ fn encode_parquet(
                     slot.insert((encoders, 0))
                 }
             };
-            encode_columns(encoders, &schema, &slice)?;
+            encode_columns(encoders, &self.schema, &slice)?;
             *rows += take;
             batch = batch.slice(take, batch.num_rows() - take);
-            if *rows == max_rows {
-                let (encoders, _) = open.take().expect("a row group is open");
-                close_row_group(&mut file, encoders, &props)?;
-                groups += 1;
+            if *rows == self.max_rows {
+                let (encoders, _) = self.open.take().expect("a row group is open");
+                close_row_group(&mut self.file, encoders, &self.props)?;
+                self.groups += 1;
             }
         }
+        Ok(())
     }
-    if let Some((encoders, _)) = open {
-        close_row_group(&mut file, encoders, &props)?;
+
+    /// Closes the last row group and writes the footer.
+    fn finish(mut self) -> Result<(), ParquetError> {
+        if let Some((encoders, _)) = self.open.take() {
+            close_row_group(&mut self.file, encoders, &self.props)?;
+        }
+        self.file.close()?;
+        Ok(())
     }
-    file.close()?;
-    Ok(buffer)
 }
 
 /// How one Parquet column of a row group is encoded: by arrow-rs's column writer, or by runs
@@ -669,15 +729,20 @@ enum ColumnEncoder {
     Runs(RunsColumn),
 }
 
-/// Encodes `batch`'s columns into their encoders: columns kept as runs on this thread (work per
-/// run), the others a Parquet leaf column per task on as many threads as there are cores (each
-/// thread takes the next leaf left). Encoders are per leaf, in schema order: a nested column (a
-/// struct, a list) has several (and is never kept as runs).
+/// Encodes `batch`'s columns into their encoders, a Parquet leaf column per task on rayon's pool
+/// (columns kept as runs too: comparing a store's 60-byte source file name row by row is work
+/// worth sharing). Encoders are per leaf, in schema order: a nested column (a struct, a list)
+/// has several (and is never kept as runs).
 fn encode_columns(
     encoders: &mut [ColumnEncoder],
     schema: &SchemaRef,
     batch: &RecordBatch,
 ) -> Result<(), ParquetError> {
+    /// One leaf's share of the batch.
+    enum Job<'a> {
+        Arrow(&'a mut Box<ArrowColumnWriter>, ArrowLeafColumn),
+        Runs(&'a mut RunsColumn, &'a ArrayRef),
+    }
     // Levels are worked out first, column by column (cheap: a flat column without nulls has
     // none to compute); the encoding is the work shared out.
     let count = encoders.len();
@@ -685,14 +750,15 @@ fn encode_columns(
     let mut next_encoder = encoders.iter_mut().peekable();
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
         // A column kept as runs is one leaf (flat schemas only) and needs no levels.
-        if let Some(ColumnEncoder::Runs(runs)) = next_encoder.peek_mut() {
-            runs.push(column.as_ref())?;
-            next_encoder.next();
+        if let Some(ColumnEncoder::Runs(_)) = next_encoder.peek() {
+            if let Some(ColumnEncoder::Runs(runs)) = next_encoder.next() {
+                jobs.push(Job::Runs(runs, column));
+            }
             continue;
         }
         for leaf in compute_leaves(field, column)? {
             match next_encoder.next() {
-                Some(ColumnEncoder::Arrow(writer)) => jobs.push((writer, leaf)),
+                Some(ColumnEncoder::Arrow(writer)) => jobs.push(Job::Arrow(writer, leaf)),
                 Some(ColumnEncoder::Runs(_)) => {
                     return Err(ParquetError::General(
                         "a nested column's leaf was given a runs encoder".into(),
@@ -711,18 +777,16 @@ fn encode_columns(
             "fewer leaf columns than column encoders".into(),
         ));
     }
-    if jobs.len() <= 1 {
-        return jobs
-            .into_iter()
-            .try_for_each(|(writer, leaf)| writer.write(&leaf));
-    }
     // On rayon's pool, whose threads live as long as the process: a thread started per slice
     // began with an empty allocator heap, so every slice's page buffers were fresh memory the
     // kernel had to fault in and zero.
     use rayon::prelude::*;
     jobs.into_par_iter()
         .with_max_len(1)
-        .try_for_each(|(writer, leaf)| writer.write(&leaf))
+        .try_for_each(|job| match job {
+            Job::Arrow(writer, leaf) => writer.write(&leaf),
+            Job::Runs(runs, column) => runs.push(column.as_ref()),
+        })
 }
 
 /// Closes a row group's column encoders and appends their chunks to `file`, in column order.
