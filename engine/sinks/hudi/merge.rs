@@ -630,7 +630,11 @@ mod tests {
         assert_eq!(rows.locate(4), (2, 1));
         for row in 0..5 {
             for near in 0..6 {
-                assert_eq!(rows.locate_near(row, near), rows.locate(row), "{row} {near}");
+                assert_eq!(
+                    rows.locate_near(row, near),
+                    rows.locate(row),
+                    "{row} {near}"
+                );
             }
         }
     }
