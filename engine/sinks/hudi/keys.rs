@@ -113,8 +113,8 @@ impl HudiTable {
         Ok(keys.finish())
     }
 
-    /// Each row's record key and partition path, made by one thread per core over contiguous
-    /// runs of the batches (a province's 3.4M keys took half a second on one core while the
+    /// Each row's record key and partition path, made on rayon's pool, one run of contiguous
+    /// batches per core (a province's 3.4M keys took half a second on one core while the
     /// other had nothing to do), and whether the keys ascend strictly in row order.
     ///
     /// The result is the one [`Self::record_keys`] and [`Self::partition_paths`] make over all

@@ -565,9 +565,10 @@ pub type SharedTable = Arc<HudiTable>;
 /// taken one at a time, so only one of them and the encoded file are in memory at once. CPU work,
 /// meant for a blocking thread.
 ///
-/// A batch's columns are encoded side by side on the machine's cores (each column has its own
-/// writer; the row group is put together in column order when it closes), so the last file
-/// groups of an upsert, or a table's only one, do not leave cores idle. A column whose values
+/// A batch's columns are encoded side by side on rayon's pool (each column has its own writer;
+/// the row group is put together in column order when it closes), and the next batch is made
+/// meanwhile, so the last file groups of an upsert, or a table's only one, do not leave cores
+/// idle. A column whose values
 /// come in long runs in a row group's first batch (a file's commit time, partition and name, a
 /// store's id and source file) is kept as runs and encoded per run ([`RunsColumn`]); every other
 /// column by arrow-rs's column writers, in row groups of `ArrowWriter`'s maximum row count (a
