@@ -338,7 +338,14 @@ impl Merged {
                 seq_no.finish()
             },
             || {
-                let mut key = StringBuilder::with_capacity(picks.len(), picks.len() * 48);
+                // Sized exactly: the province job's keys are 50 bytes, and a guess below that
+                // had every slice's key column copied once more as it grew.
+                let rows = picks.iter().filter_map(|pick| match *pick {
+                    Pick::Incoming { row, .. } => Some(row),
+                    Pick::Stored(_) => None,
+                });
+                let bytes = rows.map(|row| keys.value(row).len()).sum();
+                let mut key = StringBuilder::with_capacity(picks.len(), bytes);
                 for pick in picks {
                     if let Pick::Incoming { row, .. } = *pick {
                         key.append_value(keys.value(row));
