@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Date32Type};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::common::HashMap as FastHashMap;
 
+use super::parts::PartStarts;
 use super::table::{HudiTable, TableError};
 use crate::layout::format_date;
 
@@ -121,17 +122,14 @@ impl HudiTable {
     /// the batches: runs are joined in order, and their partition paths renumbered by first
     /// appearance.
     pub fn key_rows(&self, batches: &[RecordBatch]) -> Result<KeyedRows, TableError> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let runs = runs_of_batches(batches, threads);
-        // On rayon's pool (its threads outlive the call), in run order.
+        // On rayon's pool (its threads outlive the call), one run per thread, in run order.
         use rayon::prelude::*;
-        let made: Vec<Result<KeyedRows, TableError>> = runs
+        let runs = runs_of_batches(batches, rayon::current_num_threads());
+        let made = runs
             .par_iter()
             .map(|&(batches, first_row)| self.key_run(batches, first_row))
-            .collect();
-        Ok(KeyedRows::join(
-            made.into_iter().collect::<Result<Vec<_>, _>>()?,
-        ))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(KeyedRows::join(made))
     }
 
     /// One thread's part of [`Self::key_rows`]: the keyed rows of consecutive batches whose
@@ -267,45 +265,36 @@ impl KeyedRows {
 #[derive(Debug, Clone, Default)]
 pub struct RecordKeys {
     parts: Vec<StringArray>,
-    /// The number of each part's first row.
-    starts: Vec<usize>,
-    len: usize,
+    starts: PartStarts,
 }
 
 impl RecordKeys {
     /// The number of keys.
     pub fn len(&self) -> usize {
-        self.len
+        self.starts.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.starts.is_empty()
     }
 
     /// The key of row `row` (rows count across the parts, from 0).
     pub fn value(&self, row: usize) -> &str {
-        let part = match self.parts.len() {
-            1 => 0,
-            _ => self.starts.partition_point(|&start| start <= row) - 1,
-        };
-        self.parts[part].value(row - self.starts[part])
+        let (part, index) = self.starts.locate(row);
+        self.parts[part].value(index)
     }
 
     /// The last key, if any.
     pub fn last(&self) -> Option<&str> {
-        self.len.checked_sub(1).map(|row| self.value(row))
+        self.len().checked_sub(1).map(|row| self.value(row))
     }
 
     /// Appends the keys of `next`, which follow these.
     fn extend(&mut self, next: RecordKeys) {
-        let base = self.len;
-        for (part, start) in next.parts.into_iter().zip(next.starts) {
-            if !part.is_empty() {
-                self.starts.push(base + start);
-                self.parts.push(part);
-            }
+        for part in next.parts {
+            self.starts.push(part.len());
+            self.parts.push(part);
         }
-        self.len = base + next.len;
     }
 
     /// Every key, in row order.
@@ -319,11 +308,9 @@ impl RecordKeys {
 impl From<StringArray> for RecordKeys {
     /// Keys of one array (it holds no nulls: keys have none).
     fn from(keys: StringArray) -> RecordKeys {
-        let len = keys.len();
         RecordKeys {
+            starts: PartStarts::new([keys.len()]),
             parts: vec![keys],
-            starts: vec![0],
-            len,
         }
     }
 }

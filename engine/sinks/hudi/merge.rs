@@ -24,6 +24,7 @@ use datafusion::common::HashMap;
 use rayon::prelude::*;
 
 use super::keys::RecordKeys;
+use super::parts::PartStarts;
 use super::plan::GroupPlan;
 use super::schema::META_COLUMNS;
 use super::table::TableError;
@@ -80,8 +81,8 @@ pub fn conform_all(
 #[derive(Debug)]
 pub struct IncomingRows {
     batches: Vec<RecordBatch>,
-    /// The number of each batch's first row.
-    starts: Vec<usize>,
+    /// Where each batch starts among the rows.
+    starts: PartStarts,
     /// Each row's record key.
     pub keys: RecordKeys,
 }
@@ -90,35 +91,11 @@ impl IncomingRows {
     /// `keys` holds one key per row of `batches`, in order.
     pub fn new(batches: Vec<RecordBatch>, keys: RecordKeys) -> IncomingRows {
         let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
-        let starts = batches
-            .iter()
-            .scan(0usize, |next, b| {
-                let start = *next;
-                *next += b.num_rows();
-                Some(start)
-            })
-            .collect();
+        let starts = PartStarts::new(batches.iter().map(RecordBatch::num_rows));
         IncomingRows {
             batches,
             starts,
             keys,
-        }
-    }
-
-    /// The batch holding row `row`, and the row's index in it.
-    fn locate(&self, row: usize) -> (usize, usize) {
-        let batch = self.starts.partition_point(|&start| start <= row) - 1;
-        (batch, row - self.starts[batch])
-    }
-
-    /// [`Self::locate`] for a row likely in batch `near` (the batch of the row before, when
-    /// rows come in order): checked first, searched only when it misses.
-    fn locate_near(&self, row: usize, near: usize) -> (usize, usize) {
-        match (self.starts.get(near), self.batches.get(near)) {
-            (Some(&start), Some(batch)) if start <= row && row < start + batch.num_rows() => {
-                (near, row - start)
-            }
-            _ => self.locate(row),
         }
     }
 }
@@ -226,7 +203,7 @@ pub fn merge_group(
                 picks.push(Pick::Stored(e));
                 continue;
             };
-            let (b, r) = incoming.locate(i);
+            let (b, r) = incoming.starts.locate(i);
             let compare = match &mut comparators[b] {
                 Some(c) => &*c,
                 slot => &*slot.insert(Comparators::new(
@@ -417,7 +394,7 @@ impl Merged {
                     .map(|pick| match *pick {
                         Pick::Stored(e) => (0, e),
                         Pick::Incoming { row, .. } => {
-                            let (b, r) = incoming.locate_near(row, near);
+                            let (b, r) = incoming.starts.locate_near(row, near);
                             near = b;
                             (1 + b, r)
                         }
@@ -633,13 +610,13 @@ mod tests {
             &[("c", 3, 3)],
             &[("d", 4, 4), ("e", 5, 5)],
         ]);
-        assert_eq!(rows.locate(2), (1, 0));
-        assert_eq!(rows.locate(4), (2, 1));
+        assert_eq!(rows.starts.locate(2), (1, 0));
+        assert_eq!(rows.starts.locate(4), (2, 1));
         for row in 0..5 {
             for near in 0..6 {
                 assert_eq!(
-                    rows.locate_near(row, near),
-                    rows.locate(row),
+                    rows.starts.locate_near(row, near),
+                    rows.starts.locate(row),
                     "{row} {near}"
                 );
             }

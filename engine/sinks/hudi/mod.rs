@@ -1,7 +1,8 @@
 //! The Hudi copy-on-write sink: tables Athena, Spark and hudi-rs read, written without a JVM.
 //!
 //! - [`table`]: `hoodie.properties`, partitions, base files; [`keys`]: record keys and
-//!   partition paths as Hudi's key generators make them;
+//!   partition paths as Hudi's key generators make them; [`parts`]: rows numbered across the
+//!   query's batches and the key arrays, found without copying them into one;
 //! - [`timeline`]: instants and which base files they make visible;
 //! - [`upsert`]: one copy-on-write write, staged then published, in steps: [`open`] the table,
 //!   [`plan`] which file group each row goes to, [`merge`] each group's new base file,
@@ -21,6 +22,7 @@ pub mod keys;
 pub mod lock;
 pub mod merge;
 pub mod open;
+pub mod parts;
 pub mod plan;
 pub mod properties;
 pub mod rollback;

@@ -568,11 +568,11 @@ pub type SharedTable = Arc<HudiTable>;
 /// A batch's columns are encoded side by side on rayon's pool (each column has its own writer;
 /// the row group is put together in column order when it closes), and the next batch is made
 /// meanwhile, so the last file groups of an upsert, or a table's only one, do not leave cores
-/// idle. A column whose values
-/// come in long runs in a row group's first batch (a file's commit time, partition and name, a
-/// store's id and source file) is kept as runs and encoded per run ([`RunsColumn`]); every other
-/// column by arrow-rs's column writers, in row groups of `ArrowWriter`'s maximum row count (a
-/// file without such columns has the bytes a plain `ArrowWriter` makes).
+/// idle. A column whose values come in long runs in a row group's first batch (a file's commit
+/// time, partition and name, a store's id and source file) is kept as runs and encoded per run
+/// ([`RunsColumn`]); every other column by arrow-rs's column writers, in row groups of
+/// `ArrowWriter`'s maximum row count (a file without such columns has the bytes a plain
+/// `ArrowWriter` makes).
 pub fn encode_base_file<I>(
     schema: SchemaRef,
     batches: I,
@@ -751,10 +751,9 @@ fn encode_columns(
     let mut next_encoder = encoders.iter_mut().peekable();
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
         // A column kept as runs is one leaf (flat schemas only) and needs no levels.
-        if let Some(ColumnEncoder::Runs(_)) = next_encoder.peek() {
-            if let Some(ColumnEncoder::Runs(runs)) = next_encoder.next() {
-                jobs.push(Job::Runs(runs, column));
-            }
+        let runs = next_encoder.next_if(|e| matches!(e, ColumnEncoder::Runs(_)));
+        if let Some(ColumnEncoder::Runs(runs)) = runs {
+            jobs.push(Job::Runs(runs, column));
             continue;
         }
         for leaf in compute_leaves(field, column)? {
