@@ -104,8 +104,8 @@ fn timestamps_as_text(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
 /// `batches` as CSV text, with the header line first when `header`: arrow's writer, or for the
 /// types jobs make, [`fast_csv`]'s, which writes the same bytes in a fraction of the time.
 fn csv_text(batches: &[RecordBatch], header: bool) -> Result<Vec<u8>, ArrowError> {
-    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let mut text = Vec::with_capacity(rows * 96);
+    // Sized for the text up front: a buffer that grows copies what it holds each time.
+    let mut text = Vec::with_capacity(batches.iter().map(csv_text_room).sum::<usize>() + 4096);
     if header {
         if let Some(first) = batches.first() {
             arrow_csv(&RecordBatch::new_empty(first.schema()), true, &mut text)?;
@@ -117,6 +117,63 @@ fn csv_text(batches: &[RecordBatch], header: bool) -> Result<Vec<u8>, ArrowError
         }
     }
     Ok(text)
+}
+
+/// Bytes enough for most batches' CSV text: each text column's bytes, and per row a comma and the
+/// widest usual form of every other field (a larger text only grows the buffer).
+fn csv_text_room(batch: &RecordBatch) -> usize {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::DataType;
+    let rows = batch.num_rows();
+    let per_column = |column: &datafusion::arrow::array::ArrayRef| match column.data_type() {
+        DataType::Utf8 => {
+            let offsets = column.as_string::<i32>().value_offsets();
+            let bytes = offsets[offsets.len() - 1] - offsets[0];
+            bytes as usize + rows
+        }
+        DataType::Date32 => rows * 11,
+        DataType::Timestamp(..) => rows * 28,
+        _ => rows * 21,
+    };
+    batch.columns().iter().map(per_column).sum::<usize>() + rows
+}
+
+/// Writes `batches` as CSV, the header line first, to `out`, in order. Formatting is most of the
+/// cost of printing (a 10M-transaction province's 3.4M rows take about a core-second): texts of a
+/// few batches each are formatted on rayon's pool, a few ahead of the one the calling thread
+/// writes, so neither the writes (a copy into the page cache) nor a slow text leave a core
+/// waiting. The texts ahead bound the formatted text held in memory.
+fn write_csv_in_order(batches: &[RecordBatch], out: &mut dyn Write) -> Result<(), ArrowError> {
+    /// Batches formatted as one text, by one task.
+    const BATCHES_PER_TEXT: usize = 2;
+    let ahead = 2 * rayon::current_num_threads().max(1) + 1;
+    let mut parts = batches.chunks(BATCHES_PER_TEXT).enumerate();
+    let mut pending = std::collections::VecDeque::with_capacity(ahead);
+    let failed = || ArrowError::ComputeError("CSV formatting failed".into());
+    loop {
+        while pending.len() < ahead {
+            let Some((i, part)) = parts.next() else {
+                break;
+            };
+            // A task of rayon's pool owns what it formats: the batches' arrays are shared, not
+            // copied.
+            let part = part.to_vec();
+            let (send, text) = std::sync::mpsc::sync_channel(1);
+            rayon::spawn(move || {
+                let formatted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    csv_text(&part, i == 0)
+                }));
+                // The writer gone (it stopped at an error) wants nothing more.
+                let _ = send.send(formatted);
+            });
+            pending.push_back(text);
+        }
+        let Some(text) = pending.pop_front() else {
+            return Ok(());
+        };
+        let text = text.recv().map_err(|_| failed())?.map_err(|_| failed())??;
+        out.write_all(&text)?;
+    }
 }
 
 /// One batch as CSV through arrow's writer, appended to `text`.
@@ -586,33 +643,7 @@ pub fn write_rows(
             if batches.is_empty() {
                 out.write_all(&csv_text(&[RecordBatch::new_empty(schema.clone())], true)?)?;
             }
-            // Formatting is most of the cost of printing (about half a second for a province's
-            // 781K rows on one core): each window of batches is formatted on all cores at once,
-            // then written in order. Windows keep the formatted text in memory small.
-            let workers = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2);
-            let per_worker = 2;
-            for (w, window) in batches.chunks(workers * per_worker).enumerate() {
-                let texts: Vec<Result<Vec<u8>, ArrowError>> = std::thread::scope(|scope| {
-                    let parts: Vec<_> = window
-                        .chunks(per_worker)
-                        .enumerate()
-                        .map(|(p, part)| scope.spawn(move || csv_text(part, w == 0 && p == 0)))
-                        .collect();
-                    parts
-                        .into_iter()
-                        .map(|part| {
-                            part.join().unwrap_or_else(|_| {
-                                Err(ArrowError::ComputeError("CSV formatting failed".into()))
-                            })
-                        })
-                        .collect()
-                });
-                for text in texts {
-                    out.write_all(&text?)?;
-                }
-            }
+            write_csv_in_order(batches, out)?;
         }
         OutputFormat::Json => {
             let mut writer = datafusion::arrow::json::ArrayWriter::new(out);
@@ -628,4 +659,70 @@ pub fn write_rows(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+    use std::sync::Arc;
+
+    #[test]
+    fn csv_of_many_batches_comes_out_whole_and_in_order() {
+        // More texts than are formatted ahead, of uneven sizes (one empty), so texts finish out
+        // of order on the pool.
+        let batches: Vec<RecordBatch> = (0..41usize)
+            .map(|b| {
+                let rows = (b * 37) % 500;
+                let n: ArrayRef = Arc::new(Int64Array::from_iter_values(
+                    (0..rows).map(|r| (b * 1000 + r) as i64),
+                ));
+                let s: ArrayRef = Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|r| format!("batch {b}, row {r}")),
+                ));
+                RecordBatch::try_from_iter([("n", n), ("s", s)]).unwrap()
+            })
+            .collect();
+        let mut written = Vec::new();
+        write_rows(
+            OutputFormat::Csv,
+            &batches[0].schema(),
+            &batches,
+            &mut written,
+        )
+        .unwrap();
+        let mut expected = b"n,s\n".to_vec();
+        for batch in &batches {
+            arrow_csv(batch, false, &mut expected).unwrap();
+        }
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_failed_write_is_an_error_not_a_hang() {
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "disk full",
+                ))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let n: ArrayRef = Arc::new(Int64Array::from_iter_values(0..100));
+        let s: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..100).map(|r| r.to_string()),
+        ));
+        let batch = RecordBatch::try_from_iter([("n", n), ("s", s)]).unwrap();
+        let batches = vec![batch; 30];
+        let err =
+            write_rows(OutputFormat::Csv, &batches[0].schema(), &batches, &mut Full).unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+    }
 }

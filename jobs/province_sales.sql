@@ -39,16 +39,19 @@ warehouse_table = "store_item_daily_sales"
 -- newest_sum(amount, source_rank) sums the amounts of a key's newest file only: one hash
 -- aggregation per store-item-day, no intermediate row per file and no sort by file.
 -- Starting from all three codes (not from sales, as the reference implementation did) keeps
--- item-days that have tax or discount but no sale; a missing category sums to 0.00. All three sums
--- of a key come from the same file, the one max(source_rank) names.
+-- item-days that have tax or discount but no sale. All three sums of a key come from the same
+-- file, the one max(source_rank) names: a row of another code is NULL to a category's CASE (input
+-- amounts are never NULL) but still counts for its file's rank, so a category missing from the
+-- newest file sums to NULL, and COALESCE makes it 0.00. (A CASE without ELSE only marks rows NULL;
+-- an ELSE 0.00 would copy every amount into a new column, three times.)
 WITH newest AS (
     SELECT
         store_id,
         item_id,
         trans_date,
-        newest_sum(CASE WHEN code = 4 THEN amount ELSE CAST(0 AS DECIMAL(18, 2)) END, source_rank) AS sale_amount,
-        newest_sum(CASE WHEN code = 5 THEN amount ELSE CAST(0 AS DECIMAL(18, 2)) END, source_rank) AS tax_amount,
-        newest_sum(CASE WHEN code = 6 THEN amount ELSE CAST(0 AS DECIMAL(18, 2)) END, source_rank) AS discount_amount,
+        newest_sum(CASE WHEN code = 4 THEN amount END, source_rank) AS sale_amount,
+        newest_sum(CASE WHEN code = 5 THEN amount END, source_rank) AS tax_amount,
+        newest_sum(CASE WHEN code = 6 THEN amount END, source_rank) AS discount_amount,
         max(source_rank) AS source_rank
     FROM transactions
     WHERE code IN (4, 5, 6)
@@ -60,9 +63,9 @@ SELECT
     newest.store_id,
     newest.item_id,
     newest.trans_date,
-    CAST(newest.sale_amount AS DECIMAL(18, 2)) AS sale_amount,
-    CAST(newest.tax_amount AS DECIMAL(18, 2)) AS tax_amount,
-    CAST(newest.discount_amount AS DECIMAL(18, 2)) AS discount_amount,
+    CAST(COALESCE(newest.sale_amount, 0) AS DECIMAL(18, 2)) AS sale_amount,
+    CAST(COALESCE(newest.tax_amount, 0) AS DECIMAL(18, 2)) AS tax_amount,
+    CAST(COALESCE(newest.discount_amount, 0) AS DECIMAL(18, 2)) AS discount_amount,
     files.source_file,
     files.source_time
 FROM newest

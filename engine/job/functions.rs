@@ -217,11 +217,22 @@ impl<T: ArrowPrimitiveType> NewestSums<T> {
         total_num_groups: usize,
     ) -> Result<()> {
         self.resize(total_num_groups);
-        if opt_filter.is_none() && values.null_count() == 0 && versions.null_count() == 0 {
-            // The common case, without per-row null checks.
-            let (values, versions) = (values.values(), versions.values());
-            for (row, &g) in group_indices.iter().enumerate() {
-                self.take(g, versions[row], Some(values[row]))?;
+        if opt_filter.is_none() && versions.null_count() == 0 {
+            // The common cases, without per-row checks of the filter and the versions: values
+            // without NULLs, or NULL where a `CASE` without `ELSE` left a row out of the sum.
+            let (sums, versions) = (values.values(), versions.values());
+            match values.nulls().filter(|nulls| nulls.null_count() > 0) {
+                None => {
+                    for (row, &g) in group_indices.iter().enumerate() {
+                        self.take(g, versions[row], Some(sums[row]))?;
+                    }
+                }
+                Some(nulls) => {
+                    for (row, &g) in group_indices.iter().enumerate() {
+                        let value = nulls.is_valid(row).then(|| sums[row]);
+                        self.take(g, versions[row], value)?;
+                    }
+                }
             }
             return Ok(());
         }
@@ -422,6 +433,47 @@ mod tests {
         assert_eq!(
             result(&acc.evaluate(EmitTo::All).unwrap()),
             vec![None, Some(4), None]
+        );
+    }
+
+    #[test]
+    fn rows_a_case_left_null_count_for_the_version_and_add_nothing() {
+        // The province job's form: `newest_sum(CASE WHEN code = 4 THEN amount END, rank)`, no
+        // filter and every row versioned. Group 0: its newest version 3 has only a NULL → NULL
+        // (COALESCE makes it 0.00), not version 1's 9. Group 1: version 2's 4 + 6, its NULL
+        // adding nothing. Group 2: a NULL first, then a value of the same version.
+        let mut acc = groups();
+        acc.update_batch(
+            &[
+                decimals(&[
+                    Some(9),
+                    None,
+                    Some(4),
+                    None,
+                    Some(6),
+                    None,
+                    Some(8),
+                    Some(1),
+                ]),
+                versions(&[
+                    Some(1),
+                    Some(3),
+                    Some(2),
+                    Some(2),
+                    Some(2),
+                    Some(5),
+                    Some(5),
+                    Some(1),
+                ]),
+            ],
+            &[0, 0, 1, 1, 1, 2, 2, 1],
+            None,
+            3,
+        )
+        .unwrap();
+        assert_eq!(
+            result(&acc.evaluate(EmitTo::All).unwrap()),
+            vec![None, Some(10), Some(8)]
         );
     }
 
