@@ -66,6 +66,7 @@ pub mod demo;
 pub mod generate;
 pub mod job;
 pub mod layout;
+pub mod memory;
 pub mod output;
 pub mod progress;
 pub mod query;

@@ -91,20 +91,9 @@ enum Command {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay` (its option number; the crate names only some options).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 fn main() -> ExitCode {
-    // Memory a run frees is handed back to the OS after 100 ms instead of mimalloc's 10: a run
-    // frees and allocates large buffers in waves, and handing them back sooner only had them
-    // faulted in again page by page (7% of a dry run). Never handing memory back (-1) was a few
-    // percent faster still, but the 50M province's dry run then peaked at 2.10 GB instead of
-    // 1.24 GB (1.16 GB at 10 ms). `MIMALLOC_PURGE_DELAY` still overrides it.
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one of mimalloc's options, a plain value it reads when deciding to purge,
-        // before any other thread exists.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 100) };
-    }
+    // Freed memory goes back to the OS after tally's delay, not mimalloc's (tally::memory).
+    tally::memory::start();
     let cli = Cli::parse();
     init_logging(&cli.global);
     tally::run::panic_report::install();

@@ -255,7 +255,12 @@ impl Run {
             schema: rows.schema.clone(),
             batches: &rows.batches,
         };
-        let mut reports = deliver(&job_rows, &sinks).await?;
+        // The sinks free and allocate buffers of the same sizes over and over: kept, not handed
+        // back to the OS and faulted in again (crate::memory).
+        let keep_freed_memory = crate::memory::KeepFreedMemory::new();
+        let delivered = deliver(&job_rows, &sinks).await;
+        drop(keep_freed_memory);
+        let mut reports = delivered?;
         for r in &mut reports {
             r.target = scrub.scrub(&r.target).into_owned();
         }
