@@ -221,10 +221,10 @@ fn work_batch(files: &[FileSpec]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(work_schema(), columns)?)
 }
 
-/// The files a work-list batch names.
 /// Files of a partition whose readers are started before the one being read ends.
 const FILES_STARTED_AHEAD: usize = 1;
 
+/// The files a work-list batch names.
 fn work_files(batch: &RecordBatch) -> Result<Vec<FileSpec>> {
     let text = |i: usize| as_string_array(batch.column(i));
     let (folder, name, url, format) = (text(0)?, text(1)?, text(2)?, text(5)?);

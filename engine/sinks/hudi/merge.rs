@@ -315,18 +315,20 @@ impl Merged {
                 seq_no.finish()
             },
             || {
-                // Sized exactly: the province job's keys are 50 bytes, and a guess below that
-                // had every slice's key column copied once more as it grew.
-                let rows = picks.iter().filter_map(|pick| match *pick {
-                    Pick::Incoming { row, .. } => Some(row),
-                    Pick::Stored(_) => None,
-                });
-                let bytes = rows.map(|row| keys.value(row).len()).sum();
-                let mut key = StringBuilder::with_capacity(picks.len(), bytes);
-                for pick in picks {
-                    if let Pick::Incoming { row, .. } = *pick {
-                        key.append_value(keys.value(row));
-                    }
+                // Each key is looked up once, and the column sized exactly from them: the
+                // province job's keys are 50 bytes, and a guess below that had every slice's key
+                // column copied once more as it grew.
+                let chosen: Vec<&str> = picks
+                    .iter()
+                    .filter_map(|pick| match *pick {
+                        Pick::Incoming { row, .. } => Some(keys.value(row)),
+                        Pick::Stored(_) => None,
+                    })
+                    .collect();
+                let bytes = chosen.iter().map(|k| k.len()).sum();
+                let mut key = StringBuilder::with_capacity(chosen.len(), bytes);
+                for k in chosen {
+                    key.append_value(k);
                 }
                 key.finish()
             },
