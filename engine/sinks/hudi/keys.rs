@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, LargeStringArray, RecordBatch, StringArray, StringBuilder,
 };
+use datafusion::arrow::compute::{max, min};
 use datafusion::arrow::datatypes::{DataType, Date32Type};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::common::HashMap as FastHashMap;
@@ -47,19 +48,50 @@ impl HudiTable {
         batches: &[RecordBatch],
         first_row: usize,
     ) -> Result<StringArray, TableError> {
+        Ok(self.ordered_record_keys(batches, first_row)?.0)
+    }
+
+    /// [`Self::record_keys`], and whether each key is greater than the one before it: checked as
+    /// each key is written, while the two are in cache (a second pass over a province's keys
+    /// read 170 MB again).
+    fn ordered_record_keys(
+        &self,
+        batches: &[RecordBatch],
+        first_row: usize,
+    ) -> Result<(StringArray, bool), TableError> {
         let complex = self.complex_keys();
         let bad = |row: usize, reason: String| TableError::Data {
             url: self.location.url.clone(),
             message: format!("row {}: {reason}", row + 1),
         };
-        let width: usize = self.config.record_key.iter().map(|n| n.len() + 16).sum();
+        let fields = &self.config.record_key;
+        // What goes before each field's value: `f1:`, `,f2:`, ... for a complex key, `,` between
+        // the values of a simple one. Written as one piece, not three.
+        let prefixes: Vec<String> = fields
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let sep = if i > 0 { "," } else { "" };
+                match complex {
+                    true => format!("{sep}{name}:"),
+                    false => sep.to_string(),
+                }
+            })
+            .collect();
+        let width: usize = fields.iter().map(|n| n.len() + 16).sum();
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         // Each key is written straight into the column (`write_str`), then closed by
         // `append_value("")`.
         let mut keys = StringBuilder::with_capacity(rows, rows * width);
+        let mut ascending = true;
         let mut row_no = first_row;
         for batch in batches {
-            let columns = self.key_texts(batch, &self.config.record_key, "record key")?;
+            let columns = self.key_texts(batch, fields, "record key")?;
+            // A column none of whose values holds `,` or `:` needs no look at each value.
+            let check: Vec<bool> = columns
+                .iter()
+                .map(|(_, col)| complex && col.may_hold_separators())
+                .collect();
             for row in 0..batch.num_rows() {
                 let mut present = 0;
                 for (i, (name, col)) in columns.iter().enumerate() {
@@ -72,46 +104,40 @@ impl HudiTable {
                             v
                         }
                     };
-                    if complex {
-                        // Bytes, not chars: both are ASCII, which no other UTF-8 byte equals.
-                        if text.bytes().any(|b| matches!(b, b',' | b':')) {
-                            return Err(bad(
-                                row_no,
-                                format!(
-                                    "record key field `{name}` is `{text}`: a `,` or `:` in a \
-                                     key value makes Hudi's complex key ambiguous"
-                                ),
-                            ));
-                        }
-                        for part in [if i > 0 { "," } else { "" }, name, ":", text] {
-                            let _ = keys.write_str(part);
-                        }
-                    } else {
-                        if value.is_none_or(str::is_empty) {
-                            return Err(bad(
-                                row_no,
-                                format!("record key field `{name}` is null or empty"),
-                            ));
-                        }
-                        for part in [if i > 0 { "," } else { "" }, text] {
-                            let _ = keys.write_str(part);
-                        }
+                    // Bytes, not chars: both are ASCII, which no other UTF-8 byte equals.
+                    if check[i] && text.bytes().any(|b| matches!(b, b',' | b':')) {
+                        return Err(bad(
+                            row_no,
+                            format!(
+                                "record key field `{name}` is `{text}`: a `,` or `:` in a key \
+                                 value makes Hudi's complex key ambiguous"
+                            ),
+                        ));
                     }
+                    if !complex && value.is_none_or(str::is_empty) {
+                        return Err(bad(
+                            row_no,
+                            format!("record key field `{name}` is null or empty"),
+                        ));
+                    }
+                    let _ = keys.write_str(&prefixes[i]);
+                    let _ = keys.write_str(text);
                 }
                 if complex && present == 0 {
                     return Err(bad(
                         row_no,
                         format!(
                             "every record key field ({}) is null or empty",
-                            self.config.record_key.join(", ")
+                            fields.join(", ")
                         ),
                     ));
                 }
                 keys.append_value("");
+                ascending = ascending && last_two_ascend(&keys);
                 row_no += 1;
             }
         }
-        Ok(keys.finish())
+        Ok((keys.finish(), ascending))
     }
 
     /// Each row's record key and partition path, made on rayon's pool, one run of contiguous
@@ -135,9 +161,8 @@ impl HudiTable {
     /// One thread's part of [`Self::key_rows`]: the keyed rows of consecutive batches whose
     /// first row is row `first_row` of the run.
     fn key_run(&self, batches: &[RecordBatch], first_row: usize) -> Result<KeyedRows, TableError> {
-        let keys = self.record_keys(batches, first_row)?;
+        let (keys, ascending) = self.ordered_record_keys(batches, first_row)?;
         let partitions = self.partition_paths(batches)?;
-        let ascending = strictly_ascending(&keys);
         Ok(KeyedRows {
             keys: keys.into(),
             partitions,
@@ -153,9 +178,33 @@ impl HudiTable {
         // numbered by the path itself, so values that make one path (a null and an empty
         // string both make the default partition) share its index.
         let mut index_of: std::collections::HashMap<String, u32> = Default::default();
+        let mut number = |path: String, paths: &mut PartitionPaths| {
+            *index_of.entry(path).or_insert_with_key(|path| {
+                paths.paths.push(path.clone());
+                (paths.paths.len() - 1) as u32
+            })
+        };
         for batch in batches {
             let columns =
                 self.key_texts(batch, &self.config.partition_fields, "partition field")?;
+            // One field of a few values formatted once (a date): each value's path is found
+            // once, and each row's by the value's index, with no hashing per row.
+            if let [(name, KeyText::Distinct { texts, of_row })] = columns.as_slice() {
+                let mut index_of_text: Vec<Option<u32>> = vec![None; texts.len() + 1];
+                for value in of_row {
+                    // Slot `texts.len()` is the null value's.
+                    let slot = &mut index_of_text[value.map_or(texts.len(), |i| i as usize)];
+                    let index = match *slot {
+                        Some(index) => index,
+                        None => {
+                            let text = value.map(|i| texts[i as usize].as_str());
+                            *slot.insert(number(self.partition_path(&[(name, text)]), &mut paths))
+                        }
+                    };
+                    paths.of_row.push(index);
+                }
+                continue;
+            }
             let mut in_batch: FastHashMap<Vec<Option<&str>>, u32> = FastHashMap::default();
             let mut values: Vec<Option<&str>> = Vec::with_capacity(columns.len());
             for row in 0..batch.num_rows() {
@@ -165,30 +214,36 @@ impl HudiTable {
                     paths.of_row.push(index);
                     continue;
                 }
-                let path = columns
+                let named: Vec<(&str, Option<&str>)> = columns
                     .iter()
                     .zip(&values)
-                    .map(|((name, _), value)| {
-                        let value = value
-                            .filter(|v| !v.is_empty())
-                            .unwrap_or("__HIVE_DEFAULT_PARTITION__");
-                        if self.config.hive_style {
-                            format!("{name}={value}")
-                        } else {
-                            value.to_string()
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join("/");
-                let index = *index_of.entry(path).or_insert_with_key(|path| {
-                    paths.paths.push(path.clone());
-                    (paths.paths.len() - 1) as u32
-                });
+                    .map(|((name, _), value)| (*name, *value))
+                    .collect();
+                let index = number(self.partition_path(&named), &mut paths);
                 in_batch.insert(values.clone(), index);
                 paths.of_row.push(index);
             }
         }
         Ok(paths)
+    }
+
+    /// The partition path of one row's partition field values (`2026-03-01`, or
+    /// `trans_date=2026-03-01` hive-style; an empty or null value is the default partition).
+    fn partition_path(&self, values: &[(&str, Option<&str>)]) -> String {
+        values
+            .iter()
+            .map(|(name, value)| {
+                let value = value
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or("__HIVE_DEFAULT_PARTITION__");
+                if self.config.hive_style {
+                    format!("{name}={value}")
+                } else {
+                    value.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
     }
 
     /// The columns `names` of `batch` as the text key generators use.
@@ -315,9 +370,13 @@ impl From<StringArray> for RecordKeys {
     }
 }
 
-/// Whether each value of `keys` is greater than the one before (no nulls: keys have none).
-fn strictly_ascending(keys: &StringArray) -> bool {
-    (1..keys.len()).all(|row| keys.value(row - 1) < keys.value(row))
+/// Whether the last key written is greater than the one before it (true for a first key).
+fn last_two_ascend(keys: &StringBuilder) -> bool {
+    let (offsets, values) = (keys.offsets_slice(), keys.values_slice());
+    match offsets {
+        [.., a, b, c] => values[*a as usize..*b as usize] < values[*b as usize..*c as usize],
+        _ => true,
+    }
 }
 
 /// `batches` cut into at most `runs` consecutive runs of about equal rows, each with the number
@@ -372,6 +431,10 @@ impl PartitionPaths {
     }
 }
 
+/// Dates a batch's key column may span and still be looked up in a table by day (a day's slot
+/// is 4 bytes): wider spans are hashed.
+const DAYS_INDEXED: i64 = 1 << 16;
+
 /// A key or partition column as the text Hudi's key generators use for its values: strings as
 /// they are, dates as `YYYY-MM-DD`, anything else as Arrow displays it (numbers as digits).
 enum KeyText<'a> {
@@ -392,21 +455,39 @@ impl<'a> KeyText<'a> {
             DataType::Utf8 => KeyText::Utf8(col.as_string::<i32>()),
             DataType::LargeUtf8 => KeyText::LargeUtf8(col.as_string::<i64>()),
             DataType::Date32 => {
-                // Few distinct dates: each is formatted once, and rows point at its text.
+                // Few distinct dates: each is formatted once, and rows point at its text. A
+                // batch's dates span a few days: a table by day finds each row's text without
+                // hashing the date (a map per row was a tenth of keying a province).
                 let dates = col.as_primitive::<Date32Type>();
-                let mut index_of: FastHashMap<i32, u32> = FastHashMap::default();
                 let mut texts: Vec<String> = Vec::new();
-                let of_row = dates
-                    .iter()
-                    .map(|d| {
-                        d.map(|d| {
-                            *index_of.entry(d).or_insert_with(|| {
-                                texts.push(format_date(d));
-                                (texts.len() - 1) as u32
+                let mut text_index = |slot: &mut u32, d: i32| {
+                    if *slot == u32::MAX {
+                        texts.push(format_date(d));
+                        *slot = (texts.len() - 1) as u32;
+                    }
+                    *slot
+                };
+                let span = min(dates)
+                    .zip(max(dates))
+                    .map(|(lo, hi)| (lo, hi as i64 - lo as i64));
+                let of_row = match span {
+                    Some((lo, span)) if span < DAYS_INDEXED => {
+                        let mut index_of = vec![u32::MAX; span as usize + 1];
+                        dates
+                            .iter()
+                            .map(|d| d.map(|d| text_index(&mut index_of[(d - lo) as usize], d)))
+                            .collect()
+                    }
+                    _ => {
+                        let mut index_of: FastHashMap<i32, u32> = FastHashMap::default();
+                        dates
+                            .iter()
+                            .map(|d| {
+                                d.map(|d| text_index(index_of.entry(d).or_insert(u32::MAX), d))
                             })
-                        })
-                    })
-                    .collect();
+                            .collect()
+                    }
+                };
                 KeyText::Distinct { texts, of_row }
             }
             _ => KeyText::Texts(
@@ -420,6 +501,26 @@ impl<'a> KeyText<'a> {
                     })
                     .collect(),
             ),
+        }
+    }
+
+    /// Whether a value may hold `,` or `:` (false only when none does): a complex key's values
+    /// are then checked one by one.
+    fn may_hold_separators(&self) -> bool {
+        let holds = |bytes: &[u8]| bytes.contains(&b',') || bytes.contains(&b':');
+        match self {
+            KeyText::Utf8(a) => {
+                let (offsets, data) = (a.value_offsets(), a.value_data());
+                let (first, last) = (offsets[0], offsets[offsets.len() - 1]);
+                holds(&data[first as usize..last as usize])
+            }
+            KeyText::LargeUtf8(a) => {
+                let (offsets, data) = (a.value_offsets(), a.value_data());
+                let (first, last) = (offsets[0], offsets[offsets.len() - 1]);
+                holds(&data[first as usize..last as usize])
+            }
+            KeyText::Texts(texts) => texts.iter().flatten().any(|t| holds(t.as_bytes())),
+            KeyText::Distinct { texts, .. } => texts.iter().any(|t| holds(t.as_bytes())),
         }
     }
 
@@ -526,6 +627,66 @@ mod tests {
 
     /// Keys and paths made over runs of the batches, as [`HudiTable::key_rows`] makes them on
     /// its threads, then joined.
+    /// One batch of a string column `s` and a date column `d`.
+    fn dated(stores: &[&str], days: &[Option<i32>]) -> RecordBatch {
+        use datafusion::arrow::array::Date32Array;
+        let schema = Schema::new(vec![
+            Field::new("s", DataType::Utf8, true),
+            Field::new("d", DataType::Date32, true),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(StringArray::from(stores.to_vec())),
+                Arc::new(Date32Array::from(days.to_vec())),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn dates_make_the_same_keys_and_paths_whether_looked_up_by_day_or_hashed() {
+        let t = table(&["s", "d"], "ComplexKeyGenerator");
+        // 2026-03-01.
+        let day = 20_513;
+        // The first batch spans a few days (looked up by day); the second spans more than
+        // DAYS_INDEXED (hashed), and holds a null.
+        let narrow = dated(&["b", "a", "c"], &[Some(day + 1), Some(day), Some(day + 1)]);
+        let wide = dated(
+            &["d", "e", "f"],
+            &[Some(day), None, Some(day + DAYS_INDEXED as i32)],
+        );
+        let batches = [narrow, wide];
+        let far = format_date(day + DAYS_INDEXED as i32);
+        let keys = t.record_keys(&batches, 0).unwrap();
+        assert_eq!(
+            texts(&keys),
+            [
+                "s:b,d:2026-03-02".to_string(),
+                "s:a,d:2026-03-01".into(),
+                "s:c,d:2026-03-02".into(),
+                "s:d,d:2026-03-01".into(),
+                "s:e,d:__null__".into(),
+                format!("s:f,d:{far}"),
+            ]
+        );
+        let paths = t.partition_paths(&batches).unwrap();
+        assert_eq!(
+            paths.paths,
+            [
+                "2026-03-02".to_string(),
+                "2026-03-01".into(),
+                "__HIVE_DEFAULT_PARTITION__".into(),
+                far
+            ]
+        );
+        assert_eq!(paths.of_row, [0, 1, 0, 1, 2, 3]);
+        // Keys out of order (the first two) are seen as each is written.
+        assert!(!t.key_rows(&batches).unwrap().ascending);
+        let ordered = dated(&["a", "a", "b"], &[Some(day), Some(day + 1), Some(day)]);
+        assert!(t.key_rows(&[ordered]).unwrap().ascending);
+    }
+
     fn keyed_in_runs(t: &HudiTable, batches: &[RecordBatch], runs: usize) -> KeyedRows {
         let made = runs_of_batches(batches, runs)
             .into_iter()

@@ -27,6 +27,7 @@ use super::keys::RecordKeys;
 use super::parts::PartStarts;
 use super::plan::GroupPlan;
 use super::schema::META_COLUMNS;
+use super::string_runs::StringRuns;
 use super::table::TableError;
 
 /// Brings the job's rows to the table's data schema: columns by name, cast to the table's types;
@@ -85,6 +86,8 @@ pub struct IncomingRows {
     starts: PartStarts,
     /// Each row's record key.
     pub keys: RecordKeys,
+    /// Per data column, its runs when it is a string column of long runs ([`StringRuns`]).
+    string_runs: Vec<Option<StringRuns>>,
 }
 
 impl IncomingRows {
@@ -92,10 +95,15 @@ impl IncomingRows {
     pub fn new(batches: Vec<RecordBatch>, keys: RecordKeys) -> IncomingRows {
         let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
         let starts = PartStarts::new(batches.iter().map(RecordBatch::num_rows));
+        let columns = batches.first().map_or(0, RecordBatch::num_columns);
+        let string_runs = (0..columns)
+            .map(|c| StringRuns::find(&batches, c))
+            .collect();
         IncomingRows {
             batches,
             starts,
             keys,
+            string_runs,
         }
     }
 }
@@ -402,9 +410,17 @@ impl Merged {
                         }
                     })
                     .collect();
+                let all_incoming = sources.iter().all(|&(source, _)| source > 0);
                 (0..self.schema.fields().len() - META_COLUMNS.len())
                     .into_par_iter()
                     .map(|c| {
+                        // A string column of long runs is taken by run (string_runs.rs).
+                        if let Some(Some(runs)) = incoming.string_runs.get(c) {
+                            if all_incoming {
+                                let rows = sources.iter().map(|&(source, row)| (source - 1, row));
+                                return Ok(runs.gather(&incoming.batches, c, rows));
+                            }
+                        }
                         let mut arrays: Vec<&dyn Array> =
                             Vec::with_capacity(1 + incoming.batches.len());
                         arrays.push(existing.column(META_COLUMNS.len() + c).as_ref());

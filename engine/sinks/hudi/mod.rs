@@ -28,6 +28,7 @@ pub mod properties;
 pub mod rollback;
 pub mod runs_chunk;
 pub mod schema;
+pub mod string_runs;
 pub mod table;
 pub mod timeline;
 pub mod upsert;
