@@ -545,6 +545,79 @@ mod tests {
     const SEEN: usize = 2;
 
     #[test]
+    fn a_string_column_of_long_runs_is_gathered_by_run_where_every_row_is_new() {
+        let data_schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("store", DataType::Utf8, true),
+            Field::new("seen", DataType::Int64, true),
+        ]));
+        let schema = super::super::schema::table_schema(&data_schema);
+        // Rows `from..to`: key `k<i>`, store `s<i / 20>`, seen `seen`.
+        let rows = |from: usize, to: usize, seen: i64| {
+            let keys: Vec<String> = (from..to).map(|i| format!("k{i:03}")).collect();
+            let batch = RecordBatch::try_new(
+                data_schema.clone(),
+                vec![
+                    Arc::new(StringArray::from_iter_values(&keys)),
+                    Arc::new(StringArray::from_iter_values(
+                        (from..to).map(|i| format!("s{}", i / 20)),
+                    )),
+                    Arc::new(Int64Array::from(vec![seen; to - from])),
+                ],
+            )
+            .unwrap();
+            Arc::new(IncomingRows::new(
+                vec![batch],
+                StringArray::from(keys).into(),
+            ))
+        };
+        let stores = |b: &RecordBatch| -> Vec<String> {
+            let s = b.column(META_COLUMNS.len() + 1).as_string::<i32>();
+            s.iter().map(|v| v.unwrap().to_string()).collect()
+        };
+        let expected = |n: usize| (0..n).map(|i| format!("s{}", i / 20)).collect::<Vec<_>>();
+        let target = |instant| MergeTarget {
+            instant,
+            group_no: 0,
+            file_name: "g-0_0-0-0_1.parquet",
+            schema: &schema,
+        };
+        // A new group: every slice is taken by run, the store column a dictionary.
+        let first = rows(0, 40, 5);
+        assert!(first.string_runs[1].is_some() && first.string_runs[0].is_none());
+        let stored = merge_group(
+            None,
+            &first,
+            &plan(vec![], (0..40).collect()),
+            2,
+            &target("1"),
+        )
+        .unwrap();
+        assert!(matches!(
+            stored
+                .slice(0..40)
+                .unwrap()
+                .column(META_COLUMNS.len() + 1)
+                .data_type(),
+            DataType::Dictionary(_, _)
+        ));
+        assert_eq!(stores(&whole(&stored)), expected(40));
+        // Updates of the last stored rows and new rows after them: slices of stored rows are
+        // gathered row by row, the last ones (new rows only) by run.
+        let second = rows(30, 60, 6);
+        let merged = merge_group(
+            Some(whole(&stored)),
+            &second,
+            &plan((0..10).collect(), (10..30).collect()),
+            2,
+            &target("2"),
+        )
+        .unwrap();
+        assert_eq!((merged.updates, merged.inserts), (10, 20));
+        assert_eq!(stores(&whole(&merged)), expected(60));
+    }
+
+    #[test]
     fn newer_rows_replace_equal_ones_stay_older_ones_are_ignored() {
         let schema = super::super::schema::table_schema(&data_schema());
         let first = MergeTarget {
