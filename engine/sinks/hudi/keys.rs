@@ -7,7 +7,8 @@
 use std::fmt::Write as _;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, LargeStringArray, RecordBatch, StringArray, StringBuilder,
+    Array, ArrayRef, AsArray, GenericStringArray, LargeStringArray, OffsetSizeTrait, RecordBatch,
+    StringArray, StringBuilder,
 };
 use datafusion::arrow::compute::{max, min};
 use datafusion::arrow::datatypes::{DataType, Date32Type};
@@ -431,6 +432,13 @@ impl PartitionPaths {
     }
 }
 
+/// The bytes of every value of `strings`, back to back.
+fn values_bytes<O: OffsetSizeTrait>(strings: &GenericStringArray<O>) -> &[u8] {
+    let offsets = strings.value_offsets();
+    let (first, last) = (offsets[0].as_usize(), offsets[offsets.len() - 1].as_usize());
+    &strings.value_data()[first..last]
+}
+
 /// Dates a batch's key column may span and still be looked up in a table by day (a day's slot
 /// is 4 bytes): wider spans are hashed.
 const DAYS_INDEXED: i64 = 1 << 16;
@@ -509,16 +517,8 @@ impl<'a> KeyText<'a> {
     fn may_hold_separators(&self) -> bool {
         let holds = |bytes: &[u8]| bytes.contains(&b',') || bytes.contains(&b':');
         match self {
-            KeyText::Utf8(a) => {
-                let (offsets, data) = (a.value_offsets(), a.value_data());
-                let (first, last) = (offsets[0], offsets[offsets.len() - 1]);
-                holds(&data[first as usize..last as usize])
-            }
-            KeyText::LargeUtf8(a) => {
-                let (offsets, data) = (a.value_offsets(), a.value_data());
-                let (first, last) = (offsets[0], offsets[offsets.len() - 1]);
-                holds(&data[first as usize..last as usize])
-            }
+            KeyText::Utf8(a) => holds(values_bytes(a)),
+            KeyText::LargeUtf8(a) => holds(values_bytes(a)),
             KeyText::Texts(texts) => texts.iter().flatten().any(|t| holds(t.as_bytes())),
             KeyText::Distinct { texts, .. } => texts.iter().any(|t| holds(t.as_bytes())),
         }

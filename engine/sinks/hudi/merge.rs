@@ -604,17 +604,18 @@ mod tests {
         assert_eq!(stores(&whole(&stored)), expected(40));
         // Updates of the last stored rows and new rows after them: slices of stored rows are
         // gathered row by row, the last ones (new rows only) by run.
-        let second = rows(30, 60, 6);
+        let second = rows(30, 80, 6);
+        assert!(second.string_runs[1].is_some());
         let merged = merge_group(
             Some(whole(&stored)),
             &second,
-            &plan((0..10).collect(), (10..30).collect()),
+            &plan((0..10).collect(), (10..50).collect()),
             2,
             &target("2"),
         )
         .unwrap();
-        assert_eq!((merged.updates, merged.inserts), (10, 20));
-        assert_eq!(stores(&whole(&merged)), expected(60));
+        assert_eq!((merged.updates, merged.inserts), (10, 40));
+        assert_eq!(stores(&whole(&merged)), expected(80));
     }
 
     #[test]

@@ -42,8 +42,9 @@ use datafusion::parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use datafusion::parquet::schema::types::ColumnDescPtr;
 
 /// A row group's first batch must average at least this many rows a run for a column to be
-/// encoded by runs (a store's rows, a file group's commit time: thousands).
-const MIN_AVERAGE_RUN: usize = 16;
+/// encoded by runs (a store's rows, a file group's commit time: thousands); the incoming rows'
+/// string columns are gathered by run under the same rule (super::string_runs).
+pub(super) const MIN_AVERAGE_RUN: usize = 16;
 
 /// The key of a null run (nulls have no dictionary entry).
 const NULL: u32 = u32::MAX;
@@ -109,7 +110,7 @@ fn int64(bytes: &[u8]) -> i64 {
 
 /// Calls `each` with every run of equal values of `array` (`None`: nulls) and its length.
 /// `array` must be of a type [`Kind::of`] accepts.
-fn for_each_run(array: &dyn Array, mut each: impl FnMut(Option<&[u8]>, usize)) {
+pub(super) fn for_each_run(array: &dyn Array, mut each: impl FnMut(Option<&[u8]>, usize)) {
     let nulls = array.logical_nulls();
     match array.data_type() {
         DataType::Utf8 => {

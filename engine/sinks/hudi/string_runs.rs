@@ -17,33 +17,32 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayBuilder, ArrayRef, AsArray, DictionaryArray, PrimitiveBuilder, RecordBatch,
-    StringArray, StringBuilder,
+    StringBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Int32Type};
 use rayon::prelude::*;
 
-/// A batch must average at least this many rows a run for its column to be taken by run.
-const MIN_AVERAGE_RUN: usize = 16;
+use super::runs_chunk::{for_each_run, MIN_AVERAGE_RUN};
 
 /// A string column's runs: for each batch, the row where each run starts.
 #[derive(Debug)]
 pub struct StringRuns {
-    starts: Vec<Vec<u32>>,
+    starts: Vec<Vec<usize>>,
 }
 
 impl StringRuns {
     /// The runs of column `column` of `batches`, if it is a string column whose every batch
     /// averages [`MIN_AVERAGE_RUN`] rows a run (found on rayon's pool, a batch a task).
     pub fn find(batches: &[RecordBatch], column: usize) -> Option<StringRuns> {
-        let strings = |b: &RecordBatch| b.column(column).as_string_opt::<i32>().cloned();
-        if batches.is_empty() || batches[0].column(column).data_type() != &DataType::Utf8 {
+        let first = batches.first()?.column(column);
+        if first.data_type() != &DataType::Utf8 {
             return None;
         }
         // The first batch alone first: a column of short runs is refused after one batch.
-        let first = run_starts(&strings(&batches[0])?)?;
+        let first = run_starts(first.as_ref())?;
         let rest = batches[1..]
             .par_iter()
-            .map(|b| run_starts(&strings(b)?))
+            .map(|b| run_starts(b.column(column).as_ref()))
             .collect::<Option<Vec<_>>>()?;
         let mut starts = Vec::with_capacity(batches.len());
         starts.push(first);
@@ -67,22 +66,22 @@ impl StringRuns {
             let starts = &self.starts[batch];
             let run = match last {
                 // Rows of a batch come in order: the run is the last one or a later one.
-                Some((b, run, _)) if b == batch && starts[run] as usize <= row => {
-                    run + starts[run + 1..].partition_point(|&s| s as usize <= row)
+                Some((b, run, _)) if b == batch && starts[run] <= row => {
+                    run + starts[run + 1..].partition_point(|&s| s <= row)
                 }
-                _ => starts.partition_point(|&s| s as usize <= row) - 1,
+                _ => starts.partition_point(|&s| s <= row) - 1,
             };
             let key = match last {
                 Some((b, r, key)) if b == batch && r == run => key,
                 _ => {
                     let strings = batches[batch].column(column).as_string::<i32>();
-                    let start = starts[run] as usize;
+                    let start = starts[run];
                     strings.is_valid(start).then(|| {
                         let value = strings.value(start);
                         // A run equal to the one before (across batches) keeps its key.
                         let previous = last.and_then(|(_, _, key)| key);
                         match previous {
-                            Some(key) if values_at(&values, key) == value => key,
+                            Some(key) if value_bytes(&values, key) == value.as_bytes() => key,
                             _ => {
                                 values.append_value(value);
                                 (values.len() - 1) as i32
@@ -101,39 +100,29 @@ impl StringRuns {
     }
 }
 
-/// The text of the value `key` of a dictionary being built.
-fn values_at(values: &StringBuilder, key: i32) -> &str {
+/// The bytes of the value `key` of a dictionary being built.
+fn value_bytes(values: &StringBuilder, key: i32) -> &[u8] {
     let offsets = values.offsets_slice();
     let (start, end) = (offsets[key as usize], offsets[key as usize + 1]);
-    std::str::from_utf8(&values.values_slice()[start as usize..end as usize]).unwrap_or_default()
+    &values.values_slice()[start as usize..end as usize]
 }
 
-/// Where each run of `strings` starts, or None once the runs average fewer than
-/// [`MIN_AVERAGE_RUN`] rows.
-fn run_starts(strings: &StringArray) -> Option<Vec<u32>> {
-    let len = strings.len();
-    let most = len.div_ceil(MIN_AVERAGE_RUN).max(1);
-    let mut starts = vec![0u32];
-    for row in 1..len {
-        let (before, here) = (row - 1, row);
-        let same = match (strings.is_valid(before), strings.is_valid(here)) {
-            (true, true) => strings.value(before) == strings.value(here),
-            (false, false) => true,
-            _ => false,
-        };
-        if !same {
-            if starts.len() == most {
-                return None;
-            }
-            starts.push(u32::try_from(row).ok()?);
-        }
-    }
-    Some(starts)
+/// Where each run of a string column's values starts (runs as the Parquet encoder keeps them:
+/// equal values, or nulls), if they average at least [`MIN_AVERAGE_RUN`] rows.
+fn run_starts(strings: &dyn Array) -> Option<Vec<usize>> {
+    let mut starts = Vec::new();
+    let mut row = 0;
+    for_each_run(strings, |_, rows| {
+        starts.push(row);
+        row += rows;
+    });
+    (starts.len() * MIN_AVERAGE_RUN <= strings.len()).then_some(starts)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::StringArray;
     use datafusion::arrow::datatypes::{Field, Schema};
 
     fn batch(values: Vec<Option<&str>>) -> RecordBatch {
