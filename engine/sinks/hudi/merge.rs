@@ -86,13 +86,16 @@ pub struct IncomingRows {
     starts: PartStarts,
     /// Each row's record key.
     pub keys: RecordKeys,
+    /// Each key is greater than the one before (the job's rows come sorted by key).
+    keys_ascending: bool,
     /// Per data column, its runs when it is a string column of long runs ([`StringRuns`]).
     string_runs: Vec<Option<StringRuns>>,
 }
 
 impl IncomingRows {
-    /// `keys` holds one key per row of `batches`, in order.
-    pub fn new(batches: Vec<RecordBatch>, keys: RecordKeys) -> IncomingRows {
+    /// `keys` holds one key per row of `batches`, in order; `keys_ascending` says each is greater
+    /// than the one before.
+    pub fn new(batches: Vec<RecordBatch>, keys: RecordKeys, keys_ascending: bool) -> IncomingRows {
         let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
         let starts = PartStarts::new(batches.iter().map(RecordBatch::num_rows));
         let columns = batches.first().map_or(0, RecordBatch::num_columns);
@@ -103,6 +106,7 @@ impl IncomingRows {
             batches,
             starts,
             keys,
+            keys_ascending,
             string_runs,
         }
     }
@@ -116,6 +120,11 @@ pub struct Merged {
     existing: RecordBatch,
     incoming: Arc<IncomingRows>,
     picks: Vec<Pick>,
+    /// Where the picks of inserted rows begin (they follow the stored slice's rows).
+    inserts_from: usize,
+    /// The inserted rows' keys ascend in pick order: the smallest is the first, the largest the
+    /// last.
+    inserts_ascending: bool,
     instant: String,
     group_no: usize,
     file_name: String,
@@ -244,6 +253,10 @@ pub fn merge_group(
     // Keys the plan expected here but the slice no longer holds are inserted, like new keys.
     let mut leftovers: Vec<usize> = wanted.into_values().collect();
     leftovers.sort_unstable();
+    let inserts_from = picks.len();
+    let inserts_ascending = incoming.keys_ascending
+        && leftovers.is_empty()
+        && plan.inserts.windows(2).all(|w| w[0] < w[1]);
     let mut inserts = 0u64;
     for row in plan.inserts.iter().copied().chain(leftovers) {
         picks.push(Pick::Incoming {
@@ -256,6 +269,8 @@ pub fn merge_group(
         existing,
         incoming: incoming.clone(),
         picks,
+        inserts_from,
+        inserts_ascending,
         instant: target.instant.to_string(),
         group_no: target.group_no,
         file_name: target.file_name.to_string(),
@@ -277,16 +292,23 @@ impl Merged {
     /// The smallest and largest record key of the new base file.
     pub fn key_range(&self) -> (String, String) {
         let stored = self.existing.column(2).as_string::<i32>();
-        let keys = self.picks.iter().filter_map(|pick| match *pick {
+        let key_of = |pick: &Pick| match *pick {
             Pick::Stored(e) => stored.is_valid(e).then(|| stored.value(e)),
             Pick::Incoming { row, .. } => Some(self.incoming.keys.value(row)),
-        });
-        // A group's keys mostly come in increasing order (the query sorts by them): a key above
-        // the largest so far is then one comparison, not two.
-        let mut keys = keys;
+        };
+        let (kept, inserted) = self.picks.split_at(self.inserts_from);
+        let inserted_ends = match (inserted.first(), inserted.last()) {
+            // Sorted inserts are bounded by their ends: a new group of half a million rows
+            // needs two keys, not a million comparisons of 50-byte keys.
+            (Some(first), Some(last)) if self.inserts_ascending => vec![first, last],
+            _ => inserted.iter().collect(),
+        };
+        let mut keys = kept.iter().chain(inserted_ends).filter_map(key_of);
         let Some(first) = keys.next() else {
             return (String::new(), String::new());
         };
+        // Stored keys mostly come in increasing order too: a key above the largest so far is
+        // then one comparison, not two.
         let (mut min, mut max) = (first, first);
         for key in keys {
             if key > max {
@@ -507,9 +529,11 @@ mod tests {
     /// Incoming rows in one batch per slice of `batches`, keyed by their `k`.
     fn incoming(batches: &[&[(&str, i64, i64)]]) -> Arc<IncomingRows> {
         let keys: Vec<&str> = batches.iter().flat_map(|b| b.iter().map(|r| r.0)).collect();
+        let ascending = keys.windows(2).all(|w| w[0] < w[1]);
         Arc::new(IncomingRows::new(
             batches.iter().map(|b| data(b)).collect(),
             StringArray::from(keys).into(),
+            ascending,
         ))
     }
 
@@ -569,6 +593,7 @@ mod tests {
             Arc::new(IncomingRows::new(
                 vec![batch],
                 StringArray::from(keys).into(),
+                true,
             ))
         };
         let stores = |b: &RecordBatch| -> Vec<String> {
@@ -616,6 +641,49 @@ mod tests {
         .unwrap();
         assert_eq!((merged.updates, merged.inserts), (10, 40));
         assert_eq!(stores(&whole(&merged)), expected(80));
+    }
+
+    #[test]
+    fn the_key_range_spans_stored_and_inserted_keys_sorted_or_not() {
+        let schema = super::super::schema::table_schema(&data_schema());
+        let target = |instant: &'static str| MergeTarget {
+            instant,
+            group_no: 0,
+            file_name: "g-0_0-0-0_1.parquet",
+            schema: &schema,
+        };
+        let (first, second) = (target("1"), target("2"));
+        // Sorted inserts: only their ends are compared.
+        let sorted = incoming(&[&[("b", 1, 1), ("c", 1, 1)], &[("d", 1, 1)]]);
+        let stored = merge_group(None, &sorted, &plan(vec![], vec![0, 1, 2]), SEEN, &first)
+            .unwrap();
+        assert!(stored.inserts_ascending);
+        assert_eq!(stored.key_range(), ("b".to_string(), "d".to_string()));
+        // Unsorted inserts after stored rows: the smallest is new, in the middle; the largest
+        // stays a stored key.
+        let unsorted = incoming(&[&[("c", 1, 1), ("a", 1, 1), ("bb", 1, 1)]]);
+        let merged = merge_group(
+            Some(whole(&stored)),
+            &unsorted,
+            &plan(vec![0], vec![2, 1]),
+            SEEN,
+            &second,
+        )
+        .unwrap();
+        assert!(!merged.inserts_ascending);
+        assert_eq!(merged.key_range(), ("a".to_string(), "d".to_string()));
+        // Sorted inserts below the stored keys: the stored ones are still scanned.
+        let below = incoming(&[&[("a", 1, 1), ("aa", 1, 1)]]);
+        let merged = merge_group(
+            Some(whole(&stored)),
+            &below,
+            &plan(vec![], vec![0, 1]),
+            SEEN,
+            &second,
+        )
+        .unwrap();
+        assert!(merged.inserts_ascending);
+        assert_eq!(merged.key_range(), ("a".to_string(), "d".to_string()));
     }
 
     #[test]

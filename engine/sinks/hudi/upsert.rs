@@ -209,7 +209,7 @@ impl Incoming {
             .index_of(precombine)
             .map_err(|_| table.data_err(format!("no precombine column `{precombine}`")))?;
         Ok(Incoming {
-            rows: Arc::new(IncomingRows::new(batches, keys)),
+            rows: Arc::new(IncomingRows::new(batches, keys, keys_ascending)),
             partitions,
             keys_ascending,
             data_schema,
