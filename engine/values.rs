@@ -159,57 +159,76 @@ pub fn format_decimal(value: i128, scale: i8) -> String {
     text
 }
 
-/// [`format_decimal`] into `out`, without allocating: loaders print millions of these.
+/// [`format_decimal`] into `out`, without allocating: loaders print millions of these. The text
+/// is made in a buffer on the stack and written in one piece (a write per part, four per
+/// value, was half the cost of a SQLite warehouse's decimal columns).
 pub fn write_decimal(out: &mut impl std::fmt::Write, value: i128, scale: i8) -> std::fmt::Result {
-    let scale = scale.max(0) as usize;
-    let mut buffer = [0u8; 39];
-    let digits = decimal_digits(value.unsigned_abs(), &mut buffer);
-    if value < 0 {
-        out.write_char('-')?;
+    let mut text = DecimalText::new(scale.max(0) as usize);
+    // Through u64 where it fits: dividing a u128 is several times slower.
+    let mut magnitude = value.unsigned_abs();
+    while u64::try_from(magnitude).is_err() {
+        text.digit((magnitude % 10) as u8);
+        magnitude /= 10;
     }
-    if scale == 0 {
-        return out.write_str(digits);
-    }
-    if digits.len() <= scale {
-        // At least one digit before the point: 5 at scale 2 is 0.05.
-        out.write_str("0.")?;
-        for _ in digits.len()..scale {
-            out.write_char('0')?;
+    let mut n = magnitude as u64;
+    loop {
+        text.digit((n % 10) as u8);
+        n /= 10;
+        if n == 0 {
+            break;
         }
-        return out.write_str(digits);
     }
-    let (int_part, frac_part) = digits.split_at(digits.len() - scale);
-    out.write_str(int_part)?;
-    out.write_char('.')?;
-    out.write_str(frac_part)
+    out.write_str(text.finish(value < 0))
 }
 
-/// The decimal digits of `magnitude`, written at the end of `buffer` (39 digits hold any u128).
-fn decimal_digits(magnitude: u128, buffer: &mut [u8; 39]) -> &str {
-    let mut start = buffer.len();
-    // Through u64 where it fits: dividing a u128 is several times slower.
-    match u64::try_from(magnitude) {
-        Ok(mut n) => loop {
-            start -= 1;
-            buffer[start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        },
-        Err(_) => {
-            let mut n = magnitude;
-            loop {
-                start -= 1;
-                buffer[start] = b'0' + (n % 10) as u8;
-                n /= 10;
-                if n == 0 {
-                    break;
-                }
-            }
+/// A decimal's text written from its last digit backwards: the point goes in after `scale`
+/// digits, zeros fill the fraction of a value shorter than its scale, and one digit at least
+/// stands before the point (5 at scale 2 is `0.05`).
+struct DecimalText {
+    /// A u128 has 39 digits; a scale up to 127 (an `i8`), a point and a sign fit too.
+    buffer: [u8; 170],
+    start: usize,
+    scale: usize,
+    digits: usize,
+}
+
+impl DecimalText {
+    fn new(scale: usize) -> DecimalText {
+        DecimalText {
+            buffer: [0; 170],
+            start: 170,
+            scale,
+            digits: 0,
         }
     }
-    std::str::from_utf8(&buffer[start..]).expect("ASCII digits")
+
+    fn put(&mut self, byte: u8) {
+        self.start -= 1;
+        self.buffer[self.start] = byte;
+    }
+
+    fn digit(&mut self, digit: u8) {
+        self.put(b'0' + digit);
+        self.digits += 1;
+        if self.digits == self.scale {
+            self.put(b'.');
+        }
+    }
+
+    fn finish(&mut self, negative: bool) -> &str {
+        while self.digits < self.scale {
+            self.digit(0);
+        }
+        if self.digits == self.scale {
+            // Every digit is in the fraction (or the value is 0 at scale 0, never here: the
+            // caller writes a digit at least).
+            self.put(b'0');
+        }
+        if negative {
+            self.put(b'-');
+        }
+        std::str::from_utf8(&self.buffer[self.start..]).expect("ASCII digits, point and sign")
+    }
 }
 
 #[cfg(test)]
@@ -312,6 +331,29 @@ mod tests {
             format_decimal(u64::MAX as i128 + 1, 3),
             "18446744073709551.616"
         );
+        assert_eq!(format_decimal(0, 0), "0");
+        assert_eq!(format_decimal(1, 38), format!("0.{}1", "0".repeat(37)));
+        assert_eq!(
+            format_decimal(-12, 127),
+            format!("-0.{}12", "0".repeat(125))
+        );
+        // Against the text made the plain way: digits, zeros in front to one past the scale,
+        // the point put in.
+        let plain = |value: i128, scale: usize| {
+            let digits = value.unsigned_abs().to_string();
+            let digits = format!("{digits:0>width$}", width = scale + 1);
+            let (int_part, frac_part) = digits.split_at(digits.len() - scale);
+            let sign = if value < 0 { "-" } else { "" };
+            match scale {
+                0 => format!("{sign}{int_part}"),
+                _ => format!("{sign}{int_part}.{frac_part}"),
+            }
+        };
+        for scale in 0..6 {
+            for value in (-2100..2100).chain([i64::MAX as i128, i64::MIN as i128 - 7]) {
+                assert_eq!(format_decimal(value, scale as i8), plain(value, scale));
+            }
+        }
     }
 
     #[test]

@@ -655,8 +655,8 @@ mod tests {
         let (first, second) = (target("1"), target("2"));
         // Sorted inserts: only their ends are compared.
         let sorted = incoming(&[&[("b", 1, 1), ("c", 1, 1)], &[("d", 1, 1)]]);
-        let stored = merge_group(None, &sorted, &plan(vec![], vec![0, 1, 2]), SEEN, &first)
-            .unwrap();
+        let stored =
+            merge_group(None, &sorted, &plan(vec![], vec![0, 1, 2]), SEEN, &first).unwrap();
         assert!(stored.inserts_ascending);
         assert_eq!(stored.key_range(), ("b".to_string(), "d".to_string()));
         // Unsorted inserts after stored rows: the smallest is new, in the middle; the largest

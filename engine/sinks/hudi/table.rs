@@ -9,14 +9,15 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::parquet::arrow::arrow_writer::{
-    compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn, ArrowRowGroupWriterFactory,
+    compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn,
+    ArrowRowGroupWriterFactory,
 };
 use datafusion::parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use datafusion::parquet::basic::Compression;
+use datafusion::parquet::column::writer::ColumnCloseResult;
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
-use datafusion::parquet::column::writer::ColumnCloseResult;
 use datafusion::parquet::file::writer::SerializedFileWriter;
 use datafusion::parquet::schema::types::{ColumnDescPtr, ColumnPath};
 use futures::TryStreamExt;
@@ -819,7 +820,8 @@ fn close_row_group(
             Closed::Runs(_, close) => close.metadata.compressed_size(),
         })
         .sum();
-    file.inner_mut().reserve(usize::try_from(bytes).unwrap_or(0));
+    file.inner_mut()
+        .reserve(usize::try_from(bytes).unwrap_or(0));
     let mut group = file.next_row_group()?;
     for chunk in closed {
         match chunk {
