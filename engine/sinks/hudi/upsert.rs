@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use super::archive::ArchivePolicy;
 use super::clean::CleanPolicy;
@@ -317,8 +317,9 @@ async fn stage_locked(
     let mut cleaning = Vec::new();
     // Groups are merged here, their Parquet encoded on blocking threads and their files put, as
     // many groups at once as there are cores (so at most that many new base files are in
-    // memory); their figures are then taken in plan order. A group's put does not wait for the
-    // one before it: a core that finished encoding starts the next group.
+    // memory); their figures are then taken in plan order. A group does not wait for the one
+    // before it: a core that finished a group starts the next (in plan order, a finished group
+    // held its place until the one before it finished too, and a core idled).
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -329,11 +330,13 @@ async fn stage_locked(
         table_schema: &table_schema,
         avro_schema: &avro_with_meta,
     };
-    let mut groups = futures::stream::iter(0..plans.len())
+    let mut rewritten: Vec<RewrittenGroup> = futures::stream::iter(0..plans.len())
         .map(|group_no| context.rewrite(group_no, &plans[group_no]))
-        .buffered(workers);
-    while let Some(group) = groups.next().await {
-        let group = group?;
+        .buffer_unordered(workers)
+        .try_collect()
+        .await?;
+    rewritten.sort_unstable_by_key(|group| group.group_no);
+    for group in rewritten {
         let plan = &plans[group.group_no];
         if let Some(base) = &plan.base {
             figures.files_rewritten += 1;
@@ -357,7 +360,6 @@ async fn stage_locked(
             cleaning.push(slices.clone());
         }
     }
-    drop(groups);
     tracing::debug!(
         table = %table.location.url,
         secs = phase.elapsed().as_secs_f64(),
