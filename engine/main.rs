@@ -107,7 +107,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let outcome = runtime.block_on(dispatch(cli));
+    // The work is done: what is freed from here on (the runtime's threads, what they hold) is
+    // handed back by the process's end, not range by range.
+    tally::memory::exiting();
+    drop(runtime);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
