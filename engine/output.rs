@@ -200,6 +200,8 @@ mod fast_csv {
     };
     use datafusion::arrow::record_batch::RecordBatch;
 
+    use crate::values::{decimal_bytes, NUMBER_ROOM};
+
     enum Column<'a> {
         /// Text, and whether any of the batch's values may need quotes: when none of the
         /// column's bytes is a comma, quote or line break (one search over its values' buffer),
@@ -341,70 +343,14 @@ mod fast_csv {
         out.push(b'"');
     }
 
-    /// Room for any i128 or decimal: a sign, 39 digits and a point.
-    const NUMBER_ROOM: usize = 48;
-
     fn integer(value: i128, out: &mut Vec<u8>) {
-        let mut buf = [0u8; NUMBER_ROOM];
-        let mut at = buf.len();
-        digits(value.unsigned_abs(), 1, &mut buf, &mut at);
-        if value < 0 {
-            at -= 1;
-            buf[at] = b'-';
-        }
-        out.extend_from_slice(&buf[at..]);
-    }
-
-    /// `value`'s decimal digits, at least `width` of them (zeros in front), written into `buf`
-    /// backwards from `at` (a number is built in place and appended in one copy).
-    fn digits(value: u128, width: usize, buf: &mut [u8; NUMBER_ROOM], at: &mut usize) {
-        // A u128 division is a library call: amounts fit in 64 bits and are divided natively;
-        // a larger value is written as its low 19 digits, then its high ones.
-        const LOW: u128 = 10_000_000_000_000_000_000;
-        match u64::try_from(value) {
-            Ok(value) => digits_u64(value, width, buf, at),
-            Err(_) => {
-                digits_u64((value % LOW) as u64, 19, buf, at);
-                digits(value / LOW, width.saturating_sub(19), buf, at);
-            }
-        }
-    }
-
-    fn digits_u64(mut value: u64, width: usize, buf: &mut [u8; NUMBER_ROOM], at: &mut usize) {
-        let end = *at;
-        while value > 0 || end - *at < width {
-            *at -= 1;
-            buf[*at] = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
+        decimal(value, 0, out);
     }
 
     /// `123` at scale 2 is `1.23`; `-5` is `-0.05`; scale 0 has no point.
     fn decimal(value: i128, scale: u32, out: &mut Vec<u8>) {
-        let magnitude = value.unsigned_abs();
-        if scale == 0 {
-            return integer(value, out);
-        }
         let mut buf = [0u8; NUMBER_ROOM];
-        let mut at = buf.len();
-        // `write` takes scales up to 38 only, whose 10^scale fits a u128.
-        let unit = 10u128.pow(scale);
-        let (whole, fraction) = match u64::try_from(magnitude) {
-            Ok(m) if scale < 20 => {
-                let unit = unit as u64;
-                ((m / unit) as u128, (m % unit) as u128)
-            }
-            _ => (magnitude / unit, magnitude % unit),
-        };
-        digits(fraction, scale as usize, &mut buf, &mut at);
-        at -= 1;
-        buf[at] = b'.';
-        digits(whole, 1, &mut buf, &mut at);
-        if value < 0 {
-            at -= 1;
-            buf[at] = b'-';
-        }
-        out.extend_from_slice(&buf[at..]);
+        out.extend_from_slice(decimal_bytes(value, scale, &mut buf));
     }
 
     /// Days since 1970-01-01 as `YYYY-MM-DD`, for years 0 to 9999.

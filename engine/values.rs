@@ -160,75 +160,93 @@ pub fn format_decimal(value: i128, scale: i8) -> String {
 }
 
 /// [`format_decimal`] into `out`, without allocating: loaders print millions of these. The text
-/// is made in a buffer on the stack and written in one piece (a write per part, four per
+/// is made on the stack ([`decimal_bytes`]) and written in one piece (a write per part, four per
 /// value, was half the cost of a SQLite warehouse's decimal columns).
 pub fn write_decimal(out: &mut impl std::fmt::Write, value: i128, scale: i8) -> std::fmt::Result {
-    let mut text = DecimalText::new(scale.max(0) as usize);
-    // Through u64 where it fits: dividing a u128 is several times slower.
-    let mut magnitude = value.unsigned_abs();
-    while u64::try_from(magnitude).is_err() {
-        text.digit((magnitude % 10) as u8);
-        magnitude /= 10;
+    let scale = scale.max(0) as u32;
+    let mut buf = [0u8; NUMBER_ROOM];
+    if scale <= MAX_DECIMAL_SCALE {
+        return out.write_str(ascii(decimal_bytes(value, scale, &mut buf)));
     }
-    let mut n = magnitude as u64;
-    loop {
-        text.digit((n % 10) as u8);
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+    // Past Decimal128's largest scale every digit is in the fraction.
+    let text = decimal_bytes(value, 0, &mut buf);
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    if value < 0 {
+        out.write_char('-')?;
     }
-    out.write_str(text.finish(value < 0))
+    out.write_str("0.")?;
+    for _ in digits.len()..scale as usize {
+        out.write_char('0')?;
+    }
+    out.write_str(ascii(digits))
 }
 
-/// A decimal's text written from its last digit backwards: the point goes in after `scale`
-/// digits, zeros fill the fraction of a value shorter than its scale, and one digit at least
-/// stands before the point (5 at scale 2 is `0.05`).
-struct DecimalText {
-    /// A u128 has 39 digits; a scale up to 127 (an `i8`), a point and a sign fit too.
-    buffer: [u8; 170],
-    start: usize,
-    scale: usize,
-    digits: usize,
+/// Room for any i128 or Decimal128 as text: a sign, 39 digits and a point.
+pub const NUMBER_ROOM: usize = 48;
+
+/// Decimal128's largest scale (its largest precision), the largest [`decimal_bytes`] takes.
+const MAX_DECIMAL_SCALE: u32 = 38;
+
+/// An unscaled decimal as text, built backwards at the end of `buf` and returned as one slice
+/// (to be copied in one piece): `123` at scale 2 is `1.23`, `-5` is `-0.05`, scale 0 has no
+/// point. `scale` is at most 38, Decimal128's largest.
+pub fn decimal_bytes(value: i128, scale: u32, buf: &mut [u8; NUMBER_ROOM]) -> &[u8] {
+    let magnitude = value.unsigned_abs();
+    let mut at = buf.len();
+    if scale == 0 {
+        digits(magnitude, 1, buf, &mut at);
+    } else {
+        debug_assert!(
+            scale <= MAX_DECIMAL_SCALE,
+            "scale {scale} past Decimal128's"
+        );
+        let unit = 10u128.pow(scale);
+        let (whole, fraction) = match u64::try_from(magnitude) {
+            Ok(m) if scale < 20 => {
+                let unit = unit as u64;
+                ((m / unit) as u128, (m % unit) as u128)
+            }
+            _ => (magnitude / unit, magnitude % unit),
+        };
+        digits(fraction, scale as usize, buf, &mut at);
+        at -= 1;
+        buf[at] = b'.';
+        digits(whole, 1, buf, &mut at);
+    }
+    if value < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    &buf[at..]
 }
 
-impl DecimalText {
-    fn new(scale: usize) -> DecimalText {
-        DecimalText {
-            buffer: [0; 170],
-            start: 170,
-            scale,
-            digits: 0,
+/// `value`'s decimal digits, at least `width` of them (zeros in front), written into `buf`
+/// backwards from `at`.
+fn digits(value: u128, width: usize, buf: &mut [u8; NUMBER_ROOM], at: &mut usize) {
+    // A u128 division is a library call: amounts fit in 64 bits and are divided natively; a
+    // larger value is written as its low 19 digits, then its high ones.
+    const LOW: u128 = 10_000_000_000_000_000_000;
+    match u64::try_from(value) {
+        Ok(value) => digits_u64(value, width, buf, at),
+        Err(_) => {
+            digits_u64((value % LOW) as u64, 19, buf, at);
+            digits(value / LOW, width.saturating_sub(19), buf, at);
         }
     }
+}
 
-    fn put(&mut self, byte: u8) {
-        self.start -= 1;
-        self.buffer[self.start] = byte;
+fn digits_u64(mut value: u64, width: usize, buf: &mut [u8; NUMBER_ROOM], at: &mut usize) {
+    let end = *at;
+    while value > 0 || end - *at < width {
+        *at -= 1;
+        buf[*at] = b'0' + (value % 10) as u8;
+        value /= 10;
     }
+}
 
-    fn digit(&mut self, digit: u8) {
-        self.put(b'0' + digit);
-        self.digits += 1;
-        if self.digits == self.scale {
-            self.put(b'.');
-        }
-    }
-
-    fn finish(&mut self, negative: bool) -> &str {
-        while self.digits < self.scale {
-            self.digit(0);
-        }
-        if self.digits == self.scale {
-            // Every digit is in the fraction (or the value is 0 at scale 0, never here: the
-            // caller writes a digit at least).
-            self.put(b'0');
-        }
-        if negative {
-            self.put(b'-');
-        }
-        std::str::from_utf8(&self.buffer[self.start..]).expect("ASCII digits, point and sign")
-    }
+/// Text of digits, a point and a sign.
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("ASCII digits, point and sign")
 }
 
 #[cfg(test)]
