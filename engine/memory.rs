@@ -63,14 +63,16 @@ impl State {
     }
 }
 
-/// Changes the state, then sets the delay it asks for.
-fn update(change: impl FnOnce(&mut State)) {
+/// Changes the state, then sets the delay it asks for; nothing (false) when the user set the
+/// delay.
+fn update(change: impl FnOnce(&mut State)) -> bool {
     if user_set_the_delay() {
-        return;
+        return false;
     }
     let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
     change(&mut state);
     set_purge_delay(state.delay());
+    true
 }
 
 fn user_set_the_delay() -> bool {
@@ -104,11 +106,9 @@ pub struct KeepFreedMemory {
 
 impl KeepFreedMemory {
     pub fn new() -> KeepFreedMemory {
-        if user_set_the_delay() {
-            return KeepFreedMemory { active: false };
+        KeepFreedMemory {
+            active: update(|state| state.keepers += 1),
         }
-        update(|state| state.keepers += 1);
-        KeepFreedMemory { active: true }
     }
 }
 

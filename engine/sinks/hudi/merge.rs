@@ -120,8 +120,6 @@ pub struct Merged {
     existing: RecordBatch,
     incoming: Arc<IncomingRows>,
     picks: Vec<Pick>,
-    /// Where the picks of inserted rows begin (they follow the stored slice's rows).
-    inserts_from: usize,
     /// The inserted rows' keys ascend in pick order: the smallest is the first, the largest the
     /// last.
     inserts_ascending: bool,
@@ -253,7 +251,6 @@ pub fn merge_group(
     // Keys the plan expected here but the slice no longer holds are inserted, like new keys.
     let mut leftovers: Vec<usize> = wanted.into_values().collect();
     leftovers.sort_unstable();
-    let inserts_from = picks.len();
     let inserts_ascending = incoming.keys_ascending
         && leftovers.is_empty()
         && plan.inserts.windows(2).all(|w| w[0] < w[1]);
@@ -269,7 +266,6 @@ pub fn merge_group(
         existing,
         incoming: incoming.clone(),
         picks,
-        inserts_from,
         inserts_ascending,
         instant: target.instant.to_string(),
         group_no: target.group_no,
@@ -296,14 +292,21 @@ impl Merged {
             Pick::Stored(e) => stored.is_valid(e).then(|| stored.value(e)),
             Pick::Incoming { row, .. } => Some(self.incoming.keys.value(row)),
         };
-        let (kept, inserted) = self.picks.split_at(self.inserts_from);
-        let inserted_ends = match (inserted.first(), inserted.last()) {
-            // Sorted inserts are bounded by their ends: a new group of half a million rows
-            // needs two keys, not a million comparisons of 50-byte keys.
-            (Some(first), Some(last)) if self.inserts_ascending => vec![first, last],
-            _ => inserted.iter().collect(),
+        // Inserted rows follow the stored slice's.
+        let (kept, inserted) = self
+            .picks
+            .split_at(self.picks.len() - self.inserts as usize);
+        // Sorted inserts are bounded by their ends: a new group of half a million rows needs
+        // two keys, not a million comparisons of 50-byte keys. The rows between are skipped.
+        let between = match self.inserts_ascending {
+            true => inserted.len().saturating_sub(2),
+            false => 0,
         };
-        let mut keys = kept.iter().chain(inserted_ends).filter_map(key_of);
+        let inserted = inserted
+            .iter()
+            .take(1)
+            .chain(inserted.iter().skip(1 + between));
+        let mut keys = kept.iter().chain(inserted).filter_map(key_of);
         let Some(first) = keys.next() else {
             return (String::new(), String::new());
         };
