@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::lock::WriterLock;
@@ -199,14 +200,23 @@ impl PreparedCommit {
     ) -> Result<(), TableError> {
         // Every file the commit names is durable and present.
         table.sync_local(&self.written)?;
-        for relative in &self.written {
-            if !table.exists(relative).await? {
-                self.abort(table).await?;
-                return Err(table.err(format!(
-                    "base file {relative} of instant {} is missing (removed by another writer?); nothing was committed",
-                    self.instant
-                )));
-            }
+        // Several at once: each is a round trip to the store (a HEAD on S3).
+        let checks: Vec<_> = self.written.iter().map(|r| table.exists(r)).collect();
+        let present: Vec<bool> = futures::stream::iter(checks)
+            .buffered(super::upsert::STORE_REQUESTS_AT_ONCE)
+            .try_collect()
+            .await?;
+        let missing = self
+            .written
+            .iter()
+            .zip(present)
+            .find(|(_, present)| !present);
+        if let Some((relative, _)) = missing {
+            self.abort(table).await?;
+            return Err(table.err(format!(
+                "base file {relative} of instant {} is missing (removed by another writer?); nothing was committed",
+                self.instant
+            )));
         }
         if let Some(lock) = lock {
             if let Err(e) = lock.ensure_held().await {
@@ -301,6 +311,39 @@ mod tests {
         assert!(text.contains("\"partitionPath\": \"2026-03-01\""), "{text}");
         assert!(text.contains("\"prevCommit\": \"null\""), "{text}");
         assert_eq!(CommitMetadata::parse(text.as_bytes()), Some(ours));
+    }
+
+    /// The base files a commit names are looked up several at once: one missing among them
+    /// (the third of five) still withdraws the instant, deletes the others and names it.
+    #[tokio::test]
+    async fn a_missing_base_file_among_several_withdraws_the_instant_and_is_named() {
+        let table = HudiTable::in_memory(&["k"], BTreeMap::new());
+        let instant = "20260301000000000";
+        request(&table, instant).await.unwrap();
+        let written: Vec<String> = (0..5)
+            .map(|g| format!("{g}/f-{g}_{g}-0-0_{instant}.parquet"))
+            .collect();
+        for (g, relative) in written.iter().enumerate() {
+            if g != 2 {
+                table.put(relative, b"base".to_vec()).await.unwrap();
+            }
+        }
+        let prepared = PreparedCommit {
+            instant: instant.to_string(),
+            latest_before: None,
+            written: written.clone(),
+            metadata: CommitMetadata::upsert(std::iter::empty(), None),
+        };
+        let err = prepared.commit(&table, None).await.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("base file {} of instant", written[2])),
+            "{err}"
+        );
+        for relative in &written {
+            assert!(!table.exists(relative).await.unwrap(), "{relative} stayed");
+        }
+        let timeline = table.timeline().await.unwrap();
+        assert!(timeline.instants.is_empty(), "{:?}", timeline.instants);
     }
 
     #[test]

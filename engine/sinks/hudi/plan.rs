@@ -1,12 +1,13 @@
 //! Planning an upsert: which file group each incoming row goes to.
 //!
-//! Per partition the rows touch (no other partition is listed or read):
+//! Per partition the rows touch (no other partition is listed or read; the touched ones are
+//! listed first, several at once, see [`super::upsert`]):
 //! - [`locate_keys`] reads only the record-key column of each file group's latest base file;
 //! - [`place_rows`], a pure function, sends a key the partition already holds to the group
 //!   holding it, fills groups smaller than the target file size with new keys (smallest first),
 //!   and starts new groups of about the target size for the rest.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use datafusion::arrow::array::AsArray;
 // DataFusion's hash maps (hashbrown with foldhash): a province's keys are hashed about a million
@@ -15,7 +16,7 @@ use datafusion::common::{HashMap, HashSet as FastHashSet};
 
 use super::keys::RecordKeys;
 use super::table::{HudiTable, TableError};
-use super::timeline::{BaseFile, Timeline};
+use super::timeline::{BaseFile, FileGroups};
 
 /// What one file group gets in this instant.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,17 +46,13 @@ pub struct ExistingGroup {
 #[error("record key `{0}` appears twice in one run's rows")]
 pub struct DuplicateKey(pub String);
 
-/// Reads the record keys of a partition's file groups (only that column of each latest base
-/// file): the groups, and which group holds each key.
+/// Reads the record keys of a partition's committed file groups (as
+/// [`HudiTable::partition_groups`] lists them; only that column of each latest base file): the
+/// groups, and which group holds each key.
 pub async fn locate_keys(
     table: &HudiTable,
-    partition: &str,
-    timeline: &Timeline,
-    replaced: &HashSet<String>,
+    groups: FileGroups,
 ) -> Result<(Vec<ExistingGroup>, HashMap<String, String>), TableError> {
-    let groups = table
-        .partition_groups(partition, timeline, replaced)
-        .await?;
     let mut key_owner: HashMap<String, String> = HashMap::new();
     let mut existing = Vec::with_capacity(groups.len());
     for (file_id, slices) in groups {

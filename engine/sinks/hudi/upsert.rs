@@ -39,12 +39,16 @@ use super::open::{commit_schema, existing_data_schema, job_table_config, open_or
 use super::plan::{locate_keys, place_rows, GroupPlan};
 use super::schema::avro_schema;
 use super::table::{encode_base_file, HudiTable, TableError};
-use super::timeline::{new_instant_time, BaseFile, Timeline};
+use super::timeline::{new_instant_time, BaseFile, FileGroups, Timeline};
 use crate::sinks::{JobRows, SinkDetails, SinkError, SinkReport, StagedWrite};
 
 /// Rows of a new base file built and encoded at a time: a file group of a million rows is never
 /// in memory whole beside the job's rows.
 const ENCODE_ROWS: usize = 64 * 1024;
+
+/// Small requests to the table's store made at once (partition listings, new partitions'
+/// metadata files): a backfill may touch hundreds of partitions, each a round trip on S3.
+pub(super) const STORE_REQUESTS_AT_ONCE: usize = 16;
 
 /// Tuning of the upsert.
 #[derive(Debug, Clone)]
@@ -241,10 +245,21 @@ async fn plan_instant(
         .collect();
     figures.partitions_touched = by_partition.len();
     let replaced: HashSet<String> = table.replaced_file_ids(timeline).await?;
+    // The touched partitions are listed first, several at once: each listing is a round trip to
+    // the store (a LIST on S3), and they were made one after another. Their groups' keys are
+    // then read a partition at a time (a partition can hold millions).
+    let listings: Vec<_> = by_partition
+        .keys()
+        .map(|partition| table.partition_groups(partition, timeline, &replaced))
+        .collect();
+    let listed: Vec<FileGroups> = futures::stream::iter(listings)
+        .buffered(STORE_REQUESTS_AT_ONCE)
+        .try_collect()
+        .await?;
     let mut plans = Vec::new();
     let mut slices_of = BTreeMap::new();
-    for (partition, rows_here) in &by_partition {
-        let (groups, key_owner) = locate_keys(table, partition, timeline, &replaced).await?;
+    for ((partition, rows_here), groups) in by_partition.iter().zip(listed) {
+        let (groups, key_owner) = locate_keys(table, groups).await?;
         for latest in groups.iter().filter_map(|g| g.slices.last()) {
             figures.key_files_read += 1;
             figures.key_bytes_read += latest.size;
@@ -305,9 +320,18 @@ async fn stage_locked(
         None,
     );
     commit::write_plan(table, &instant, &plan).await?;
-    for p in &figures.partitions_created {
-        table.write_partition_metadata(p, &instant).await?;
-    }
+    // New partitions' metadata files are written while the base files are (as Hudi's create
+    // handle writes one with a partition's first file), several at once: each is a round trip
+    // to the store, a PUT on S3, and a run's partitions were written one after another before
+    // any group began. A rollback finds the instant's partitions in its plan, not by these.
+    let metadata_puts: Vec<_> = figures
+        .partitions_created
+        .iter()
+        .map(|partition| table.write_partition_metadata(partition, &instant))
+        .collect();
+    let partition_metadata = futures::stream::iter(metadata_puts)
+        .buffer_unordered(STORE_REQUESTS_AT_ONCE)
+        .try_collect::<()>();
 
     let table_schema = incoming.table_schema.clone();
     let avro_with_meta =
@@ -330,11 +354,11 @@ async fn stage_locked(
         table_schema: &table_schema,
         avro_schema: &avro_with_meta,
     };
-    let mut rewritten: Vec<RewrittenGroup> = futures::stream::iter(0..plans.len())
+    let groups = futures::stream::iter(0..plans.len())
         .map(|group_no| context.rewrite(group_no, &plans[group_no]))
         .buffer_unordered(workers)
-        .try_collect()
-        .await?;
+        .try_collect::<Vec<RewrittenGroup>>();
+    let ((), mut rewritten) = futures::try_join!(partition_metadata, groups)?;
     rewritten.sort_unstable_by_key(|group| group.group_no);
     for group in rewritten {
         let plan = &plans[group.group_no];
@@ -461,6 +485,7 @@ impl GroupContext<'_> {
         }
         let (rows, inserts, updates) = (merged.rows(), merged.inserts, merged.updates);
         let (schema, avro) = (self.table_schema.clone(), self.avro_schema.to_string());
+        let encoding = Clock::now();
         let bytes = tokio::task::spawn_blocking(move || {
             let (min_key, max_key) = merged.key_range();
             let slices = (0..rows)
@@ -476,7 +501,17 @@ impl GroupContext<'_> {
         } else {
             format!("{}/{}", plan.partition, name)
         };
+        let encoded = encoding.elapsed();
         let size = table.put_base_file(&relative, bytes).await?;
+        // Per group, so a profile can tell a slow group, or a last one left alone, from the rest.
+        tracing::debug!(
+            file = %relative,
+            group_no,
+            rows,
+            encode_secs = encoded.as_secs_f64(),
+            put_secs = (encoding.elapsed() - encoded).as_secs_f64(),
+            "hudi: file group encoded and put"
+        );
         group.file = Some(WrittenFile {
             relative,
             size,
