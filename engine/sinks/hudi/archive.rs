@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::table::{HudiTable, TableError, HOODIE_DIR};
+use super::table::{at_once, HudiTable, TableError, HOODIE_DIR};
 use super::timeline::{InstantState, Timeline};
 
 pub const ARCHIVE_DIR: &str = "archived";
@@ -102,12 +102,14 @@ pub async fn archive(table: &HudiTable, policy: &ArchivePolicy) -> Result<usize,
         of_time.sort_by_key(|i| i.state);
         files.extend(of_time.into_iter().cloned());
     }
+    // Read several at once (a GET each on S3), kept in order.
+    let paths: Vec<String> = files.iter().map(|instant| instant.path()).collect();
+    let contents = at_once(paths.iter().map(|path| table.get(path))).await?;
     let mut lines = Vec::new();
-    for instant in &files {
-        let bytes = table.get(&instant.path()).await?.unwrap_or_default();
+    for (instant, bytes) in files.iter().zip(contents) {
         let line = ArchivedFile {
             file: instant.file_name.clone(),
-            base64: base64_encode(&bytes),
+            base64: base64_encode(&bytes.unwrap_or_default()),
         };
         lines.push(serde_json::to_string(&line).unwrap_or_default());
     }
@@ -115,8 +117,14 @@ pub async fn archive(table: &HudiTable, policy: &ArchivePolicy) -> Result<usize,
     body.extend_from_slice((lines.join("\n") + "\n").as_bytes());
     table.put(&name, body).await?;
     tracing::debug!(table = %table.location.url, first = %first, last = %last, archive = %name, "archived instants");
-    for instant in &files {
-        table.delete(&instant.path()).await?;
+    // Removed several at once, in two waves: every requested and inflight file, then every
+    // completed one, so an instant never looks pending (see the module docs).
+    let (pending, completed): (Vec<_>, Vec<_>) = files
+        .iter()
+        .zip(&paths)
+        .partition(|(instant, _)| instant.state != InstantState::Completed);
+    for wave in [pending, completed] {
+        at_once(wave.into_iter().map(|(_, path)| table.delete(path))).await?;
     }
     Ok(times.len())
 }

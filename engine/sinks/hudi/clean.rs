@@ -16,7 +16,7 @@ use std::time::{Duration, Instant as Clock};
 use chrono::{DateTime, Utc};
 
 use super::instant_avro::{self, FilesByPartition};
-use super::table::{HudiTable, TableError};
+use super::table::{at_once, HudiTable, TableError};
 use super::timeline::{format_instant, new_instant_time, BaseFile, Instant, InstantState};
 
 /// How much history cleaning keeps.
@@ -120,9 +120,8 @@ pub async fn clean(
             .put(&Instant::path_for(&time, "clean", state), plan.clone())
             .await?;
     }
-    for (_, rel, _) in &relative {
-        table.delete(rel).await?;
-    }
+    // Several at once: each is a round trip on S3, and a day of runs leaves a slice per run.
+    at_once(relative.iter().map(|(_, rel, _)| table.delete(rel))).await?;
     let took = started.elapsed().as_millis() as i64;
     let done = instant_avro::clean_metadata(&time, &earliest, newest, took, &names)
         .map_err(|e| table.err(e))?;

@@ -14,11 +14,10 @@
 
 use std::collections::BTreeMap;
 
-use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::lock::WriterLock;
-use super::table::{HudiTable, TableError};
+use super::table::{at_once, HudiTable, TableError};
 use super::timeline::{BaseFile, Instant, InstantState, Timeline};
 
 /// `HoodieCommitMetadata`: what a commit (or an inflight plan) wrote, per partition.
@@ -201,11 +200,7 @@ impl PreparedCommit {
         // Every file the commit names is durable and present.
         table.sync_local(&self.written)?;
         // Several at once: each is a round trip to the store (a HEAD on S3).
-        let checks: Vec<_> = self.written.iter().map(|r| table.exists(r)).collect();
-        let present: Vec<bool> = futures::stream::iter(checks)
-            .buffered(super::upsert::STORE_REQUESTS_AT_ONCE)
-            .try_collect()
-            .await?;
+        let present = at_once(self.written.iter().map(|r| table.exists(r))).await?;
         let missing = self
             .written
             .iter()
@@ -257,11 +252,9 @@ impl PreparedCommit {
         })
     }
 
-    /// Step 5: removes the instant's base files, then its timeline files.
+    /// Step 5: removes the instant's base files (several at once), then its timeline files.
     pub async fn abort(&self, table: &HudiTable) -> Result<(), TableError> {
-        for relative in &self.written {
-            table.delete(relative).await?;
-        }
+        at_once(self.written.iter().map(|r| table.delete(r))).await?;
         withdraw(table, &self.instant).await
     }
 }

@@ -38,17 +38,13 @@ use super::merge::{conform_all, merge_group, IncomingRows, MergeTarget};
 use super::open::{commit_schema, existing_data_schema, job_table_config, open_or_create};
 use super::plan::{locate_keys, place_rows, GroupPlan};
 use super::schema::avro_schema;
-use super::table::{encode_base_file, HudiTable, TableError};
+use super::table::{at_once, encode_base_file, HudiTable, TableError};
 use super::timeline::{new_instant_time, BaseFile, FileGroups, Timeline};
 use crate::sinks::{JobRows, SinkDetails, SinkError, SinkReport, StagedWrite};
 
 /// Rows of a new base file built and encoded at a time: a file group of a million rows is never
 /// in memory whole beside the job's rows.
 const ENCODE_ROWS: usize = 64 * 1024;
-
-/// Small requests to the table's store made at once (partition listings, new partitions'
-/// metadata files): a backfill may touch hundreds of partitions, each a round trip on S3.
-pub(super) const STORE_REQUESTS_AT_ONCE: usize = 16;
 
 /// Tuning of the upsert.
 #[derive(Debug, Clone)]
@@ -248,14 +244,12 @@ async fn plan_instant(
     // The touched partitions are listed first, several at once: each listing is a round trip to
     // the store (a LIST on S3), and they were made one after another. Their groups' keys are
     // then read a partition at a time (a partition can hold millions).
-    let listings: Vec<_> = by_partition
-        .keys()
-        .map(|partition| table.partition_groups(partition, timeline, &replaced))
-        .collect();
-    let listed: Vec<FileGroups> = futures::stream::iter(listings)
-        .buffered(STORE_REQUESTS_AT_ONCE)
-        .try_collect()
-        .await?;
+    let listed: Vec<FileGroups> = at_once(
+        by_partition
+            .keys()
+            .map(|partition| table.partition_groups(partition, timeline, &replaced)),
+    )
+    .await?;
     let mut plans = Vec::new();
     let mut slices_of = BTreeMap::new();
     for ((partition, rows_here), groups) in by_partition.iter().zip(listed) {
@@ -324,14 +318,12 @@ async fn stage_locked(
     // handle writes one with a partition's first file), several at once: each is a round trip
     // to the store, a PUT on S3, and a run's partitions were written one after another before
     // any group began. A rollback finds the instant's partitions in its plan, not by these.
-    let metadata_puts: Vec<_> = figures
-        .partitions_created
-        .iter()
-        .map(|partition| table.write_partition_metadata(partition, &instant))
-        .collect();
-    let partition_metadata = futures::stream::iter(metadata_puts)
-        .buffer_unordered(STORE_REQUESTS_AT_ONCE)
-        .try_collect::<()>();
+    let partition_metadata = at_once(
+        figures
+            .partitions_created
+            .iter()
+            .map(|partition| table.write_partition_metadata(partition, &instant)),
+    );
 
     let table_schema = incoming.table_schema.clone();
     let avro_with_meta =
@@ -358,7 +350,7 @@ async fn stage_locked(
         .map(|group_no| context.rewrite(group_no, &plans[group_no]))
         .buffer_unordered(workers)
         .try_collect::<Vec<RewrittenGroup>>();
-    let ((), mut rewritten) = futures::try_join!(partition_metadata, groups)?;
+    let (_, mut rewritten) = futures::try_join!(partition_metadata, groups)?;
     rewritten.sort_unstable_by_key(|group| group.group_no);
     for group in rewritten {
         let plan = &plans[group.group_no];
