@@ -4,6 +4,7 @@
     source tests/servers/garage.sh          # the S3 test server, on loopback
     python3 benches/s3_round_trips.py --tally target/release/tally --latency-ms 20
     python3 benches/s3_round_trips.py --tally OLD --vs NEW --runs 3    # two builds, in turn
+    python3 benches/s3_round_trips.py --tally target/release/tally --again  # a second run, same table
 
 Loopback answers in well under a millisecond, so a run against Garage alone hides what a request
 costs on AWS S3 (tens of milliseconds). Here a small TCP proxy stands between tally and Garage
@@ -13,8 +14,9 @@ slowed. The province job runs into a new Hudi table (a fresh prefix of the test 
 empty SQLite warehouse, over the 1.8M province of benches/compare.py (--data).
 
 Printed: each request as the proxy saw it (its time from the first, method and key, the table's
-prefix left out), how many there were, and the Hudi sink's seconds as tally reports them. With
---vs, only the sink's seconds per build and run. Requests sent within a few milliseconds of each
+prefix left out), how many there were, and the Hudi sink's seconds as tally reports them; with
+--again, those of a second run over the same files into the same table (every row unchanged: the
+stored keys are read, nothing is written). With --vs, only the sink's seconds per build and run. Requests sent within a few milliseconds of each
 other went at once; a request a round trip after the one before waited for it.
 
 What this does not show: S3's own throughput, multipart uploads of large files, or the
@@ -64,11 +66,11 @@ def proxy(listen_port, target_port, delay, log):
     ready.wait(5)
 
 
-def run(tally, data, port, work):
-    """One run of the province job into a new table behind the proxy; tally's report."""
+def run(tally, data, port, work, table=None):
+    """One run of the province job into `table` (a new one by default) behind the proxy."""
     env = dict(os.environ, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{port}", AWS_ALLOW_HTTP="true")
     bucket = os.environ.get("TALLY_TEST_S3_BUCKET", "tally-test")
-    table = f"s3://{bucket}/round-trips-{time.time_ns()}/hudi"
+    table = table or f"s3://{bucket}/round-trips-{time.time_ns()}/hudi"
     for name in ("warehouse.db", "state.db"):
         if os.path.exists(os.path.join(work, name)):
             os.remove(os.path.join(work, name))
@@ -79,8 +81,8 @@ def run(tally, data, port, work):
         env=env, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"tally failed:\n{out.stderr}")
-    hudi = re.search(r"hudi .*?, ([\d.]+)s$", out.stdout + out.stderr, re.M)
-    return table, float(hudi.group(1)) if hudi else float("nan")
+    hudi = re.search(r"hudi .*?, ([\d.]+)s$|hudi .*no changes.*$", out.stdout + out.stderr, re.M)
+    return table, float(hudi.group(1)) if hudi and hudi.group(1) else float("nan")
 
 
 def main():
@@ -89,6 +91,7 @@ def main():
     ap.add_argument("--vs", help="a second tally binary, run in turn with --tally")
     ap.add_argument("--latency-ms", type=float, default=20, help="held per piece of an answer (20)")
     ap.add_argument("--runs", type=int, default=1, help="runs per binary (1)")
+    ap.add_argument("--again", action="store_true", help="print a second run's requests, same table")
     ap.add_argument("--data", default="/work/bench/compare/IL-1.8M-seed42/validated",
                     help="the validated province files (benches/compare.py's 1.8M)")
     ap.add_argument("--port", type=int, default=3999, help="the proxy's port (3999)")
@@ -105,6 +108,9 @@ def main():
         for _ in range(args.runs):
             log.clear()
             table, secs = run(args.tally, args.data, args.port, work)
+            if args.again:
+                log.clear()
+                table, secs = run(args.tally, args.data, args.port, work, table)
             prefix = table.split("/", 3)[3].rsplit("/hudi", 1)[0]
             t0 = log[0][0] if log else 0
             for t, line in log:
