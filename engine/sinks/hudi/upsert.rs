@@ -253,7 +253,9 @@ async fn plan_instant(
     let mut plans = Vec::new();
     let mut slices_of = BTreeMap::new();
     for ((partition, rows_here), groups) in by_partition.iter().zip(listed) {
-        let (groups, key_owner) = locate_keys(table, groups).await?;
+        let stored = locate_keys(table, groups).await?;
+        let key_owner = stored.owners();
+        let groups = &stored.groups;
         for latest in groups.iter().filter_map(|g| g.slices.last()) {
             figures.key_files_read += 1;
             figures.key_bytes_read += latest.size;
@@ -266,14 +268,15 @@ async fn plan_instant(
             rows_here,
             &incoming.rows.keys,
             incoming.keys_ascending,
-            &groups,
+            groups,
             &key_owner,
             options.target_file_bytes,
             || format!("{}-0", uuid::Uuid::new_v4()),
         )
         .map_err(|e| table.data_err(e))?;
         plans.extend(placed);
-        slices_of.extend(groups.into_iter().map(|g| (g.file_id, g.slices)));
+        drop(key_owner);
+        slices_of.extend(stored.groups.into_iter().map(|g| (g.file_id, g.slices)));
     }
     Ok((plans, slices_of))
 }
