@@ -202,19 +202,15 @@ pub fn merge_group(
     let mut picks: Vec<Pick> = Vec::new();
     let (mut updates, mut unchanged, mut older) = (0u64, 0u64, 0u64);
     let existing = existing.unwrap_or_else(|| RecordBatch::new_empty(target.schema.clone()));
-    let mut wanted: HashMap<&str, usize> =
-        plan.updates.iter().map(|&r| (keys.value(r), r)).collect();
+    let existing_keys = existing.column(2).as_string::<i32>();
+    let (partners, leftovers) =
+        pair_stored_rows(existing_keys, keys, &plan.updates, incoming.keys_ascending);
     if existing.num_rows() > 0 {
         // Made per incoming batch, the first time one of its rows meets a stored row.
         let mut comparators: Vec<Option<Comparators>> =
             (0..incoming.batches.len()).map(|_| None).collect();
-        let existing_keys = existing.column(2).as_string::<i32>();
-        for e in 0..existing.num_rows() {
-            let incoming_row = existing_keys
-                .is_valid(e)
-                .then(|| wanted.remove(existing_keys.value(e)))
-                .flatten();
-            let Some(i) = incoming_row else {
+        for (e, partner) in partners.into_iter().enumerate() {
+            let Some(i) = partner else {
                 picks.push(Pick::Stored(e));
                 continue;
             };
@@ -249,8 +245,6 @@ pub fn merge_group(
         }
     }
     // Keys the plan expected here but the slice no longer holds are inserted, like new keys.
-    let mut leftovers: Vec<usize> = wanted.into_values().collect();
-    leftovers.sort_unstable();
     let inserts_ascending = incoming.keys_ascending
         && leftovers.is_empty()
         && plan.inserts.windows(2).all(|w| w[0] < w[1]);
@@ -277,6 +271,52 @@ pub fn merge_group(
         unchanged,
         older,
     })
+}
+
+/// Pairs each stored row (`stored` holds their keys) with the incoming row among `updates` that
+/// has its key, and returns the updates no stored row has, in ascending order.
+///
+/// When both sides come in strictly ascending key order (a base file tally wrote, a job whose
+/// keys ascend) the two are walked side by side, a comparison a step: hashing every incoming
+/// key and looking up every stored one was a third of a rerun's merge (the 1.8M province
+/// upserted again into the table holding it). Otherwise, or when a stored key is null or out of
+/// order, by a hash map; both ways give the same pairs (a unit test compares them).
+fn pair_stored_rows(
+    stored: &StringArray,
+    keys: &RecordKeys,
+    updates: &[usize],
+    keys_ascending: bool,
+) -> (Vec<Option<usize>>, Vec<usize>) {
+    let walkable = keys_ascending
+        && updates.windows(2).all(|w| w[0] < w[1])
+        && stored.null_count() == 0
+        && (1..stored.len()).all(|e| stored.value(e - 1) < stored.value(e));
+    if walkable {
+        let mut partners = Vec::with_capacity(stored.len());
+        let mut leftovers = Vec::new();
+        let mut next = updates.iter().copied().peekable();
+        for key in stored.iter().flatten() {
+            // Updates below this stored key have no stored row.
+            while let Some(row) = next.next_if(|&row| keys.value(row) < key) {
+                leftovers.push(row);
+            }
+            partners.push(next.next_if(|&row| keys.value(row) == key));
+        }
+        leftovers.extend(next);
+        return (partners, leftovers);
+    }
+    let mut wanted: HashMap<&str, usize> = updates.iter().map(|&r| (keys.value(r), r)).collect();
+    let partners = (0..stored.len())
+        .map(|e| {
+            stored
+                .is_valid(e)
+                .then(|| wanted.remove(stored.value(e)))
+                .flatten()
+        })
+        .collect();
+    let mut leftovers: Vec<usize> = wanted.into_values().collect();
+    leftovers.sort_unstable();
+    (partners, leftovers)
 }
 
 impl Merged {
@@ -762,6 +802,55 @@ mod tests {
             ]
         );
         assert!((0..b.num_rows()).all(|r| col(4).value(r) == "g-0_7-0-0_2.parquet"));
+    }
+
+    #[test]
+    fn stored_rows_are_paired_side_by_side_as_by_hash() {
+        let incoming: RecordKeys =
+            StringArray::from(vec!["a", "b", "c", "d", "g", "h", "i"]).into();
+        let stored = StringArray::from(vec!["b", "d", "f", "h"]);
+        let all: Vec<usize> = (0..7).collect();
+        let expected = (vec![Some(1), Some(3), None, Some(5)], vec![0, 2, 4, 6]);
+        assert_eq!(pair_stored_rows(&stored, &incoming, &all, true), expected);
+        assert_eq!(pair_stored_rows(&stored, &incoming, &all, false), expected);
+        // Nothing stored, nothing wanted.
+        let none = StringArray::from(Vec::<&str>::new());
+        assert_eq!(
+            pair_stored_rows(&none, &incoming, &all, true),
+            (vec![], all.clone())
+        );
+        assert_eq!(
+            pair_stored_rows(&stored, &incoming, &[], true),
+            (vec![None; 4], vec![])
+        );
+        // A null or an out-of-order stored key: paired by hash, the same way.
+        let odd = StringArray::from(vec![Some("d"), None, Some("b"), Some("h")]);
+        assert_eq!(
+            pair_stored_rows(&odd, &incoming, &all, true),
+            (vec![Some(3), None, Some(1), Some(5)], vec![0, 2, 4, 6])
+        );
+        // Many random subsets: side by side and by hash agree.
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..200 {
+            let mut universe: Vec<String> = (0..40).map(|i| format!("k{i:03}")).collect();
+            universe.retain(|_| rng.bool());
+            let pick = |rng: &mut fastrand::Rng| -> Vec<&str> {
+                universe
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|_| rng.u8(..4) != 0)
+                    .collect()
+            };
+            let (ours, theirs) = (pick(&mut rng), pick(&mut rng));
+            let incoming: RecordKeys = StringArray::from(ours.clone()).into();
+            let stored = StringArray::from(theirs);
+            let updates: Vec<usize> = (0..ours.len()).filter(|_| rng.bool()).collect();
+            assert_eq!(
+                pair_stored_rows(&stored, &incoming, &updates, true),
+                pair_stored_rows(&stored, &incoming, &updates, false),
+                "{ours:?} {updates:?}"
+            );
+        }
     }
 
     #[test]
