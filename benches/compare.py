@@ -16,6 +16,9 @@ validated CSV files and writes the result rows as CSV:
   duckdb         the same aggregation in DuckDB (benches/peers/duckdb_job.py)
   polars         the same aggregation in Polars (benches/peers/polars_job.py)
   pyspark        the reference implementation's Spark logic, local[2] (benches/peers/pyspark_reference.py)
+  tally-rerun    on request: tally run again into a Hudi table and SQLite warehouse that already
+                 hold the province (made once, untimed): every row is looked up, compared and
+                 found unchanged, as when a province's cumulative files are run again the same day
   tally-cluster  on request: tally run --cluster over a Ballista scheduler and two executors of one
                  slot each on loopback (a tally built with --features distributed): what the
                  cluster costs against a local run on the same cores. Its rows must equal tally's
@@ -55,7 +58,7 @@ ALL_ENGINES = ["tally", "tally-parquet", "tally-sinks", "duckdb", "polars", "pys
 # Processes of this harness that outlive a measured run (LocalCluster's scheduler and executors).
 SERVERS = set()
 # Engines run only when named in --engines.
-EXTRA_ENGINES = ["tally-cluster"]
+EXTRA_ENGINES = ["tally-cluster", "tally-rerun"]
 
 
 def parse_count(text):
@@ -266,6 +269,10 @@ def engine_command(engine, tally, data, province, work, times_json, cluster=None
         return [str(tally), "-q", *jobs, "run", "--job", "province_sales", "--province", province,
                 "--input", str(validated), "--table", str(work / "hudi"),
                 "--warehouse", f"sqlite://{work / 'warehouse.db'}", "--state", state], None
+    if engine == "tally-rerun":
+        return [str(tally), "-q", *jobs, "run", "--job", "province_sales", "--province", province,
+                "--input", str(validated), "--table", str(work / "rerun-hudi"),
+                "--warehouse", f"sqlite://{work / 'rerun-warehouse.db'}", "--state", state], None
     if engine == "duckdb":
         return [sys.executable, str(PEERS / "duckdb_job.py"), str(validated), province,
                 str(times_json), str(out)], None
@@ -376,6 +383,14 @@ def main():
         for engine in engines:
             runs = []
             cluster = LocalCluster(tally, work) if engine == "tally-cluster" else None
+            if engine == "tally-rerun":
+                # The table and warehouse every timed run upserts into again, made once, untimed.
+                cmd, _ = engine_command(engine, tally, data, args.province, work, times_json)
+                shutil.rmtree(work / "rerun-hudi", ignore_errors=True)
+                (work / "rerun-warehouse.db").unlink(missing_ok=True)
+                made = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+                if made.returncode != 0:
+                    raise SystemExit(f"tally-rerun's first run failed at {label(count)}:\n{made.stderr[-3000:]}")
             for i in range(args.spark_repeat if engine == "pyspark" else args.repeat):
                 cmd, stdout = engine_command(engine, tally, data, args.province, work, times_json, cluster)
                 clear_output(engine, work)
