@@ -243,7 +243,7 @@ async fn plan_instant(
     let replaced: HashSet<String> = table.replaced_file_ids(timeline).await?;
     // The touched partitions are listed first, several at once: each listing is a round trip to
     // the store (a LIST on S3), and they were made one after another. Their groups' keys are
-    // then read a partition at a time (a partition can hold millions).
+    // then read a partition ahead of the planning (a partition can hold millions).
     let listed: Vec<FileGroups> = at_once(
         by_partition
             .keys()
@@ -252,8 +252,19 @@ async fn plan_instant(
     .await?;
     let mut plans = Vec::new();
     let mut slices_of = BTreeMap::new();
-    for ((partition, rows_here), groups) in by_partition.iter().zip(listed) {
-        let stored = locate_keys(table, groups).await?;
+    // A partition's stored keys are read while the one before it is planned (two partitions'
+    // keys in memory at most): on S3 each read is a few round trips.
+    let reads: Vec<_> = listed
+        .into_iter()
+        .map(|groups| locate_keys(table, groups))
+        .collect();
+    let mut stored_keys = futures::stream::iter(reads).buffered(2);
+    for (partition, rows_here) in &by_partition {
+        // One read per listed partition, in order: a missing one is a bug, not a partition to skip.
+        let stored = stored_keys
+            .next()
+            .await
+            .ok_or_else(|| table.err(format!("partition `{partition}` was not listed")))??;
         let key_owner = stored.owners();
         let groups = &stored.groups;
         for latest in groups.iter().filter_map(|g| g.slices.last()) {
