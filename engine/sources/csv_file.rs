@@ -18,14 +18,14 @@ use object_store::ObjectStoreExt;
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::{BadRow, KeyCheck, RankedFile, SourceStats, BATCH_ROWS};
+use super::{BadRow, KeyCheck, RankedFile, ScanColumns, SourceStats, BATCH_ROWS};
 use crate::layout::{trim_field, ColumnType, Layout, Parsed, RowText};
 
 #[derive(Debug)]
 pub(crate) struct CsvPartition {
     pub file: RankedFile,
     pub layout: Layout,
-    pub schema: SchemaRef,
+    pub columns: ScanColumns,
     pub stats: Arc<SourceStats>,
     /// Set when the file is read in a key range: every row's key is checked against it.
     pub key_check: Option<KeyCheck>,
@@ -33,7 +33,7 @@ pub(crate) struct CsvPartition {
 
 impl PartitionStream for CsvPartition {
     fn schema(&self) -> &SchemaRef {
-        &self.schema
+        &self.columns.schema
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
@@ -43,7 +43,7 @@ impl PartitionStream for CsvPartition {
         let reader = CsvReader {
             ranked: self.file.clone(),
             layout: self.layout.clone(),
-            schema: self.schema.clone(),
+            columns: self.columns.clone(),
             stats: self.stats.clone(),
             key_check: self.key_check.clone(),
         };
@@ -94,7 +94,10 @@ impl PartitionStream for CsvPartition {
         let batches = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|batch| (batch, rx))
         });
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
+        Box::pin(RecordBatchStreamAdapter::new(
+            self.columns.schema.clone(),
+            batches,
+        ))
     }
 }
 
@@ -147,7 +150,7 @@ impl ColumnBuilder {
 struct CsvReader {
     ranked: RankedFile,
     layout: Layout,
-    schema: SchemaRef,
+    columns: ScanColumns,
     stats: Arc<SourceStats>,
     key_check: Option<KeyCheck>,
 }
@@ -501,11 +504,11 @@ impl<'a> RowSink<'a> {
     fn send(&mut self) -> bool {
         let CsvReader {
             ranked,
-            schema,
+            columns,
             stats,
             ..
         } = self.reader;
-        send_batch(&mut self.builders, ranked, schema, stats, self.tx)
+        send_batch(&mut self.builders, ranked, columns, stats, self.tx)
     }
 
     fn count_bytes(&mut self, upto: u64) {
@@ -521,7 +524,7 @@ impl<'a> RowSink<'a> {
 fn send_batch(
     builders: &mut [ColumnBuilder],
     file: &RankedFile,
-    schema: &SchemaRef,
+    columns: &ScanColumns,
     stats: &SourceStats,
     tx: &mpsc::Sender<Result<RecordBatch>>,
 ) -> bool {
@@ -530,10 +533,7 @@ fn send_batch(
         .iter_mut()
         .map(ColumnBuilder::finish)
         .collect::<Result<Vec<_>>>()
-        .and_then(|mut columns| {
-            columns.extend(file.lineage_columns(rows));
-            Ok(RecordBatch::try_new(schema.clone(), columns)?)
-        });
+        .and_then(|made| Ok(columns.batch(&made, file)?));
     let ok = batch.is_ok();
     stats.rows_in.fetch_add(rows as u64, Ordering::Relaxed);
     tx.blocking_send(batch).is_ok() && ok

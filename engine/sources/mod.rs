@@ -26,7 +26,8 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::datasource::MemTable;
 
 use crate::layout::Layout;
@@ -134,22 +135,79 @@ pub struct RankedFile {
 }
 
 impl RankedFile {
-    /// The lineage columns for a batch of `rows` rows from this file.
-    pub(crate) fn lineage_columns(&self, rows: usize) -> [ArrayRef; 3] {
-        [
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+    /// Lineage column `which` (0: `source_file`, 1: `source_time`, 2: `source_rank`, the order of
+    /// [`lineage_fields`]) for a batch of `rows` rows from this file.
+    fn lineage_column(&self, which: usize, rows: usize) -> ArrayRef {
+        match which {
+            0 => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
                 self.file.url.as_str(),
                 rows,
             ))),
-            Arc::new(
-                TimestampMicrosecondArray::from_iter_values(std::iter::repeat_n(
+            1 => Arc::new(
+                TimestampMicrosecondArray::from_value(
                     self.file.source_time.timestamp_micros(),
                     rows,
-                ))
+                )
                 .with_timezone("UTC"),
             ),
-            Arc::new(Int64Array::from_value(self.rank, rows)),
-        ]
+            _ => Arc::new(Int64Array::from_value(self.rank, rows)),
+        }
+    }
+}
+
+/// The columns a file reader hands on, as the scan keeps them: its projection of the layout's
+/// columns and the lineage columns ([`input_schema`]), in the projection's order.
+///
+/// A reader makes the layout's columns and then [`ScanColumns::batch`] picks the kept ones and
+/// makes only the lineage columns kept: `source_file` repeats a file's URL on every row (126 MB
+/// of text for a 1.8M-transaction province), and the province job never reads it from the rows
+/// (it joins the files table on `source_rank` instead).
+#[derive(Debug, Clone)]
+pub(crate) struct ScanColumns {
+    /// The batches' schema.
+    pub schema: SchemaRef,
+    /// Each kept column's index in [`input_schema`]: a layout column below `layout_columns`,
+    /// a lineage column from there.
+    kept: Vec<usize>,
+    layout_columns: usize,
+}
+
+impl ScanColumns {
+    /// The columns of `projection` (indices into [`input_schema`]; `None`: all of them).
+    pub fn new(layout: &Layout, projection: Option<&[usize]>) -> Result<ScanColumns, ArrowError> {
+        let full = input_schema(layout);
+        let kept: Vec<usize> = match projection {
+            Some(p) => p.to_vec(),
+            None => (0..full.fields().len()).collect(),
+        };
+        Ok(ScanColumns {
+            schema: Arc::new(full.project(&kept)?),
+            kept,
+            layout_columns: layout.columns.len(),
+        })
+    }
+
+    /// A batch of the kept columns of `layout_columns` (every layout column, in order, each of
+    /// the same length) and of `file`'s lineage.
+    pub fn batch(
+        &self,
+        layout_columns: &[ArrayRef],
+        file: &RankedFile,
+    ) -> Result<RecordBatch, ArrowError> {
+        let rows = layout_columns.first().map_or(0, |c| c.len());
+        let columns = self
+            .kept
+            .iter()
+            .map(|&i| match layout_columns.get(i) {
+                Some(column) => column.clone(),
+                None => file.lineage_column(i - self.layout_columns, rows),
+            })
+            .collect();
+        RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
     }
 }
 

@@ -17,7 +17,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use futures::{StreamExt, TryStreamExt};
 
-use super::{BadRow, KeyCheck, RankedFile, SourceStats, BATCH_ROWS};
+use super::{BadRow, KeyCheck, RankedFile, ScanColumns, SourceStats, BATCH_ROWS};
 use crate::layout::{ColumnType, FieldRef, Layout};
 use crate::storage::ObjectFileReader;
 
@@ -25,7 +25,7 @@ use crate::storage::ObjectFileReader;
 pub(crate) struct ParquetPartition {
     pub file: RankedFile,
     pub layout: Layout,
-    pub schema: SchemaRef,
+    pub columns: ScanColumns,
     pub stats: Arc<SourceStats>,
     /// Set when the file is read in a key range: every row's key is checked against it.
     pub key_check: Option<KeyCheck>,
@@ -33,14 +33,14 @@ pub(crate) struct ParquetPartition {
 
 impl PartitionStream for ParquetPartition {
     fn schema(&self) -> &SchemaRef {
-        &self.schema
+        &self.columns.schema
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (ranked, layout, schema, stats, key_check) = (
+        let (ranked, layout, scan_columns, stats, key_check) = (
             self.file.clone(),
             self.layout.clone(),
-            self.schema.clone(),
+            self.columns.clone(),
             self.stats.clone(),
             self.key_check.clone(),
         );
@@ -91,11 +91,22 @@ impl PartitionStream for ParquetPartition {
                 let first_row = rows_before;
                 rows_before += batch.num_rows() as u64;
                 let check = key_check.as_ref();
-                convert(batch, first_row, &ranked, &layout, &schema, &stats, check)
+                convert(
+                    batch,
+                    first_row,
+                    &ranked,
+                    &layout,
+                    &scan_columns,
+                    &stats,
+                    check,
+                )
             }))
         })
         .try_flatten();
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
+        Box::pin(RecordBatchStreamAdapter::new(
+            self.columns.schema.clone(),
+            batches,
+        ))
     }
 }
 
@@ -123,20 +134,20 @@ fn check_convertible(url: &str, name: &str, want: ColumnType, have: &DataType) -
 
 /// Converts one batch (its first row is the file's row `first_row + 1`) to the declared types,
 /// refusing (and dropping) rows with nulls or values that do not parse, checks the kept rows' keys
-/// when the file is read in a key range, then adds the lineage columns.
+/// when the file is read in a key range, then keeps the scan's columns ([`ScanColumns`]).
 fn convert(
     batch: RecordBatch,
     first_row: u64,
     ranked: &RankedFile,
     layout: &Layout,
-    schema: &SchemaRef,
+    scan_columns: &ScanColumns,
     stats: &SourceStats,
     key_check: Option<&KeyCheck>,
 ) -> Result<RecordBatch> {
     let file = &ranked.file;
     let rows = batch.num_rows();
     let mut keep = vec![true; rows];
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(layout.columns.len());
     for col in &layout.columns {
         let source = batch
             .column_by_name(&col.name)
@@ -202,11 +213,10 @@ fn convert(
             .collect::<std::result::Result<_, _>>()?;
     }
     let kept = rows - dropped;
-    columns.extend(ranked.lineage_columns(kept));
     stats
         .rows_in
         .fetch_add(kept as u64, std::sync::atomic::Ordering::Relaxed);
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    Ok(scan_columns.batch(&columns, ranked)?)
 }
 
 /// Parses a string column with the declared type's strict rules; unparsable values become nulls

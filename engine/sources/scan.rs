@@ -56,7 +56,8 @@ use serde::{Deserialize, Serialize};
 
 use super::file_keys::{KeyCheck, KeyRanges};
 use super::{
-    csv_file, input_schema, parquet_file, InputFile, InputFormat, RankedFile, SourceStats,
+    csv_file, input_schema, parquet_file, InputFile, InputFormat, RankedFile, ScanColumns,
+    SourceStats,
 };
 use crate::layout::{ColumnType, Layout, LayoutError};
 use crate::storage::Location;
@@ -430,8 +431,8 @@ pub struct ReadSpec {
 #[derive(Debug)]
 struct Readers {
     layout: Layout,
-    /// The layout's columns and the lineage columns, as the readers make them.
-    file_schema: SchemaRef,
+    /// The columns the readers hand on: the scan's projection.
+    columns: ScanColumns,
     opener: Opener,
     stats: Arc<SourceStats>,
     /// Set when the partitions read key ranges.
@@ -442,9 +443,9 @@ impl Readers {
     /// The reader of one file.
     async fn open(&self, spec: &FileSpec) -> Result<Arc<dyn PartitionStream>> {
         let file = self.opener.open(spec).await?;
-        let (layout, schema, stats) = (
+        let (layout, columns, stats) = (
             self.layout.clone(),
-            self.file_schema.clone(),
+            self.columns.clone(),
             self.stats.clone(),
         );
         let key_check = self
@@ -455,14 +456,14 @@ impl Readers {
             InputFormat::Csv => Arc::new(csv_file::CsvPartition {
                 file,
                 layout,
-                schema,
+                columns,
                 stats,
                 key_check,
             }),
             InputFormat::Parquet => Arc::new(parquet_file::ParquetPartition {
                 file,
                 layout,
-                schema,
+                columns,
                 stats,
                 key_check,
             }),
@@ -542,7 +543,7 @@ impl InputScanExec {
         key_ranges: Option<Arc<ScanKeyRanges>>,
     ) -> Result<InputScanExec> {
         let readers = Arc::new(Readers {
-            file_schema: input_schema(&layout),
+            columns: ScanColumns::new(&layout, read.projection.as_deref())?,
             layout,
             opener,
             stats,
@@ -556,10 +557,7 @@ impl InputScanExec {
         read: ReadSpec,
         readers: Arc<Readers>,
     ) -> Result<InputScanExec> {
-        let schema = match &read.projection {
-            Some(p) => Arc::new(readers.file_schema.project(p)?),
-            None => readers.file_schema.clone(),
-        };
+        let schema = readers.columns.schema.clone();
         let partitions = work.properties().partitioning.partition_count();
         let properties = readers.properties(schema, partitions)?;
         Ok(InputScanExec {
@@ -610,10 +608,9 @@ impl DisplayAs for InputScanExec {
                 ranges.column, ranges.split_points
             )?;
         }
-        if let Some(p) = &self.read.projection {
-            let names: Vec<&str> = p
-                .iter()
-                .map(|&i| self.readers.file_schema.field(i).name().as_str())
+        if self.read.projection.is_some() {
+            let names: Vec<&str> = (self.readers.columns.schema.fields().iter())
+                .map(|field| field.name().as_str())
                 .collect();
             write!(f, ", projection=[{}]", names.join(", "))?;
         }
@@ -683,7 +680,6 @@ impl ExecutionPlan for InputScanExec {
     ) -> Result<SendableRecordBatchStream> {
         let work = self.work.execute(partition, ctx.clone())?;
         let schema = self.schema();
-        let projection = self.read.projection.clone();
         let readers = self.readers.clone();
         // Each work row is one file, its rows given in the files' order. The next file is opened
         // and its reader started (on a task of its own: a stream is only polled for its next
@@ -709,11 +705,7 @@ impl ExecutionPlan for InputScanExec {
                 }
             })
             .try_buffered(FILES_STARTED_AHEAD + 1)
-            .try_flatten()
-            .map(move |batch| match &projection {
-                Some(p) => batch.and_then(|b| b.project(p).map_err(Into::into)),
-                None => batch,
-            });
+            .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 
