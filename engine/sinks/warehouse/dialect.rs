@@ -225,6 +225,26 @@ impl TableSpec {
             .join(" OR ")
     }
 
+    /// SQLite: the stored rows whose key lies between two keys (parameters `1..=k` and
+    /// `k+1..=2k`, both ends included), their data columns in order, by key.
+    pub fn stored_key_range(&self) -> String {
+        let marks = |from: usize| {
+            (from..from + self.key.len())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "SELECT {columns} FROM {table} WHERE ({keys}) >= ({low}) AND ({keys}) <= ({high}) \
+             ORDER BY {keys}",
+            columns = self.column_list(),
+            table = ident(&self.name),
+            keys = self.key_list(),
+            low = marks(1),
+            high = marks(1 + self.key.len()),
+        )
+    }
+
     /// An upsert's conflict clause (SQLite, PostgreSQL): a row whose key is stored replaces the
     /// stored row when its precombine value is newer or equal and something differs.
     fn on_conflict(&self) -> String {

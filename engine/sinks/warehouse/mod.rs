@@ -15,6 +15,7 @@ pub mod redshift_data;
 pub mod sql;
 pub mod sqlite;
 mod sqlite_rows;
+mod sqlite_unchanged;
 mod writeback;
 
 use std::sync::{Arc, Mutex};

@@ -26,12 +26,13 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{RecordBatch, UInt32Array};
 use rusqlite::OpenFlags;
 use tokio::sync::oneshot;
 
 use super::dialect::{ident, Dialect, TableSpec, SQLITE_TIME_FORMAT};
 use super::sqlite_rows::{write_through, BorrowingStatement, BoundColumn};
+use super::sqlite_unchanged::UnchangedRows;
 use super::writeback::EarlyWriteback;
 use crate::sinks::{SinkError, SinkReport, StagedWrite};
 
@@ -327,6 +328,10 @@ impl Writer {
                 conn,
                 &statement(&spec, ROWS_PER_STATEMENT, many_write),
             )?,
+            unchanged: match many_write {
+                Write::Upsert => Some(UnchangedRows::prepare(conn, &spec)?),
+                Write::Insert => None,
+            },
             many_write,
             spec,
             rows: 0,
@@ -354,6 +359,9 @@ struct Load<'c> {
     many: BorrowingStatement<'c>,
     /// What `many` does.
     many_write: Write,
+    /// The stored rows' scan that spares unchanged rows their upsert (a table that held rows
+    /// when the load began).
+    unchanged: Option<UnchangedRows<'c>>,
     /// Rows upserted so far (the job's output row number of the next batch's first row, less 1).
     rows: u64,
     /// Rows inserted or changed so far.
@@ -365,7 +373,8 @@ struct Load<'c> {
 }
 
 impl Load<'_> {
-    /// Upserts one batch's rows.
+    /// Upserts one batch's rows; into a table that held rows, those it holds unchanged are
+    /// left out ([`UnchangedRows`]).
     fn upsert(&mut self, batch: &RecordBatch, updated_at: &str) -> Result<(), SqliteError> {
         let columns: Vec<BoundColumn> = self
             .spec
@@ -378,22 +387,61 @@ impl Load<'_> {
                 BoundColumn::new(col).map_err(SqliteError::Convert)
             })
             .collect::<Result<_, _>>()?;
+        let rows = batch.num_rows();
+        let unchanged = match &mut self.unchanged {
+            Some(scan) => scan.find(&columns, rows)?,
+            None => Vec::new(),
+        };
+        if unchanged.iter().any(|&u| u) {
+            // The rows to write, and where each was in the batch (to name it in an error).
+            let kept: Vec<u32> = (0..rows as u32)
+                .filter(|&r| !unchanged[r as usize])
+                .collect();
+            let kept_columns = {
+                let indices = UInt32Array::from(kept.clone());
+                columns
+                    .iter()
+                    .map(|c| c.take(&indices))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(SqliteError::Convert)?
+            };
+            self.write(&kept_columns, kept.len(), updated_at, |r| kept[r] as usize)?;
+        } else {
+            self.write(&columns, rows, updated_at, |r| r)?;
+        }
+        self.rows += rows as u64;
+        if let Some(writeback) = &mut self.writeback {
+            writeback.nudge();
+        }
+        Ok(())
+    }
+
+    /// Upserts (or inserts, see [`Write`]) `rows` rows of `columns`, whose row `r` is row
+    /// `in_batch(r)` of the batch being loaded.
+    fn write(
+        &mut self,
+        columns: &[BoundColumn],
+        rows: usize,
+        updated_at: &str,
+        in_batch: impl Fn(usize) -> usize,
+    ) -> Result<(), SqliteError> {
         let first_row_no = self.rows + 1;
+        let row_no = |r: usize| first_row_no + in_batch(r) as u64;
         let one = &mut self.one;
         // Upserts one row through the one-row statement, naming it if SQLite refuses it.
         let mut upsert_one = |row: usize| -> Result<u64, SqliteError> {
-            one.execute(updated_at, &columns, row..row + 1)
+            one.execute(updated_at, columns, row..row + 1)
                 .map(|n| n as u64)
                 .map_err(|source| SqliteError::Row {
-                    row: first_row_no + row as u64,
+                    row: row_no(row),
                     source,
                 })
         };
         let mut row = 0;
-        while row + ROWS_PER_STATEMENT <= batch.num_rows() {
+        while row + ROWS_PER_STATEMENT <= rows {
             match self
                 .many
-                .execute(updated_at, &columns, row..row + ROWS_PER_STATEMENT)
+                .execute(updated_at, columns, row..row + ROWS_PER_STATEMENT)
             {
                 Ok(n) => self.changed += n as u64,
                 // The failed statement's rows go again one by one, so the error names the row.
@@ -407,8 +455,8 @@ impl Load<'_> {
                         // Every row went in on its own: the insert failed on a key that two
                         // of its rows share, which the job's rows must not have.
                         return Err(SqliteError::RepeatedKey {
-                            first: first_row_no + row as u64,
-                            last: first_row_no + (row + ROWS_PER_STATEMENT - 1) as u64,
+                            first: row_no(row),
+                            last: row_no(row + ROWS_PER_STATEMENT - 1),
                             source,
                         });
                     }
@@ -416,12 +464,8 @@ impl Load<'_> {
             }
             row += ROWS_PER_STATEMENT;
         }
-        for r in row..batch.num_rows() {
+        for r in row..rows {
             self.changed += upsert_one(r)?;
-        }
-        self.rows += batch.num_rows() as u64;
-        if let Some(writeback) = &mut self.writeback {
-            writeback.nudge();
         }
         Ok(())
     }
@@ -792,6 +836,68 @@ mod tests {
                 "row {i}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn rows_stored_unchanged_are_left_out_and_a_refused_row_is_still_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("wh.db");
+        let location = db.to_str().unwrap();
+        // Every third key of a statement and a half is stored first.
+        let n = ROWS_PER_STATEMENT + ROWS_PER_STATEMENT / 2;
+        let all = many(n, None);
+        let first: Vec<_> = all.iter().step_by(3).cloned().collect();
+        let (spec, batch) = rows(&borrowed(&first));
+        load(location, &spec, batch).await;
+        // Then every key, in key order: the stored ones unchanged but one, whose cents and
+        // source are newer.
+        let mut second = all.clone();
+        second[3].2 += 1000;
+        second[3].3 += 1;
+        let (_, batch) = rows(&borrowed(&second));
+        let report = load(location, &spec, batch).await;
+        let stored_before = first.len();
+        assert!(
+            report.summary.contains(&format!(
+                "{} rows inserted or replaced, {} unchanged or older",
+                n - stored_before + 1,
+                stored_before - 1
+            )),
+            "{}",
+            report.summary
+        );
+        let stored = stored(&db);
+        assert_eq!(stored.len(), n);
+        assert_eq!(stored[3].2, "10.04");
+        assert_eq!(stored[4].2, "0.05");
+
+        // Unchanged rows before a refused one (a NULL source time, which the table's NOT NULL
+        // refuses) are left out; the error names the refused row by its place in the job's
+        // output all the same.
+        let (_, batch) = rows(&borrowed(&second));
+        let times: TimestampMicrosecondArray = (0..n as i64)
+            .map(|i| (i != 200).then_some(i + 1 + i64::from(i == 3)))
+            .collect::<TimestampMicrosecondArray>()
+            .with_timezone("UTC");
+        let mut columns = batch.columns().to_vec();
+        columns[3] = Arc::new(times);
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(
+                batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect::<Vec<_>>(),
+            )),
+            columns,
+        )
+        .unwrap();
+        let err = match stage(location, "t", &spec, &[batch], true).await {
+            Ok(_) => panic!("a NULL key was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("row 201 of the job's output"), "{err}");
     }
 
     #[tokio::test]

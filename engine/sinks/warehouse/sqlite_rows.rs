@@ -20,8 +20,10 @@ use std::marker::PhantomData;
 use std::ops::Range;
 use std::ptr::NonNull;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray, StringBuilder};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, StringArray, StringBuilder, UInt32Array,
+};
+use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Int64Type, TimeUnit, TimestampMicrosecondType,
 };
@@ -53,6 +55,34 @@ impl BoundColumn {
                 BoundColumn::Text(decimal_text(col.as_primitive::<Decimal128Type>(), *scale))
             }
             _ => BoundColumn::Text(cast(col, &DataType::Utf8)?.as_string::<i32>().clone()),
+        })
+    }
+}
+
+/// One value of a [`BoundColumn`], as it is bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BoundValue<'a> {
+    Null,
+    Int(i64),
+    Text(&'a str),
+}
+
+impl BoundColumn {
+    /// Row `row`'s value.
+    pub fn value(&self, row: usize) -> BoundValue<'_> {
+        match self {
+            BoundColumn::Int(a) if a.is_null(row) => BoundValue::Null,
+            BoundColumn::Int(a) => BoundValue::Int(a.value(row)),
+            BoundColumn::Text(a) if a.is_null(row) => BoundValue::Null,
+            BoundColumn::Text(a) => BoundValue::Text(a.value(row)),
+        }
+    }
+
+    /// The rows `rows` (indices into this column), in that order.
+    pub fn take(&self, rows: &UInt32Array) -> Result<BoundColumn, ArrowError> {
+        Ok(match self {
+            BoundColumn::Int(a) => BoundColumn::Int(take(a, rows, None)?.as_primitive().clone()),
+            BoundColumn::Text(a) => BoundColumn::Text(take(a, rows, None)?.as_string().clone()),
         })
     }
 }

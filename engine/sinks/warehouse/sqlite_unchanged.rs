@@ -1,0 +1,281 @@
+//! Rows a SQLite upsert would leave as they are, found by reading the stored rows of a batch's
+//! key range in one ordered scan instead of trying each row.
+//!
+//! A province's cumulative files are delivered again through the day, so most rows of a run
+//! into a warehouse that already holds the province are stored and unchanged. Upserted one by
+//! one, each such row cost SQLite a key search, the conflict and the `WHERE` of its
+//! `DO UPDATE`: 1.13 s of the writer thread for the 781,393 rows of the 1.8M province run again.
+//! When a batch's rows ascend by key (the province job orders them so), [`UnchangedRows::find`]
+//! reads the stored rows between the batch's first and last key (SQLite walks its primary key's
+//! B-tree in order) and walks them beside the batch's rows; the rows found unchanged are not
+//! upserted at all.
+//!
+//! Invariant (why leaving a row out is safe): a row is marked unchanged only when the stored row
+//! with its key holds, in every one of the job's columns, the value the row would bind, of the
+//! same SQLite type (`NULL`, `INTEGER` or `TEXT`) and the same bytes. Its upsert would change
+//! nothing: the conflict's `WHERE` asks for a column that differs, and `updated_at` is only set
+//! with the others. Whatever this walk does not follow (a batch whose keys do not ascend, a key
+//! of a type it does not order, a value stored under another type) leaves rows unmarked, and they
+//! go through the upsert, which decides as before: the scan can only spare work, never skip a
+//! row that would change.
+
+use std::cmp::Ordering;
+
+use rusqlite::types::{Value, ValueRef};
+
+use super::dialect::TableSpec;
+use super::sqlite_rows::{BoundColumn, BoundValue};
+
+/// The range scan of one table's stored rows, prepared on the load's connection.
+pub struct UnchangedRows<'c> {
+    range: rusqlite::Statement<'c>,
+    /// Where each key column is among the job's columns (the scan's columns, in order).
+    keys: Vec<usize>,
+}
+
+impl<'c> UnchangedRows<'c> {
+    /// Prepares the scan of `spec`'s table on `conn`.
+    pub fn prepare(
+        conn: &'c rusqlite::Connection,
+        spec: &TableSpec,
+    ) -> rusqlite::Result<UnchangedRows<'c>> {
+        let names = spec.column_names();
+        let keys = spec
+            .key
+            .iter()
+            .filter_map(|k| names.iter().position(|n| n == k))
+            .collect::<Vec<_>>();
+        if keys.len() != spec.key.len() {
+            return Err(rusqlite::Error::InvalidColumnName(format!(
+                "a key column of {} is not among the job's columns",
+                spec.name
+            )));
+        }
+        Ok(UnchangedRows {
+            range: conn.prepare(&spec.stored_key_range())?,
+            keys,
+        })
+    }
+
+    /// For each of the batch's `rows` rows (its job columns `columns`, in the spec's order):
+    /// whether the table already holds it unchanged (see the module's invariant).
+    pub fn find(&mut self, columns: &[BoundColumn], rows: usize) -> rusqlite::Result<Vec<bool>> {
+        let mut unchanged = vec![false; rows];
+        if rows == 0 || !self.ascending(columns, rows) {
+            return Ok(unchanged);
+        }
+        let bound = |row: usize| {
+            self.keys
+                .iter()
+                .map(move |&k| match columns[k].value(row) {
+                    BoundValue::Null => Value::Null,
+                    BoundValue::Int(v) => Value::Integer(v),
+                    BoundValue::Text(v) => Value::Text(v.to_string()),
+                })
+                .collect::<Vec<_>>()
+        };
+        let ends = [bound(0), bound(rows - 1)].concat();
+        let keys = &self.keys;
+        let mut stored = self.range.query(rusqlite::params_from_iter(ends))?;
+        let mut row = 0;
+        'stored: while let Some(found) = stored.next()? {
+            while row < rows {
+                let mut order = Ordering::Equal;
+                for &k in keys {
+                    match key_order(found.get_ref(k)?, columns[k].value(row)) {
+                        Some(Ordering::Equal) => continue,
+                        Some(other) => {
+                            order = other;
+                            break;
+                        }
+                        // A key this walk cannot place: the rest go through the upsert.
+                        None => break 'stored,
+                    }
+                }
+                match order {
+                    // A stored row the batch does not have.
+                    Ordering::Less => continue 'stored,
+                    // A row the table does not have.
+                    Ordering::Greater => row += 1,
+                    Ordering::Equal => {
+                        let mut same = true;
+                        for (c, column) in columns.iter().enumerate() {
+                            if !same_value(found.get_ref(c)?, column.value(row)) {
+                                same = false;
+                                break;
+                            }
+                        }
+                        unchanged[row] = same;
+                        row += 1;
+                        continue 'stored;
+                    }
+                }
+            }
+            break;
+        }
+        Ok(unchanged)
+    }
+
+    /// Whether the batch's keys ascend strictly in the order the scan returns stored rows.
+    fn ascending(&self, columns: &[BoundColumn], rows: usize) -> bool {
+        (1..rows).all(|row| {
+            for &k in &self.keys {
+                match bound_order(columns[k].value(row - 1), columns[k].value(row)) {
+                    Some(Ordering::Equal) => continue,
+                    Some(Ordering::Less) => return true,
+                    Some(Ordering::Greater) | None => return false,
+                }
+            }
+            false
+        })
+    }
+}
+
+/// How a stored key value and a bound one compare in SQLite's order (integers by value, text by
+/// its bytes, the `BINARY` collation); `None` for pairs this walk does not order.
+fn key_order(stored: ValueRef<'_>, bound: BoundValue<'_>) -> Option<Ordering> {
+    match (stored, bound) {
+        (ValueRef::Integer(a), BoundValue::Int(b)) => Some(a.cmp(&b)),
+        (ValueRef::Text(a), BoundValue::Text(b)) => Some(a.cmp(b.as_bytes())),
+        _ => None,
+    }
+}
+
+/// [`key_order`] for two bound values.
+fn bound_order(a: BoundValue<'_>, b: BoundValue<'_>) -> Option<Ordering> {
+    match (a, b) {
+        (BoundValue::Int(a), BoundValue::Int(b)) => Some(a.cmp(&b)),
+        (BoundValue::Text(a), BoundValue::Text(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
+        _ => None,
+    }
+}
+
+/// Whether a stored value is the bound one: the same type and the same value.
+fn same_value(stored: ValueRef<'_>, bound: BoundValue<'_>) -> bool {
+    match (stored, bound) {
+        (ValueRef::Null, BoundValue::Null) => true,
+        (ValueRef::Integer(a), BoundValue::Int(b)) => a == b,
+        (ValueRef::Text(a), BoundValue::Text(b)) => a == b.as_bytes(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::DataType;
+
+    /// A table keyed by (store, day) with an amount and a count, holding `stored`.
+    fn table(stored: &[(&str, i64, &str, Option<i64>)]) -> (rusqlite::Connection, TableSpec) {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (store TEXT NOT NULL, day INTEGER NOT NULL, amount TEXT, n INTEGER, \
+             updated_at TEXT, PRIMARY KEY (store, day)) WITHOUT ROWID",
+        )
+        .unwrap();
+        for (store, day, amount, n) in stored {
+            conn.execute(
+                "INSERT INTO t VALUES (?1, ?2, ?3, ?4, 'then')",
+                rusqlite::params![store, day, amount, n],
+            )
+            .unwrap();
+        }
+        let spec = TableSpec {
+            name: "t".into(),
+            columns: vec![
+                ("store".into(), DataType::Utf8),
+                ("day".into(), DataType::Int64),
+                ("amount".into(), DataType::Utf8),
+                ("n".into(), DataType::Int64),
+            ],
+            key: vec!["store".into(), "day".into()],
+            precombine: "n".into(),
+            sort_first: "day".into(),
+        };
+        (conn, spec)
+    }
+
+    fn batch(rows: &[(&str, i64, &str, Option<i64>)]) -> Vec<BoundColumn> {
+        vec![
+            BoundColumn::Text(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            BoundColumn::Int(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            BoundColumn::Text(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+            BoundColumn::Int(rows.iter().map(|r| r.3).collect()),
+        ]
+    }
+
+    fn find(
+        stored: &[(&str, i64, &str, Option<i64>)],
+        rows: &[(&str, i64, &str, Option<i64>)],
+    ) -> Vec<bool> {
+        let (conn, spec) = table(stored);
+        let mut scan = UnchangedRows::prepare(&conn, &spec).unwrap();
+        scan.find(&batch(rows), rows.len()).unwrap()
+    }
+
+    #[test]
+    fn only_rows_stored_with_every_value_equal_are_unchanged() {
+        let stored = [
+            ("s1", 1, "1.00", Some(7)),
+            ("s1", 2, "2.00", None),
+            ("s1", 3, "3.00", Some(7)),
+            ("s2", 1, "4.00", Some(7)),
+            ("s3", 1, "5.00", Some(7)),
+        ];
+        let rows = [
+            ("s0", 9, "0.00", Some(7)), // before every stored key
+            ("s1", 1, "1.00", Some(7)), // unchanged
+            ("s1", 2, "2.00", None),    // unchanged, a null included
+            ("s1", 3, "3.01", Some(7)), // an amount differs
+            ("s1", 4, "9.00", Some(7)), // new, between stored keys
+            ("s2", 1, "4.00", Some(8)), // the precombine differs
+            ("s3", 1, "5.00", Some(7)), // unchanged, the last
+        ];
+        assert_eq!(
+            find(&stored, &rows),
+            [false, true, true, false, false, false, true]
+        );
+        // The same rows into an empty table: none.
+        assert_eq!(find(&[], &rows), [false; 7]);
+    }
+
+    #[test]
+    fn a_value_stored_as_another_type_is_not_the_same() {
+        // `amount` is TEXT in the row and INTEGER in the table (no affinity on a plain TEXT
+        // column turns it back): the upsert decides.
+        let (conn, spec) = table(&[]);
+        conn.execute("INSERT INTO t VALUES ('s1', 1, 5, 7, 'then')", [])
+            .unwrap();
+        let mut scan = UnchangedRows::prepare(&conn, &spec).unwrap();
+        let stored_type: String = conn
+            .query_row("SELECT typeof(amount) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            stored_type, "text",
+            "TEXT affinity stores the integer as text"
+        );
+        // Stored as the text '5': the same as a row binding the text "5", not as one binding 5.
+        assert_eq!(
+            scan.find(&batch(&[("s1", 1, "5", Some(7))]), 1).unwrap(),
+            [true]
+        );
+        let as_integer = vec![
+            BoundColumn::Text(StringArray::from(vec!["s1"])),
+            BoundColumn::Int(Int64Array::from(vec![1])),
+            BoundColumn::Int(Int64Array::from(vec![5])),
+            BoundColumn::Int(Int64Array::from(vec![7])),
+        ];
+        assert_eq!(scan.find(&as_integer, 1).unwrap(), [false]);
+    }
+
+    #[test]
+    fn rows_out_of_key_order_are_all_left_to_the_upsert() {
+        let stored = [("s1", 1, "1.00", Some(7)), ("s2", 1, "2.00", Some(7))];
+        let descending = [("s2", 1, "2.00", Some(7)), ("s1", 1, "1.00", Some(7))];
+        assert_eq!(find(&stored, &descending), [false, false]);
+        let repeated = [("s1", 1, "1.00", Some(7)), ("s1", 1, "1.00", Some(7))];
+        assert_eq!(find(&stored, &repeated), [false, false]);
+        assert_eq!(find(&stored, &stored), [true, true]);
+    }
+}
