@@ -10,6 +10,13 @@
 //! B-tree in order) and walks them beside the batch's rows; the rows found unchanged are not
 //! upserted at all.
 //!
+//! The scan is worth it only when the stored rows of a batch's key range are about the batch's
+//! own. A key whose last field is the day (the province job's) puts every stored day of an item
+//! between a batch's first and last key: a week's rows into a warehouse holding a year would read
+//! fifty stored rows for each one it could spare. So a batch's scan reads at most
+//! [`SCAN_ROWS_PER_ROW`] stored rows per row of the batch (and [`SCAN_SLACK`] more); a load whose
+//! batch runs past that stops scanning, and its rows go through the upsert as they did before.
+//!
 //! Invariant (why leaving a row out is safe): a row is marked unchanged only when the stored row
 //! with its key holds, in every one of the job's columns, the value the row would bind, of the
 //! same SQLite type (`NULL`, `INTEGER` or `TEXT`) and the same bytes. Its upsert would change
@@ -26,11 +33,20 @@ use rusqlite::types::{Value, ValueRef};
 use super::dialect::TableSpec;
 use super::sqlite_rows::{BoundColumn, BoundValue};
 
+/// Stored rows a batch's scan may read per row of the batch (see the module docs).
+const SCAN_ROWS_PER_ROW: usize = 2;
+
+/// Stored rows a batch's scan may read beyond [`SCAN_ROWS_PER_ROW`] per row.
+const SCAN_SLACK: usize = 256;
+
 /// The range scan of one table's stored rows, prepared on the load's connection.
 pub struct UnchangedRows<'c> {
     range: rusqlite::Statement<'c>,
     /// Where each key column is among the job's columns (the scan's columns, in order).
     keys: Vec<usize>,
+    /// Set when a batch's scan read more stored rows than it was allowed: the load's later
+    /// batches are not scanned.
+    gave_up: bool,
 }
 
 impl<'c> UnchangedRows<'c> {
@@ -54,6 +70,7 @@ impl<'c> UnchangedRows<'c> {
         Ok(UnchangedRows {
             range: conn.prepare(&spec.stored_key_range())?,
             keys,
+            gave_up: false,
         })
     }
 
@@ -61,7 +78,7 @@ impl<'c> UnchangedRows<'c> {
     /// whether the table already holds it unchanged (see the module's invariant).
     pub fn find(&mut self, columns: &[BoundColumn], rows: usize) -> rusqlite::Result<Vec<bool>> {
         let mut unchanged = vec![false; rows];
-        if rows == 0 || !self.ascending(columns, rows) {
+        if self.gave_up || rows == 0 || !self.ascending(columns, rows) {
             return Ok(unchanged);
         }
         let bound = |row: usize| {
@@ -77,8 +94,15 @@ impl<'c> UnchangedRows<'c> {
         let ends = [bound(0), bound(rows - 1)].concat();
         let keys = &self.keys;
         let mut stored = self.range.query(rusqlite::params_from_iter(ends))?;
+        let mut allowed = rows * SCAN_ROWS_PER_ROW + SCAN_SLACK;
         let mut row = 0;
         'stored: while let Some(found) = stored.next()? {
+            if allowed == 0 {
+                // The stored rows are not this batch's: the rest go through the upsert.
+                self.gave_up = true;
+                break;
+            }
+            allowed -= 1;
             while row < rows {
                 let mut order = Ordering::Equal;
                 for &k in keys {
@@ -267,6 +291,35 @@ mod tests {
             BoundColumn::Int(Int64Array::from(vec![7])),
         ];
         assert_eq!(scan.find(&as_integer, 1).unwrap(), [false]);
+    }
+
+    #[test]
+    fn a_scan_that_reads_far_more_stored_rows_than_its_batch_has_stops_the_load_scanning() {
+        // Forty stored days of 20 items; the batch brings each item's next day: its key range
+        // holds every stored day of its items.
+        let amounts: Vec<String> = (0..40).map(|d| format!("{d}.00")).collect();
+        let items: Vec<String> = (0..20).map(|i| format!("s{i:02}")).collect();
+        let mut stored = Vec::new();
+        for item in &items {
+            for (day, amount) in amounts.iter().enumerate() {
+                stored.push((item.as_str(), day as i64, amount.as_str(), Some(7)));
+            }
+        }
+        let (conn, spec) = table(&stored);
+        let mut scan = UnchangedRows::prepare(&conn, &spec).unwrap();
+        let new_days: Vec<_> = items
+            .iter()
+            .map(|i| (i.as_str(), 40, "1.00", Some(7)))
+            .collect();
+        assert_eq!(scan.find(&batch(&new_days), 20).unwrap(), [false; 20]);
+        assert!(scan.gave_up, "760 stored rows in the range of 20 new ones");
+        // Later batches are not scanned, even rows stored unchanged.
+        assert_eq!(scan.find(&batch(&stored[..3]), 3).unwrap(), [false; 3]);
+        // A new load scans again (a batch of 3 rows may read 262 stored rows; these 3 are the
+        // first of their range).
+        let mut scan = UnchangedRows::prepare(&conn, &spec).unwrap();
+        assert_eq!(scan.find(&batch(&stored[..3]), 3).unwrap(), [true; 3]);
+        assert!(!scan.gave_up);
     }
 
     #[test]
