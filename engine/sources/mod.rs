@@ -194,13 +194,21 @@ impl ScanColumns {
         layout_columns: &[ArrayRef],
         file: &RankedFile,
     ) -> Result<RecordBatch, ArrowError> {
+        if layout_columns.len() != self.layout_columns {
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "{}: a reader made {} columns of a layout of {}",
+                file.file.url,
+                layout_columns.len(),
+                self.layout_columns
+            )));
+        }
         let rows = layout_columns.first().map_or(0, |c| c.len());
         let columns = self
             .kept
             .iter()
-            .map(|&i| match layout_columns.get(i) {
-                Some(column) => column.clone(),
-                None => file.lineage_column(i - self.layout_columns, rows),
+            .map(|&i| match i.checked_sub(self.layout_columns) {
+                None => layout_columns[i].clone(),
+                Some(lineage) => file.lineage_column(lineage, rows),
             })
             .collect();
         RecordBatch::try_new_with_options(
@@ -274,5 +282,80 @@ pub(crate) fn test_file(name: &str, size: u64, rank: i64) -> RankedFile {
             format: InputFormat::Csv,
         },
         rank,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+
+    fn file(rank: i64) -> RankedFile {
+        let url = "file:///in/IL-101-3.csv".to_string();
+        RankedFile {
+            file: InputFile {
+                name: "IL-101-3.csv".into(),
+                url: url.clone(),
+                folder: "file:///in/".into(),
+                store: Arc::new(object_store::memory::InMemory::new()),
+                path: "IL-101-3.csv".into(),
+                local_path: None,
+                size: 0,
+                source_time: chrono::DateTime::from_timestamp(1_772_334_000, 0).unwrap(),
+                format: InputFormat::Csv,
+            },
+            rank,
+        }
+    }
+
+    #[test]
+    fn a_batch_holds_the_kept_columns_in_the_projections_order() {
+        let layouts = crate::layout::LayoutSet::embedded();
+        let layout = layouts.by_name("pos_transactions").unwrap();
+        let full = input_schema(layout);
+        let width = layout.columns.len();
+        // The rank, then the first layout column, then the source file: not in schema order.
+        let columns = ScanColumns::new(layout, Some(&[width + 2, 0, width])).unwrap();
+        let names: Vec<&str> = columns
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [SOURCE_RANK, full.field(0).name().as_str(), SOURCE_FILE]
+        );
+
+        let made: Vec<ArrayRef> = full.fields()[..width]
+            .iter()
+            .map(|f| {
+                datafusion::common::ScalarValue::new_default(f.data_type())
+                    .and_then(|v| v.to_array_of_size(3))
+                    .unwrap()
+            })
+            .collect();
+        let batch = columns.batch(&made, &file(7)).unwrap();
+        assert_eq!(batch.num_rows(), 3);
+        assert_eq!(
+            batch.column(0).as_primitive::<Int64Type>().values(),
+            &[7, 7, 7]
+        );
+        assert!(
+            Arc::ptr_eq(batch.column(1), &made[0]),
+            "a layout column is kept as made"
+        );
+        assert_eq!(
+            batch.column(2).as_string::<i32>().value(2),
+            "file:///in/IL-101-3.csv"
+        );
+
+        // Only lineage kept (a count of rows): the batch still has the rows.
+        let counted = ScanColumns::new(layout, Some(&[width + 2])).unwrap();
+        assert_eq!(counted.batch(&made, &file(1)).unwrap().num_rows(), 3);
+        // A reader that made too few columns is an error, not a panic.
+        let err = columns.batch(&made[1..], &file(7)).unwrap_err().to_string();
+        assert!(err.contains("IL-101-3.csv"), "{err}");
     }
 }
