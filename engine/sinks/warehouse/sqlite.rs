@@ -393,19 +393,17 @@ impl Load<'_> {
             None => Vec::new(),
         };
         if unchanged.iter().any(|&u| u) {
-            // The rows to write, and where each was in the batch (to name it in an error).
-            let kept: Vec<u32> = (0..rows as u32)
-                .filter(|&r| !unchanged[r as usize])
-                .collect();
-            let kept_columns = {
-                let indices = UInt32Array::from(kept.clone());
-                columns
-                    .iter()
-                    .map(|c| c.take(&indices))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(SqliteError::Convert)?
-            };
-            self.write(&kept_columns, kept.len(), updated_at, |r| kept[r] as usize)?;
+            // The rows to write, by where each was in the batch (to name it in an error).
+            let kept =
+                UInt32Array::from_iter_values((0..rows as u32).filter(|&r| !unchanged[r as usize]));
+            let kept_columns = columns
+                .iter()
+                .map(|c| c.take(&kept))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(SqliteError::Convert)?;
+            self.write(&kept_columns, kept.len(), updated_at, |r| {
+                kept.value(r) as usize
+            })?;
         } else {
             self.write(&columns, rows, updated_at, |r| r)?;
         }

@@ -57,17 +57,7 @@ impl BoundColumn {
             _ => BoundColumn::Text(cast(col, &DataType::Utf8)?.as_string::<i32>().clone()),
         })
     }
-}
 
-/// One value of a [`BoundColumn`], as it is bound.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum BoundValue<'a> {
-    Null,
-    Int(i64),
-    Text(&'a str),
-}
-
-impl BoundColumn {
     /// Row `row`'s value.
     pub fn value(&self, row: usize) -> BoundValue<'_> {
         match self {
@@ -85,6 +75,14 @@ impl BoundColumn {
             BoundColumn::Text(a) => BoundColumn::Text(take(a, rows, None)?.as_string().clone()),
         })
     }
+}
+
+/// One value of a [`BoundColumn`], as it is bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BoundValue<'a> {
+    Null,
+    Int(i64),
+    Text(&'a str),
 }
 
 /// Timestamps as [`SQLITE_TIME_FORMAT`] text in UTC; a run of equal times (a file's rows share
@@ -220,11 +218,10 @@ impl<'conn> BorrowingStatement<'conn> {
         for (slot, row) in rows.enumerate() {
             for (c, column) in columns.iter().enumerate() {
                 let index = 2 + slot * width + c;
-                let bound = match column {
-                    BoundColumn::Int(a) if a.is_null(row) => self.bind_null(index),
-                    BoundColumn::Int(a) => self.bind_int(index, a.value(row)),
-                    BoundColumn::Text(a) if a.is_null(row) => self.bind_null(index),
-                    BoundColumn::Text(a) => self.bind_text(index, a.value(row)),
+                let bound = match column.value(row) {
+                    BoundValue::Null => self.bind_null(index),
+                    BoundValue::Int(v) => self.bind_int(index, v),
+                    BoundValue::Text(v) => self.bind_text(index, v),
                 };
                 bound?;
             }

@@ -92,7 +92,6 @@ impl<'c> UnchangedRows<'c> {
                 .collect::<Vec<_>>()
         };
         let ends = [bound(0), bound(rows - 1)].concat();
-        let keys = &self.keys;
         let mut stored = self.range.query(rusqlite::params_from_iter(ends))?;
         let mut allowed = rows * SCAN_ROWS_PER_ROW + SCAN_SLACK;
         let mut row = 0;
@@ -104,27 +103,23 @@ impl<'c> UnchangedRows<'c> {
             }
             allowed -= 1;
             while row < rows {
-                let mut order = Ordering::Equal;
-                for &k in keys {
-                    match key_order(found.get_ref(k)?, columns[k].value(row)) {
-                        Some(Ordering::Equal) => continue,
-                        Some(other) => {
-                            order = other;
-                            break;
-                        }
-                        // A key this walk cannot place: the rest go through the upsert.
-                        None => break 'stored,
-                    }
-                }
+                let order = key_order(&self.keys, |k| {
+                    let stored = Plain::stored(found.get_ref(k)?);
+                    Ok(stored.and_then(|s| s.order(Plain::bound(columns[k].value(row)))))
+                })?;
                 match order {
+                    // A key this walk cannot place: the rest go through the upsert.
+                    None => break 'stored,
                     // A stored row the batch does not have.
-                    Ordering::Less => continue 'stored,
+                    Some(Ordering::Less) => continue 'stored,
                     // A row the table does not have.
-                    Ordering::Greater => row += 1,
-                    Ordering::Equal => {
+                    Some(Ordering::Greater) => row += 1,
+                    Some(Ordering::Equal) => {
                         let mut same = true;
                         for (c, column) in columns.iter().enumerate() {
-                            if !same_value(found.get_ref(c)?, column.value(row)) {
+                            if Plain::stored(found.get_ref(c)?)
+                                != Some(Plain::bound(column.value(row)))
+                            {
                                 same = false;
                                 break;
                             }
@@ -143,45 +138,66 @@ impl<'c> UnchangedRows<'c> {
     /// Whether the batch's keys ascend strictly in the order the scan returns stored rows.
     fn ascending(&self, columns: &[BoundColumn], rows: usize) -> bool {
         (1..rows).all(|row| {
-            for &k in &self.keys {
-                match bound_order(columns[k].value(row - 1), columns[k].value(row)) {
-                    Some(Ordering::Equal) => continue,
-                    Some(Ordering::Less) => return true,
-                    Some(Ordering::Greater) | None => return false,
-                }
-            }
-            false
+            let order = key_order(&self.keys, |k| {
+                let [before, this] = [row - 1, row].map(|r| Plain::bound(columns[k].value(r)));
+                Ok(before.order(this))
+            });
+            matches!(order, Ok(Some(Ordering::Less)))
         })
     }
 }
 
-/// How a stored key value and a bound one compare in SQLite's order (integers by value, text by
-/// its bytes, the `BINARY` collation); `None` for pairs this walk does not order.
-fn key_order(stored: ValueRef<'_>, bound: BoundValue<'_>) -> Option<Ordering> {
-    match (stored, bound) {
-        (ValueRef::Integer(a), BoundValue::Int(b)) => Some(a.cmp(&b)),
-        (ValueRef::Text(a), BoundValue::Text(b)) => Some(a.cmp(b.as_bytes())),
-        _ => None,
+/// A value as the walk compares it: SQLite's storage class and the value's bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Plain<'a> {
+    Null,
+    Int(i64),
+    Text(&'a [u8]),
+}
+
+impl<'a> Plain<'a> {
+    /// A stored value; `None` for a storage class no row binds (`REAL`, `BLOB`).
+    fn stored(value: ValueRef<'a>) -> Option<Plain<'a>> {
+        match value {
+            ValueRef::Null => Some(Plain::Null),
+            ValueRef::Integer(v) => Some(Plain::Int(v)),
+            ValueRef::Text(v) => Some(Plain::Text(v)),
+            ValueRef::Real(_) | ValueRef::Blob(_) => None,
+        }
+    }
+
+    fn bound(value: BoundValue<'a>) -> Plain<'a> {
+        match value {
+            BoundValue::Null => Plain::Null,
+            BoundValue::Int(v) => Plain::Int(v),
+            BoundValue::Text(v) => Plain::Text(v.as_bytes()),
+        }
+    }
+
+    /// How two key values compare in SQLite's order (integers by value, text by its bytes, the
+    /// `BINARY` collation); `None` for pairs this walk does not order.
+    fn order(self, other: Plain<'_>) -> Option<Ordering> {
+        match (self, other) {
+            (Plain::Int(a), Plain::Int(b)) => Some(a.cmp(&b)),
+            (Plain::Text(a), Plain::Text(b)) => Some(a.cmp(b)),
+            _ => None,
+        }
     }
 }
 
-/// [`key_order`] for two bound values.
-fn bound_order(a: BoundValue<'_>, b: BoundValue<'_>) -> Option<Ordering> {
-    match (a, b) {
-        (BoundValue::Int(a), BoundValue::Int(b)) => Some(a.cmp(&b)),
-        (BoundValue::Text(a), BoundValue::Text(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
-        _ => None,
+/// Two keys' order, field by field (`field(k)`: the order of the key column `k`'s values), the
+/// first field that differs deciding; `None` when a field cannot be ordered.
+fn key_order(
+    keys: &[usize],
+    mut field: impl FnMut(usize) -> rusqlite::Result<Option<Ordering>>,
+) -> rusqlite::Result<Option<Ordering>> {
+    for &k in keys {
+        match field(k)? {
+            Some(Ordering::Equal) => continue,
+            decided => return Ok(decided),
+        }
     }
-}
-
-/// Whether a stored value is the bound one: the same type and the same value.
-fn same_value(stored: ValueRef<'_>, bound: BoundValue<'_>) -> bool {
-    match (stored, bound) {
-        (ValueRef::Null, BoundValue::Null) => true,
-        (ValueRef::Integer(a), BoundValue::Int(b)) => a == b,
-        (ValueRef::Text(a), BoundValue::Text(b)) => a == b.as_bytes(),
-        _ => false,
-    }
+    Ok(Some(Ordering::Equal))
 }
 
 #[cfg(test)]
