@@ -87,7 +87,7 @@ enum Command {
 // DataFusion allocates and frees many small buffers; glibc's allocator spent a fifth of a province
 // run in malloc and free, mimalloc a fraction of that. Built without transparent huge pages
 // (feature `no_thp`): with them, every fresh 2 MiB page mimalloc took from the OS was zeroed by
-// the kernel, 40% of the CPU of a run writing a Hudi table (README, Performance).
+// the kernel, 40% of the CPU of a run writing a Hudi table (benches/HISTORY.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

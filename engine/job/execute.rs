@@ -107,7 +107,7 @@ pub struct RunRequest {
 /// The query's memory budget when none is given. At 1 GiB the 10M-transaction province spilled its
 /// final aggregation and sort (11.5 s); at 2 GiB it does not (6.4 s, 1.48 GB peak), and the 50M
 /// province, which spills either way, still peaks at 1.48 GB (measured on the dry run with
-/// `/usr/bin/time -v`; README, Performance).
+/// `/usr/bin/time -v`; benches/HISTORY.md).
 pub const DEFAULT_MEMORY_LIMIT: u64 = 2 << 30;
 
 /// Sees a job's rows while the query makes them, for a sink that writes before the run ends
