@@ -175,6 +175,10 @@ impl HudiTable {
     /// `trans_date=2026-03-01` hive-style).
     pub fn partition_paths(&self, batches: &[RecordBatch]) -> Result<PartitionPaths, TableError> {
         let mut paths = PartitionPaths::default();
+        // Sized once: grown a row at a time, a province's row numbers were copied as it doubled.
+        paths
+            .of_row
+            .reserve_exact(batches.iter().map(RecordBatch::num_rows).sum());
         // A run's rows fall in a few partitions: each path is made once per batch and value, and
         // numbered by the path itself, so values that make one path (a null and an empty
         // string both make the default partition) share its index.

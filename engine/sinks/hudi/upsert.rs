@@ -229,7 +229,13 @@ async fn plan_instant(
     figures: &mut UpsertFigures,
 ) -> Result<(Vec<GroupPlan>, BTreeMap<String, Vec<BaseFile>>), TableError> {
     let paths = &incoming.partitions;
-    let mut rows_of: Vec<Vec<usize>> = vec![Vec::new(); paths.paths.len()];
+    // Each partition's row list sized from a count first: grown a row at a time, a province's
+    // row numbers (27 MB at 3.4M rows) were copied as the lists doubled, on one core.
+    let mut counts = vec![0usize; paths.paths.len()];
+    for &p in &paths.of_row {
+        counts[p as usize] += 1;
+    }
+    let mut rows_of: Vec<Vec<usize>> = counts.into_iter().map(Vec::with_capacity).collect();
     for (row, &p) in paths.of_row.iter().enumerate() {
         rows_of[p as usize].push(row);
     }
