@@ -47,6 +47,42 @@ fn the_bundled_sample_gives_the_hand_computed_sums() {
         .all(|r| r["source_time"] == "2026-03-01T15:00:00.000000Z"));
 }
 
+#[test]
+fn a_dry_run_piped_into_a_reader_that_quits_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, val) = (dir.path().join("raw"), dir.path().join("val"));
+    tally::demo::write_sample_files(&raw).unwrap();
+    validate(&raw, &val);
+    // `tally run --dry-run | head -0`: the pipe's reader is gone before the first row is written.
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("tally"))
+        .current_dir(repo())
+        .env_remove("TALLY_LOG")
+        .args([
+            "--quiet",
+            "run",
+            "--job",
+            "jobs/province_sales.sql",
+            "--province",
+            "WI",
+        ])
+        .arg("--input")
+        .arg(&val)
+        .args(["--dry-run", "--format", "csv"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("error") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("tally run: job province_sales"), "{stderr}");
+}
+
 type Key = (String, String, String);
 
 /// Writes a province of `stores` stores, each with 1–3 cumulative versions (some named against

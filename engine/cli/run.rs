@@ -252,10 +252,12 @@ async fn run_scrubbed(
 fn report(args: &RunArgs, plan: &Plan, outcome: &RunOutcome) -> Result<()> {
     let rows = &outcome.rows;
     if args.dry_run {
-        let stdout = std::io::stdout();
-        let mut out = std::io::BufWriter::new(stdout.lock());
-        write_rows(args.format, &rows.schema, &rows.batches, &mut out)?;
-        out.flush()?;
+        let printed = print_rows(args.format, rows);
+        // `tally run --dry-run | head`: the reader has what it wanted, and a dry run has nothing
+        // else to finish; the summary still goes to stderr.
+        if !printed.as_ref().is_err_and(reader_gone) {
+            printed?;
+        }
     }
     let s = &rows.summary;
     eprintln!(
@@ -283,8 +285,15 @@ fn report(args: &RunArgs, plan: &Plan, outcome: &RunOutcome) -> Result<()> {
     for r in &sinks {
         eprintln!("tally run: {} {}: {}", r.sink, r.target, r.summary);
     }
-    for statement in outcome.follow_up_sql() {
-        println!("{statement}");
+    // After the sinks published: a reader gone from stdout loses these lines, not the run.
+    let statements: Vec<&str> = outcome.follow_up_sql().collect();
+    if !statements.is_empty() {
+        let written = writeln!(std::io::stdout().lock(), "{}", statements.join("\n"));
+        if let Err(e) = written.map_err(anyhow::Error::from) {
+            if !reader_gone(&e) {
+                return Err(e.context("cannot print the statements to run next"));
+            }
+        }
     }
     for bad in &s.bad_row_samples {
         eprintln!("  skipped bad row: {bad}");
@@ -296,6 +305,24 @@ fn report(args: &RunArgs, plan: &Plan, outcome: &RunOutcome) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The rows on stdout, in `format`.
+fn print_rows(format: OutputFormat, rows: &tally::job::RunResult) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    write_rows(format, &rows.schema, &rows.batches, &mut out)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Whether `e` is, at bottom, a write to a pipe whose reader has closed it (`| head`).
+fn reader_gone(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 #[cfg(test)]
