@@ -29,12 +29,18 @@ fn validate(raw: &Path, out: &Path) {
     ]);
 }
 
+/// The bundled sample files, validated under `dir`: the validated folder.
+fn validated_sample(dir: &Path) -> std::path::PathBuf {
+    let (raw, val) = (dir.join("raw"), dir.join("val"));
+    tally::demo::write_sample_files(&raw).unwrap();
+    validate(&raw, &val);
+    val
+}
+
 #[test]
 fn the_bundled_sample_gives_the_hand_computed_sums() {
     let dir = tempfile::tempdir().unwrap();
-    let (raw, val) = (dir.path().join("raw"), dir.path().join("val"));
-    tally::demo::write_sample_files(&raw).unwrap();
-    validate(&raw, &val);
+    let val = validated_sample(dir.path());
     let rows = csv_rows(&dry_run("WI", &val, "csv"));
     assert_eq!(project(&rows, RESULT_COLUMNS), expected_sample());
     // Lineage: the later cumulative file of store s201 won.
@@ -50,9 +56,7 @@ fn the_bundled_sample_gives_the_hand_computed_sums() {
 #[test]
 fn a_dry_run_piped_into_a_reader_that_quits_ends_quietly() {
     let dir = tempfile::tempdir().unwrap();
-    let (raw, val) = (dir.path().join("raw"), dir.path().join("val"));
-    tally::demo::write_sample_files(&raw).unwrap();
-    validate(&raw, &val);
+    let val = validated_sample(dir.path());
     // `tally run --dry-run | head -0`: the pipe's reader is gone before the first row is written.
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("tally"))
         .current_dir(repo())

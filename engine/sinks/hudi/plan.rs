@@ -317,20 +317,14 @@ mod tests {
         assert!(!owners.contains_key(""));
     }
 
+    /// `rows` of `keys` placed in a new partition (no stored group), 300 bytes a new file.
+    fn into_new_partition(rows: &[usize], keys: &RecordKeys, ascending: bool) -> Vec<GroupPlan> {
+        place_rows("p", rows, keys, ascending, &[], &HashMap::new(), 300, ids()).unwrap()
+    }
+
     #[test]
     fn keys_beyond_the_room_start_new_groups_of_the_target_size() {
-        let keys = keys(7);
-        let plans = place_rows(
-            "p",
-            &[0, 1, 2, 3, 4, 5, 6],
-            &keys,
-            false,
-            &[],
-            &HashMap::new(),
-            300,
-            ids(),
-        )
-        .unwrap();
+        let plans = into_new_partition(&[0, 1, 2, 3, 4, 5, 6], &keys(7), false);
         // 100 bytes a row by default: 3 rows per new file.
         let inserts: Vec<&[usize]> = plans.iter().map(|p| p.inserts.as_slice()).collect();
         assert_eq!(inserts, vec![&[0, 1, 2][..], &[3, 4, 5], &[6]]);
@@ -340,18 +334,7 @@ mod tests {
 
     #[test]
     fn ascending_keys_into_a_new_partition_are_all_inserts_in_their_order() {
-        let keys = keys(5);
-        let plans = place_rows(
-            "p",
-            &[4, 0, 2, 1, 3],
-            &keys,
-            true,
-            &[],
-            &HashMap::new(),
-            300,
-            ids(),
-        )
-        .unwrap();
+        let plans = into_new_partition(&[4, 0, 2, 1, 3], &keys(5), true);
         let inserts: Vec<&[usize]> = plans.iter().map(|p| p.inserts.as_slice()).collect();
         assert_eq!(inserts, vec![&[4, 0, 2][..], &[1, 3]]);
         assert!(plans
