@@ -28,7 +28,8 @@ validated CSV files and writes the result rows as CSV:
 Measured per run, for the whole process tree (interpreters and JVM start-up included): wall time,
 CPU time (user + system, exact: this harness is the tree's subreaper and reaps every process) and
 peak memory (the largest resident set any process reached, or the sampled sum over the tree if
-larger). The median run of --repeat is shown. Results are checked: DuckDB's and Polars' rows must
+larger). The median run of --repeat is shown. The runs go round by round, every engine once a
+round, so a machine that slows down during the call slows every engine alike. Results are checked: DuckDB's and Polars' rows must
 equal tally's exactly (keys, amounts and chosen file), or the harness fails.
 
 --profile prints, per size, tally's physical plan as it ran with each operator's metrics (rows,
@@ -380,34 +381,39 @@ def main():
         times_json = work / "file-times.json"
         times_json.write_text(json.dumps(file_times(data / "validated")))
         mb = sum(f.stat().st_size for f in (data / "validated").iterdir()) / 1e6
-        for engine in engines:
-            runs = []
-            cluster = LocalCluster(tally, work) if engine == "tally-cluster" else None
-            if engine == "tally-rerun":
-                # The table and warehouse every timed run upserts into again, made once, untimed.
-                cmd, _ = engine_command(engine, tally, data, args.province, work, times_json)
-                shutil.rmtree(work / "rerun-hudi", ignore_errors=True)
-                (work / "rerun-warehouse.db").unlink(missing_ok=True)
-                made = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-                if made.returncode != 0:
-                    raise SystemExit(f"tally-rerun's first run failed at {label(count)}:\n{made.stderr[-3000:]}")
-            for i in range(args.spark_repeat if engine == "pyspark" else args.repeat):
-                cmd, stdout = engine_command(engine, tally, data, args.province, work, times_json, cluster)
-                clear_output(engine, work)
-                m = measure(cmd, stdout=stdout, cwd=work)
-                if m["rc"] != 0:
-                    if cluster:
-                        cluster.stop()
-                    raise SystemExit(f"{engine} failed at {label(count)} (exit {m['rc']}):\n{m['stderr'][-3000:]}")
-                runs.append(m)
-                print(f"  {label(count):>5} {engine:<14} run {i + 1}: {m['wall']:7.2f} s wall "
-                      f"{m['cpu']:7.2f} s cpu {m['peak_mb']:8.0f} MB", file=sys.stderr, flush=True)
-            if cluster:
+        # Round by round, each engine once a round (PySpark in the first --spark-repeat rounds):
+        # a machine that slows down during the call slows every engine alike, instead of the
+        # engines measured last. tally-cluster's runs come after the rounds, its cluster up only
+        # for them.
+        if "tally-rerun" in engines:
+            # The table and warehouse every timed run upserts into again, made once, untimed.
+            cmd, _ = engine_command("tally-rerun", tally, data, args.province, work, times_json)
+            shutil.rmtree(work / "rerun-hudi", ignore_errors=True)
+            (work / "rerun-warehouse.db").unlink(missing_ok=True)
+            made = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+            if made.returncode != 0:
+                raise SystemExit(f"tally-rerun's first run failed at {label(count)}:\n{made.stderr[-3000:]}")
+        wanted = {e: args.spark_repeat if e == "pyspark" else args.repeat for e in engines}
+        runs = {e: [] for e in engines}
+        rounded = [e for e in engines if e != "tally-cluster"]
+        for _ in range(max(wanted.values(), default=0)):
+            for engine in rounded:
+                if len(runs[engine]) < wanted[engine]:
+                    runs[engine].append(timed_run(engine, tally, data, args.province, work,
+                                                  times_json, count, len(runs[engine]) + 1))
+        if "tally-cluster" in engines:
+            cluster = LocalCluster(tally, work)
+            try:
+                for i in range(wanted["tally-cluster"]):
+                    runs["tally-cluster"].append(timed_run("tally-cluster", tally, data, args.province,
+                                                           work, times_json, count, i + 1, cluster))
+            finally:
                 cluster.stop()
-            median = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
+        for engine in engines:
+            median = sorted(runs[engine], key=lambda r: r["wall"])[len(runs[engine]) // 2]
             results.append({"size": count, "label": label(count), "csv_mb": mb, "engine": engine,
                             "wall": median["wall"], "cpu": median["cpu"], "peak_mb": median["peak_mb"],
-                            "runs": [r["wall"] for r in runs]})
+                            "runs": [r["wall"] for r in runs[engine]]})
         checked = check_same_rows(work, engines)
         for r in results:
             if r["size"] == count:
@@ -426,6 +432,19 @@ def main():
         Path(args.markdown).write_text(tables)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def timed_run(engine, tally, data, province, work, times_json, count, number, cluster=None):
+    """One measured run of `engine`, its output of the run before removed first; a failed run
+    stops the harness with the engine's error."""
+    cmd, stdout = engine_command(engine, tally, data, province, work, times_json, cluster)
+    clear_output(engine, work)
+    m = measure(cmd, stdout=stdout, cwd=work)
+    if m["rc"] != 0:
+        raise SystemExit(f"{engine} failed at {label(count)} (exit {m['rc']}):\n{m['stderr'][-3000:]}")
+    print(f"  {label(count):>5} {engine:<14} run {number}: {m['wall']:7.2f} s wall "
+          f"{m['cpu']:7.2f} s cpu {m['peak_mb']:8.0f} MB", file=sys.stderr, flush=True)
+    return m
 
 
 def tally_profile(tally, data, province, work):
