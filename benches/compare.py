@@ -29,8 +29,9 @@ Measured per run, for the whole process tree (interpreters and JVM start-up incl
 CPU time (user + system, exact: this harness is the tree's subreaper and reaps every process) and
 peak memory (the largest resident set any process reached, or the sampled sum over the tree if
 larger). The median run of --repeat is shown. The runs go round by round, every engine once a
-round, so a machine that slows down during the call slows every engine alike. Results are checked: DuckDB's and Polars' rows must
-equal tally's exactly (keys, amounts and chosen file), or the harness fails.
+round, so a machine that slows down during the call slows every engine alike. Results are
+checked: DuckDB's and Polars' rows must equal tally's exactly (keys, amounts and chosen file), or
+the harness fails.
 
 --profile prints, per size, tally's physical plan as it ran with each operator's metrics (rows,
 compute time, memory, spills: `tally run --profile`, DataFusion's EXPLAIN ANALYZE), from one

@@ -24,6 +24,21 @@ use object_store::path::Path;
 use object_store::{CredentialProvider, ObjectMeta, ObjectStore, ObjectStoreExt};
 use url::Url;
 
+/// Asks the kernel to start writing a local file's dirty pages to disk (`sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE`): the writes start, none is waited for. It changes nothing about
+/// durability: a later `fsync` still waits for every page, only finds most already written.
+/// A descriptor that is not open makes the call fail, which is ignored. Nothing is done off Linux.
+#[cfg(unix)]
+pub fn start_disk_write(fd: std::os::fd::RawFd) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: sync_file_range reads none of our memory; a bad descriptor is an error return.
+    unsafe {
+        libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
+}
+
 /// Object metadata key under which `validate` records the raw file's time on S3, where an
 /// object's own time cannot be set (locally the file's modification time is set instead).
 pub const SOURCE_TIME_METADATA: &str = "tally-source-time";

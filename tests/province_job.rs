@@ -58,11 +58,8 @@ fn a_dry_run_piped_into_a_reader_that_quits_ends_quietly() {
     let dir = tempfile::tempdir().unwrap();
     let val = validated_sample(dir.path());
     // `tally run --dry-run | head -0`: the pipe's reader is gone before the first row is written.
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("tally"))
-        .current_dir(repo())
-        .env_remove("TALLY_LOG")
+    let mut child = tally_process()
         .args([
-            "--quiet",
             "run",
             "--job",
             "jobs/province_sales.sql",

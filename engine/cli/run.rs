@@ -288,10 +288,11 @@ fn report(args: &RunArgs, plan: &Plan, outcome: &RunOutcome) -> Result<()> {
     // After the sinks published: a reader gone from stdout loses these lines, not the run.
     let statements: Vec<&str> = outcome.follow_up_sql().collect();
     if !statements.is_empty() {
-        let written = writeln!(std::io::stdout().lock(), "{}", statements.join("\n"));
-        if let Err(e) = written.map_err(anyhow::Error::from) {
-            if !reader_gone(&e) {
-                return Err(e.context("cannot print the statements to run next"));
+        if let Err(e) = writeln!(std::io::stdout().lock(), "{}", statements.join("\n")) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(
+                    anyhow::Error::from(e).context("cannot print the statements to run next")
+                );
             }
         }
     }

@@ -18,7 +18,12 @@ pub fn repo() -> PathBuf {
 
 /// `tally` with the repository's jobs folder and no progress bars.
 pub fn tally() -> Command {
-    let mut cmd = Command::cargo_bin("tally").expect("tally binary");
+    Command::from_std(tally_process())
+}
+
+/// [`tally`] as a plain process, for a test that handles its pipes itself.
+pub fn tally_process() -> std::process::Command {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("tally"));
     cmd.current_dir(repo())
         .arg("--quiet")
         .env_remove("TALLY_LOG");

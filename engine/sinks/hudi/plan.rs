@@ -161,12 +161,11 @@ pub fn place_rows(
     // No stored key to find and no repeat to look for: every row is new, and no key is read (a
     // new partition's rows were otherwise looked up one by one, on one core, while the others
     // waited for the plan).
-    let rows_to_look_up = match keys_ascending && key_owner.is_empty() {
-        true => {
-            new_keys.extend_from_slice(rows_here);
-            &[][..]
-        }
-        false => rows_here,
+    let rows_to_look_up: &[usize] = if keys_ascending && key_owner.is_empty() {
+        new_keys.extend_from_slice(rows_here);
+        &[]
+    } else {
+        rows_here
     };
     for (i, &row) in rows_to_look_up.iter().enumerate() {
         let key = keys.value(row);

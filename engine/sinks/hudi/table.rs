@@ -358,8 +358,12 @@ impl HudiTable {
                 .collect();
             threads
                 .into_iter()
-                .filter_map(|thread| thread.join().ok().flatten())
-                .next()
+                .map(|thread| {
+                    thread
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .find_map(|failure| failure)
         });
         match failed {
             Some((name, e)) => Err(self.failed(format!("cannot sync {name}"), e)),
@@ -656,17 +660,15 @@ where
 /// Files synced at once by [`HudiTable::sync_local`].
 const SYNC_THREADS: usize = 8;
 
-/// Asks the kernel to start writing a local file's dirty pages to disk, without waiting. A
-/// file that cannot be opened is left to the commit's sync, which reports it.
+/// Starts a local file's write to disk ([`crate::storage::start_disk_write`]). A file that
+/// cannot be opened is left to the commit's sync, which reports it.
 fn start_writing(path: &LocalPath) {
-    #[cfg(target_os = "linux")]
+    #[cfg(unix)]
     if let Ok(file) = std::fs::File::open(path) {
         use std::os::fd::AsRawFd;
-        // SAFETY: the descriptor is open for the call's duration; sync_file_range reads none
-        // of our memory.
-        unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+        crate::storage::start_disk_write(file.as_raw_fd());
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(unix))]
     let _ = path;
 }
 

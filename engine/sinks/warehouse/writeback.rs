@@ -66,9 +66,8 @@ impl EarlyWriteback {
             if file != self.file || size < self.started_at + NUDGE_BYTES {
                 return;
             }
-            // SAFETY: the descriptor is open (fstat just answered for it) and names the database
-            // file; sync_file_range reads nothing from our memory.
-            unsafe { libc::sync_file_range(self.fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+            // The descriptor is open (fstat just answered for it) and names the database file.
+            crate::storage::start_disk_write(self.fd);
             self.started_at = size;
         }
     }
