@@ -4,14 +4,12 @@
 //! for a simple key, `f1:v1,f2:v2` for a complex one. Keys that Hudi would make ambiguous are
 //! refused rather than written.
 
-use std::fmt::Write as _;
-
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, GenericStringArray, LargeStringArray, OffsetSizeTrait, RecordBatch,
-    StringArray, StringBuilder,
+    Array, ArrayRef, AsArray, GenericStringArray, Int32Array, LargeStringArray, OffsetSizeTrait,
+    RecordBatch, StringArray, StringBuilder,
 };
 use datafusion::arrow::compute::{max, min};
-use datafusion::arrow::datatypes::{DataType, Date32Type};
+use datafusion::arrow::datatypes::{DataType, Date32Type, Int32Type};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::common::HashMap as FastHashMap;
 
@@ -29,6 +27,24 @@ impl HudiTable {
             .map(String::as_str)
             .unwrap_or_else(|| self.config.key_generator());
         !class.ends_with(".SimpleKeyGenerator")
+    }
+
+    /// What goes before each key field's value: `f1:`, `,f2:`, ... for a complex key, `,`
+    /// between the values of a simple one. Written as one piece, not three.
+    fn key_prefixes(&self) -> Vec<String> {
+        let complex = self.complex_keys();
+        self.config
+            .record_key
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let sep = if i > 0 { "," } else { "" };
+                match complex {
+                    true => format!("{sep}{name}:"),
+                    false => sep.to_string(),
+                }
+            })
+            .collect()
     }
 
     /// Record key text per row, as Hudi's key generators make it: `value` for a simple key,
@@ -49,42 +65,35 @@ impl HudiTable {
         batches: &[RecordBatch],
         first_row: usize,
     ) -> Result<StringArray, TableError> {
-        Ok(self.ordered_record_keys(batches, first_row)?.0)
+        let run = self.key_run(batches, first_row, true)?;
+        Ok(run
+            .kept
+            .unwrap_or_else(|| StringArray::from(Vec::<&str>::new())))
     }
 
-    /// [`Self::record_keys`], and whether each key is greater than the one before it: checked as
-    /// each key is written, while the two are in cache (a second pass over a province's keys
-    /// read 170 MB again).
-    fn ordered_record_keys(
+    /// Checks every row's record key (see [`Self::record_keys`]) and whether each key is greater
+    /// than the one before it, keeping the keys only when asked (`keep`): each key is made in a
+    /// buffer and compared with the one before while both are in cache.
+    fn key_run(
         &self,
         batches: &[RecordBatch],
         first_row: usize,
-    ) -> Result<(StringArray, bool), TableError> {
+        keep: bool,
+    ) -> Result<KeyRun, TableError> {
         let complex = self.complex_keys();
         let bad = |row: usize, reason: String| TableError::Data {
             url: self.location.url.clone(),
             message: format!("row {}: {reason}", row + 1),
         };
         let fields = &self.config.record_key;
-        // What goes before each field's value: `f1:`, `,f2:`, ... for a complex key, `,` between
-        // the values of a simple one. Written as one piece, not three.
-        let prefixes: Vec<String> = fields
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let sep = if i > 0 { "," } else { "" };
-                match complex {
-                    true => format!("{sep}{name}:"),
-                    false => sep.to_string(),
-                }
-            })
-            .collect();
+        let prefixes = self.key_prefixes();
         let width: usize = fields.iter().map(|n| n.len() + 16).sum();
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        // Each key is written straight into the column (`write_str`), then closed by
-        // `append_value("")`.
-        let mut keys = StringBuilder::with_capacity(rows, rows * width);
-        let mut ascending = true;
+        let mut kept = keep.then(|| StringBuilder::with_capacity(rows, rows * width));
+        // This row's key and the one before it, swapped after each row.
+        let (mut key, mut previous) = (String::with_capacity(width), String::with_capacity(width));
+        let mut first: Option<String> = None;
+        let (mut ascending, mut longest) = (true, 0);
         let mut row_no = first_row;
         for batch in batches {
             let columns = self.key_texts(batch, fields, "record key")?;
@@ -94,17 +103,14 @@ impl HudiTable {
                 .map(|(_, col)| complex && col.may_hold_separators())
                 .collect();
             for row in 0..batch.num_rows() {
+                key.clear();
                 let mut present = 0;
                 for (i, (name, col)) in columns.iter().enumerate() {
                     let value = col.value(row);
-                    let text = match value {
-                        None => "__null__",
-                        Some("") => "__empty__",
-                        Some(v) => {
-                            present += 1;
-                            v
-                        }
-                    };
+                    let text = key_value_text(value);
+                    if value.is_some_and(|v| !v.is_empty()) {
+                        present += 1;
+                    }
                     // Bytes, not chars: both are ASCII, which no other UTF-8 byte equals.
                     if check[i] && text.bytes().any(|b| matches!(b, b',' | b':')) {
                         return Err(bad(
@@ -121,8 +127,8 @@ impl HudiTable {
                             format!("record key field `{name}` is null or empty"),
                         ));
                     }
-                    let _ = keys.write_str(&prefixes[i]);
-                    let _ = keys.write_str(text);
+                    key.push_str(&prefixes[i]);
+                    key.push_str(text);
                 }
                 if complex && present == 0 {
                     return Err(bad(
@@ -133,42 +139,79 @@ impl HudiTable {
                         ),
                     ));
                 }
-                keys.append_value("");
-                ascending = ascending && last_two_ascend(&keys);
+                match &first {
+                    None => first = Some(key.clone()),
+                    Some(_) => ascending = ascending && previous < key,
+                }
+                longest = longest.max(key.len());
+                if let Some(kept) = &mut kept {
+                    kept.append_value(&key);
+                }
+                std::mem::swap(&mut key, &mut previous);
                 row_no += 1;
             }
         }
-        Ok((keys.finish(), ascending))
+        Ok(KeyRun {
+            kept: kept.map(|mut keys| keys.finish()),
+            ascending,
+            // After the last swap, `previous` is the last row's key.
+            ends: first.map(|first| (first, previous)),
+            longest,
+        })
     }
 
-    /// Each row's record key and partition path, made on rayon's pool, one run of contiguous
-    /// batches per core (a province's 3.4M keys took half a second on one core while the
-    /// other had nothing to do), and whether the keys ascend strictly in row order.
+    /// Every row's record key checked (see [`Self::record_keys`]) on rayon's pool, one run of
+    /// contiguous batches per core (a province's 3.4M keys took half a second on one core while
+    /// the other had nothing to do), and whether the keys ascend strictly in row order.
     ///
-    /// The result is the one [`Self::record_keys`] and [`Self::partition_paths`] make over all
-    /// the batches: runs are joined in order, and their partition paths renumbered by first
-    /// appearance.
-    pub fn key_rows(&self, batches: &[RecordBatch]) -> Result<KeyedRows, TableError> {
+    /// With `keep`, the keys are kept, as [`Self::record_keys`] makes them over all the batches
+    /// (runs joined in order); without, they are made again where they are written
+    /// ([`KeyMaker`]): a province's keys held from the plan to the last base file were 170 MB
+    /// at 10M transactions, copied once more, out of memory order, into each file's key column.
+    pub fn key_rows(&self, batches: &[RecordBatch], keep: bool) -> Result<KeyedRows, TableError> {
         // On rayon's pool (its threads outlive the call), one run per thread, in run order.
         use rayon::prelude::*;
         let runs = runs_of_batches(batches, rayon::current_num_threads());
         let made = runs
             .par_iter()
-            .map(|&(batches, first_row)| self.key_run(batches, first_row))
+            .map(|&(batches, first_row)| self.key_run(batches, first_row, keep))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(KeyedRows::join(made))
+        Ok(KeyedRows::join(made, self.key_maker(batches)?, keep))
     }
 
-    /// One thread's part of [`Self::key_rows`]: the keyed rows of consecutive batches whose
-    /// first row is row `first_row` of the run.
-    fn key_run(&self, batches: &[RecordBatch], first_row: usize) -> Result<KeyedRows, TableError> {
-        let (keys, ascending) = self.ordered_record_keys(batches, first_row)?;
-        let partitions = self.partition_paths(batches)?;
-        Ok(KeyedRows {
-            keys: keys.into(),
-            partitions,
-            ascending,
+    /// The maker of the keys of `batches`' rows (their longest key yet unknown).
+    fn key_maker(&self, batches: &[RecordBatch]) -> Result<KeyMaker, TableError> {
+        let fields = &self.config.record_key;
+        // Where the key fields are among the columns; the same in every batch.
+        let fields = match batches.first() {
+            Some(batch) => {
+                self.columns(batch, fields, "record key")?;
+                let schema = batch.schema();
+                fields
+                    .iter()
+                    .filter_map(|name| schema.index_of(name).ok())
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        Ok(KeyMaker {
+            prefixes: self.key_prefixes(),
+            fields,
+            longest: 0,
         })
+    }
+
+    /// Each row's partition path, made on rayon's pool one run of contiguous batches per core,
+    /// as [`Self::partition_paths`] makes it over all the batches: runs are joined in order,
+    /// and their paths renumbered by first appearance.
+    pub fn partition_rows(&self, batches: &[RecordBatch]) -> Result<PartitionPaths, TableError> {
+        use rayon::prelude::*;
+        let runs = runs_of_batches(batches, rayon::current_num_threads());
+        let made = runs
+            .par_iter()
+            .map(|&(batches, _)| self.partition_paths(batches))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PartitionPaths::join(made))
     }
 
     /// The partition path of every row of the batches, in order (`2026-03-01`, or
@@ -257,7 +300,7 @@ impl HudiTable {
         batch: &'a RecordBatch,
         names: &'a [String],
         role: &str,
-    ) -> Result<Vec<(&'a str, KeyText<'a>)>, TableError> {
+    ) -> Result<Vec<(&'a str, KeyText)>, TableError> {
         Ok(self
             .columns(batch, names, role)?
             .into_iter()
@@ -286,36 +329,133 @@ impl HudiTable {
     }
 }
 
-/// Every row's record key and partition path ([`HudiTable::key_rows`]).
+/// The text a key field's value stands as in a record key.
+fn key_value_text(value: Option<&str>) -> &str {
+    match value {
+        None => "__null__",
+        Some("") => "__empty__",
+        Some(v) => v,
+    }
+}
+
+/// One thread's part of [`HudiTable::key_rows`]: consecutive batches keyed.
+struct KeyRun {
+    /// The keys, when kept.
+    kept: Option<StringArray>,
+    /// Each key is greater than the one before it.
+    ascending: bool,
+    /// The run's first and last keys, to compare across runs; none for a run without rows.
+    ends: Option<(String, String)>,
+    /// The longest key's bytes.
+    longest: usize,
+}
+
+/// Every row's record key ([`HudiTable::key_rows`]).
 #[derive(Debug)]
 pub struct KeyedRows {
-    /// Each row's record key, in row order (the `_hoodie_record_key` column as written).
-    pub keys: RecordKeys,
-    pub partitions: PartitionPaths,
+    pub keys: IncomingKeys,
     /// Each key is greater than the one before it, so no key repeats (the province job's rows
     /// come ordered by their key): the plan need not look for repeats.
     pub ascending: bool,
 }
 
 impl KeyedRows {
-    /// The keyed rows of consecutive runs of batches, as one. Runs without rows are left out,
-    /// so each boundary compares the last key of one run with the first of the next.
-    fn join(runs: Vec<KeyedRows>) -> KeyedRows {
-        let mut joined = KeyedRows {
-            keys: RecordKeys::default(),
-            partitions: PartitionPaths::default(),
-            ascending: true,
-        };
-        for run in runs.into_iter().filter(|run| !run.keys.is_empty()) {
-            let boundary = joined
-                .keys
-                .last()
-                .is_none_or(|last| last < run.keys.value(0));
-            joined.ascending &= run.ascending && boundary;
-            joined.partitions.append(run.partitions);
-            joined.keys.extend(run.keys);
+    /// The keys of consecutive runs of `batches`, as one. Runs without rows are left out of the
+    /// order check, so each boundary compares the last key of one run with the first of the
+    /// next.
+    fn join(runs: Vec<KeyRun>, mut maker: KeyMaker, keep: bool) -> KeyedRows {
+        let mut kept = RecordKeys::default();
+        let mut ascending = true;
+        let mut last: Option<String> = None;
+        for run in runs {
+            if let Some((first, run_last)) = run.ends {
+                let boundary = last.as_ref().is_none_or(|last| *last < first);
+                ascending &= run.ascending && boundary;
+                last = Some(run_last);
+            }
+            maker.longest = maker.longest.max(run.longest);
+            if let Some(keys) = run.kept {
+                kept.extend(keys.into());
+            }
         }
-        joined
+        let keys = match keep {
+            true => IncomingKeys::Kept(kept),
+            false => IncomingKeys::Made(maker),
+        };
+        KeyedRows { keys, ascending }
+    }
+}
+
+/// The incoming rows' record keys: kept since they were checked, or made again from the key
+/// columns where they are needed.
+#[derive(Debug)]
+pub enum IncomingKeys {
+    /// Every key, made once: the plan looks stored keys up, or looks for repeats.
+    Kept(RecordKeys),
+    /// No key kept: every touched partition is new and the keys ascend, so the plan reads none
+    /// and only the base files' key columns (and their key ranges) need them.
+    Made(KeyMaker),
+}
+
+impl IncomingKeys {
+    /// The keys, when kept.
+    pub fn kept(&self) -> Option<&RecordKeys> {
+        match self {
+            IncomingKeys::Kept(keys) => Some(keys),
+            IncomingKeys::Made(_) => None,
+        }
+    }
+}
+
+/// Makes record keys again from the key columns, as [`HudiTable::record_keys`] made them when it
+/// checked them: the same values as text, the same prefixes. A new file group's slice makes its
+/// key column from its own gathered columns, in order, instead of copying each row's key out of
+/// a province's keys held in memory.
+#[derive(Debug)]
+pub struct KeyMaker {
+    /// What goes before each field's value ([`HudiTable::key_prefixes`]).
+    prefixes: Vec<String>,
+    /// Each key field's column among the rows' columns (the table's data columns).
+    fields: Vec<usize>,
+    /// The longest key's bytes.
+    longest: usize,
+}
+
+impl KeyMaker {
+    /// The keys of every row of `columns` (the table's data columns), as a key column sized for
+    /// the longest key, so it never grows.
+    pub fn column(&self, columns: &[ArrayRef]) -> StringArray {
+        let rows = columns.first().map_or(0, |c| c.len());
+        let texts: Vec<KeyText> = self
+            .fields
+            .iter()
+            .map(|&f| KeyText::new(&columns[f]))
+            .collect();
+        let mut keys = StringBuilder::with_capacity(rows, rows * self.longest);
+        for row in 0..rows {
+            self.write(&texts, row, &mut keys);
+            keys.append_value("");
+        }
+        keys.finish()
+    }
+
+    /// The key of row `row` of `batch` (the table's data columns).
+    pub fn key(&self, batch: &RecordBatch, row: usize) -> String {
+        let texts: Vec<KeyText> = self
+            .fields
+            .iter()
+            .map(|&f| KeyText::new(&batch.column(f).slice(row, 1)))
+            .collect();
+        let mut key = String::with_capacity(self.longest);
+        self.write(&texts, 0, &mut key);
+        key
+    }
+
+    fn write(&self, texts: &[KeyText], row: usize, out: &mut impl std::fmt::Write) {
+        for (prefix, text) in self.prefixes.iter().zip(texts) {
+            let _ = out.write_str(prefix);
+            let _ = out.write_str(key_value_text(text.value(row)));
+        }
     }
 }
 
@@ -375,15 +515,6 @@ impl From<StringArray> for RecordKeys {
     }
 }
 
-/// Whether the last key written is greater than the one before it (true for a first key).
-fn last_two_ascend(keys: &StringBuilder) -> bool {
-    let (offsets, values) = (keys.offsets_slice(), keys.values_slice());
-    match offsets {
-        [.., a, b, c] => values[*a as usize..*b as usize] < values[*b as usize..*c as usize],
-        _ => true,
-    }
-}
-
 /// `batches` cut into at most `runs` consecutive runs of about equal rows, each with the number
 /// of its first row.
 fn runs_of_batches(batches: &[RecordBatch], runs: usize) -> Vec<(&[RecordBatch], usize)> {
@@ -415,6 +546,15 @@ impl PartitionPaths {
     /// The path of row `row`.
     pub fn of(&self, row: usize) -> &str {
         &self.paths[self.of_row[row] as usize]
+    }
+
+    /// The paths of consecutive runs of rows, as one.
+    fn join(runs: Vec<PartitionPaths>) -> PartitionPaths {
+        let mut joined = PartitionPaths::default();
+        for run in runs {
+            joined.append(run);
+        }
+        joined
     }
 
     /// Appends the rows of `next`, which follow these: its paths are numbered on after these,
@@ -449,11 +589,17 @@ const DAYS_INDEXED: i64 = 1 << 16;
 
 /// A key or partition column as the text Hudi's key generators use for its values: strings as
 /// they are, dates as `YYYY-MM-DD`, anything else as Arrow displays it (numbers as digits).
-enum KeyText<'a> {
-    Utf8(&'a StringArray),
-    LargeUtf8(&'a LargeStringArray),
+#[derive(Debug)]
+enum KeyText {
+    Utf8(StringArray),
+    LargeUtf8(LargeStringArray),
     /// Values turned to text once, up front.
     Texts(Vec<Option<String>>),
+    /// A dictionary of strings (a column gathered by runs, engine/sinks/hudi/string_runs.rs).
+    Dictionary {
+        keys: Int32Array,
+        values: StringArray,
+    },
     /// A few distinct values turned to text once; each row's index into them.
     Distinct {
         texts: Vec<String>,
@@ -461,11 +607,21 @@ enum KeyText<'a> {
     },
 }
 
-impl<'a> KeyText<'a> {
-    fn new(col: &'a ArrayRef) -> KeyText<'a> {
+impl KeyText {
+    fn new(col: &ArrayRef) -> KeyText {
         match col.data_type() {
-            DataType::Utf8 => KeyText::Utf8(col.as_string::<i32>()),
-            DataType::LargeUtf8 => KeyText::LargeUtf8(col.as_string::<i64>()),
+            // Clones share the column's buffers.
+            DataType::Utf8 => KeyText::Utf8(col.as_string::<i32>().clone()),
+            DataType::LargeUtf8 => KeyText::LargeUtf8(col.as_string::<i64>().clone()),
+            DataType::Dictionary(key, value)
+                if **key == DataType::Int32 && **value == DataType::Utf8 =>
+            {
+                let dictionary = col.as_dictionary::<Int32Type>();
+                KeyText::Dictionary {
+                    keys: dictionary.keys().clone(),
+                    values: dictionary.values().as_string::<i32>().clone(),
+                }
+            }
             DataType::Date32 => {
                 // Few distinct dates: each is formatted once, and rows point at its text. A
                 // batch's dates span a few days: a table by day finds each row's text without
@@ -523,6 +679,7 @@ impl<'a> KeyText<'a> {
         match self {
             KeyText::Utf8(a) => holds(values_bytes(a)),
             KeyText::LargeUtf8(a) => holds(values_bytes(a)),
+            KeyText::Dictionary { values, .. } => holds(values_bytes(values)),
             KeyText::Texts(texts) => texts.iter().flatten().any(|t| holds(t.as_bytes())),
             KeyText::Distinct { texts, .. } => texts.iter().any(|t| holds(t.as_bytes())),
         }
@@ -532,6 +689,9 @@ impl<'a> KeyText<'a> {
         match self {
             KeyText::Utf8(a) => a.is_valid(row).then(|| a.value(row)),
             KeyText::LargeUtf8(a) => a.is_valid(row).then(|| a.value(row)),
+            KeyText::Dictionary { keys, values } => keys
+                .is_valid(row)
+                .then(|| values.value(keys.value(row) as usize)),
             KeyText::Texts(t) => t[row].as_deref(),
             KeyText::Distinct { texts, of_row } => of_row[row].map(|i| texts[i as usize].as_str()),
         }
@@ -686,17 +846,43 @@ mod tests {
         );
         assert_eq!(paths.of_row, [0, 1, 0, 1, 2, 3]);
         // Keys out of order (the first two) are seen as each is written.
-        assert!(!t.key_rows(&batches).unwrap().ascending);
+        assert!(!t.key_rows(&batches, true).unwrap().ascending);
+        assert!(!t.key_rows(&batches, false).unwrap().ascending);
         let ordered = dated(&["a", "a", "b"], &[Some(day), Some(day + 1), Some(day)]);
-        assert!(t.key_rows(&[ordered]).unwrap().ascending);
+        assert!(t.key_rows(&[ordered], false).unwrap().ascending);
+        // Keys not kept are made again, from the same columns, as the same text.
+        let maker = t.key_maker(&batches).unwrap();
+        let made: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                maker
+                    .column(b.columns())
+                    .iter()
+                    .flatten()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(made, texts(&keys));
+        assert_eq!(maker.key(&batches[1], 1), "s:e,d:__null__");
     }
 
+    /// Keys and paths made over runs of the batches, as [`HudiTable::key_rows`] and
+    /// [`HudiTable::partition_rows`] make them on their threads, then joined.
     fn keyed_in_runs(t: &HudiTable, batches: &[RecordBatch], runs: usize) -> KeyedRows {
         let made = runs_of_batches(batches, runs)
             .into_iter()
-            .map(|(batches, first_row)| t.key_run(batches, first_row).unwrap())
+            .map(|(batches, first_row)| t.key_run(batches, first_row, true).unwrap())
             .collect();
-        KeyedRows::join(made)
+        KeyedRows::join(made, t.key_maker(batches).unwrap(), true)
+    }
+
+    fn paths_in_runs(t: &HudiTable, batches: &[RecordBatch], runs: usize) -> PartitionPaths {
+        let made = runs_of_batches(batches, runs)
+            .into_iter()
+            .map(|(batches, _)| t.partition_paths(batches).unwrap())
+            .collect();
+        PartitionPaths::join(made)
     }
 
     #[test]
@@ -723,24 +909,27 @@ mod tests {
         let paths = t.partition_paths(&batches).unwrap();
         for runs in 1..=6 {
             let made = keyed_in_runs(&t, &batches, runs);
-            assert_eq!(
-                made.keys.iter().collect::<Vec<_>>(),
-                texts(&keys),
-                "{runs} runs"
-            );
-            let by_row: Vec<&str> = (0..made.keys.len()).map(|r| made.keys.value(r)).collect();
+            let kept = made.keys.kept().unwrap();
+            assert_eq!(kept.iter().collect::<Vec<_>>(), texts(&keys), "{runs} runs");
+            let by_row: Vec<&str> = (0..kept.len()).map(|r| kept.value(r)).collect();
             assert_eq!(by_row, texts(&keys), "{runs} runs, row by row");
-            assert_eq!(made.keys.last(), Some("s:s09,d:__null__"), "{runs} runs");
-            assert_eq!(made.partitions.paths, paths.paths, "{runs} runs");
-            assert_eq!(made.partitions.of_row, paths.of_row, "{runs} runs");
+            assert_eq!(kept.last(), Some("s:s09,d:__null__"), "{runs} runs");
+            let made_paths = paths_in_runs(&t, &batches, runs);
+            assert_eq!(made_paths.paths, paths.paths, "{runs} runs");
+            assert_eq!(made_paths.of_row, paths.of_row, "{runs} runs");
             assert!(made.ascending, "{runs} runs");
         }
         assert_eq!(
             paths.paths,
             ["2026-03-02", "2026-03-01", "__HIVE_DEFAULT_PARTITION__"]
         );
-        assert_eq!(t.key_rows(&batches).unwrap().keys.len(), 10);
-        assert_eq!(keyed_in_runs(&t, &[], 2).keys.len(), 0);
+        let kept = t.key_rows(&batches, true).unwrap();
+        assert_eq!(kept.keys.kept().map(RecordKeys::len), Some(10));
+        let made = t.key_rows(&batches, false).unwrap();
+        assert!(made.keys.kept().is_none() && made.ascending);
+        assert_eq!(t.partition_rows(&batches).unwrap().of_row, paths.of_row);
+        let none = keyed_in_runs(&t, &[], 2);
+        assert_eq!(none.keys.kept().map(RecordKeys::len), Some(0));
     }
 
     #[test]
@@ -760,11 +949,14 @@ mod tests {
         }
         // A run without rows between two others: the boundary is the other two runs' keys.
         let apart = [one(&["a"]), one(&[]), one(&["a"])];
-        let made = apart
-            .iter()
-            .map(|b| t.key_run(std::slice::from_ref(b), 0).unwrap())
-            .collect();
-        assert!(!KeyedRows::join(made).ascending);
+        for keep in [true, false] {
+            let made = apart
+                .iter()
+                .map(|b| t.key_run(std::slice::from_ref(b), 0, keep).unwrap())
+                .collect();
+            let maker = t.key_maker(&apart).unwrap();
+            assert!(!KeyedRows::join(made, maker, keep).ascending, "keep {keep}");
+        }
         // A run's errors count rows from the run's first row: the empty key is the third.
         let err = keyed_in_runs_err(&t, &[one(&["a"]), one(&["b", ""])]);
         assert!(err.contains("row 3"), "{err}");
@@ -773,7 +965,7 @@ mod tests {
     fn keyed_in_runs_err(t: &HudiTable, batches: &[RecordBatch]) -> String {
         runs_of_batches(batches, 2)
             .into_iter()
-            .find_map(|(batches, first_row)| t.key_run(batches, first_row).err())
+            .find_map(|(batches, first_row)| t.key_run(batches, first_row, false).err())
             .map(|e| e.to_string())
             .unwrap_or_default()
     }

@@ -8,6 +8,7 @@
 //! same inputs changes nothing. Stored rows keep their meta columns; rows taken from this instant
 //! get its commit time and sequence numbers, and every row names the new file.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::common::HashMap;
 use rayon::prelude::*;
 
-use super::keys::RecordKeys;
+use super::keys::{IncomingKeys, RecordKeys};
 use super::parts::PartStarts;
 use super::plan::GroupPlan;
 use super::schema::META_COLUMNS;
@@ -85,7 +86,7 @@ pub struct IncomingRows {
     /// Where each batch starts among the rows.
     starts: PartStarts,
     /// Each row's record key.
-    pub keys: RecordKeys,
+    pub keys: IncomingKeys,
     /// Each key is greater than the one before (the job's rows come sorted by key).
     keys_ascending: bool,
     /// Per data column, its runs when it is a string column of long runs ([`StringRuns`]).
@@ -95,7 +96,11 @@ pub struct IncomingRows {
 impl IncomingRows {
     /// `keys` holds one key per row of `batches`, in order; `keys_ascending` says each is greater
     /// than the one before.
-    pub fn new(batches: Vec<RecordBatch>, keys: RecordKeys, keys_ascending: bool) -> IncomingRows {
+    pub fn new(
+        batches: Vec<RecordBatch>,
+        keys: IncomingKeys,
+        keys_ascending: bool,
+    ) -> IncomingRows {
         let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
         let starts = PartStarts::new(batches.iter().map(RecordBatch::num_rows));
         let columns = batches.first().map_or(0, RecordBatch::num_columns);
@@ -108,6 +113,27 @@ impl IncomingRows {
             keys,
             keys_ascending,
             string_runs,
+        }
+    }
+}
+
+impl IncomingRows {
+    /// The record key of row `row` (rows count across the batches, from 0).
+    fn key(&self, row: usize) -> Cow<'_, str> {
+        match &self.keys {
+            IncomingKeys::Kept(keys) => Cow::Borrowed(keys.value(row)),
+            IncomingKeys::Made(maker) => {
+                let (batch, index) = self.starts.locate(row);
+                Cow::Owned(maker.key(&self.batches[batch], index))
+            }
+        }
+    }
+
+    /// Appends the record key of row `row` to `column`.
+    fn append_key(&self, row: usize, column: &mut StringBuilder) {
+        match &self.keys {
+            IncomingKeys::Kept(keys) => column.append_value(keys.value(row)),
+            IncomingKeys::Made(_) => column.append_value(self.key(row)),
         }
     }
 }
@@ -198,13 +224,23 @@ pub fn merge_group(
     precombine: usize,
     target: &MergeTarget<'_>,
 ) -> Result<Merged, ArrowError> {
-    let keys = &incoming.keys;
     let mut picks: Vec<Pick> = Vec::new();
     let (mut updates, mut unchanged, mut older) = (0u64, 0u64, 0u64);
     let existing = existing.unwrap_or_else(|| RecordBatch::new_empty(target.schema.clone()));
     let existing_keys = existing.column(2).as_string::<i32>();
-    let (partners, leftovers) =
-        pair_stored_rows(existing_keys, keys, &plan.updates, incoming.keys_ascending);
+    // A new group with no updates pairs nothing, and needs no key: the plan keeps the keys only
+    // where a touched partition holds stored ones.
+    let (partners, leftovers) = match incoming.keys.kept() {
+        _ if existing.num_rows() == 0 && plan.updates.is_empty() => (Vec::new(), Vec::new()),
+        Some(keys) => pair_stored_rows(existing_keys, keys, &plan.updates, incoming.keys_ascending),
+        None => {
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "file group {} has stored rows or updates, but the incoming record keys were \
+                 not kept to pair them",
+                plan.file_id
+            )))
+        }
+    };
     if existing.num_rows() > 0 {
         // Made per incoming batch, the first time one of its rows meets a stored row.
         let mut comparators: Vec<Option<Comparators>> =
@@ -330,8 +366,8 @@ impl Merged {
     pub fn key_range(&self) -> (String, String) {
         let stored = self.existing.column(2).as_string::<i32>();
         let key_of = |pick: &Pick| match *pick {
-            Pick::Stored(e) => stored.is_valid(e).then(|| stored.value(e)),
-            Pick::Incoming { row, .. } => Some(self.incoming.keys.value(row)),
+            Pick::Stored(e) => stored.is_valid(e).then(|| Cow::Borrowed(stored.value(e))),
+            Pick::Incoming { row, .. } => Some(self.incoming.key(row)),
         };
         // Inserted rows follow the stored slice's.
         let (kept, inserted) = self
@@ -353,7 +389,7 @@ impl Merged {
         };
         // Stored keys mostly come in increasing order too: a key above the largest so far is
         // then one comparison, not two.
-        let (mut min, mut max) = (first, first);
+        let (mut min, mut max) = (first.clone(), first);
         for key in keys {
             if key > max {
                 max = key;
@@ -361,7 +397,7 @@ impl Merged {
                 min = key;
             }
         }
-        (min.to_string(), max.to_string())
+        (min.into_owned(), max.into_owned())
     }
 
     /// This group's sequence numbers, `<instant>_<group>_<n>`.
@@ -374,9 +410,9 @@ impl Merged {
 
     /// The first four meta columns of a slice whose rows all come from this instant (a new file
     /// group's): commit time and partition are the same on every row. Sequence numbers and keys
-    /// are made side by side.
-    fn incoming_meta(&self, picks: &[Pick]) -> Vec<ArrayRef> {
-        let keys = &self.incoming.keys;
+    /// are made side by side; keys not kept are made from the slice's own data columns
+    /// (`data`).
+    fn incoming_meta(&self, picks: &[Pick], data: &[ArrayRef]) -> Vec<ArrayRef> {
         let (seq_no, key) = rayon::join(
             || {
                 let mut seq_no = StringBuilder::with_capacity(picks.len(), picks.len() * 32);
@@ -388,23 +424,26 @@ impl Merged {
                 }
                 seq_no.finish()
             },
-            || {
-                // Each key is looked up once, and the column sized exactly from them: the
-                // province job's keys are 50 bytes, and a guess below that had every slice's key
-                // column copied once more as it grew.
-                let chosen: Vec<&str> = picks
-                    .iter()
-                    .filter_map(|pick| match *pick {
-                        Pick::Incoming { row, .. } => Some(keys.value(row)),
-                        Pick::Stored(_) => None,
-                    })
-                    .collect();
-                let bytes = chosen.iter().map(|k| k.len()).sum();
-                let mut key = StringBuilder::with_capacity(chosen.len(), bytes);
-                for k in chosen {
-                    key.append_value(k);
+            || match &self.incoming.keys {
+                IncomingKeys::Kept(keys) => {
+                    // Each key is looked up once, and the column sized exactly from them: the
+                    // province job's keys are 50 bytes, and a guess below that had every slice's
+                    // key column copied once more as it grew.
+                    let chosen: Vec<&str> = picks
+                        .iter()
+                        .filter_map(|pick| match *pick {
+                            Pick::Incoming { row, .. } => Some(keys.value(row)),
+                            Pick::Stored(_) => None,
+                        })
+                        .collect();
+                    let bytes = chosen.iter().map(|k| k.len()).sum();
+                    let mut key = StringBuilder::with_capacity(chosen.len(), bytes);
+                    for k in chosen {
+                        key.append_value(k);
+                    }
+                    key.finish()
                 }
-                key.finish()
+                IncomingKeys::Made(maker) => maker.column(data),
             },
         );
         vec![
@@ -434,7 +473,7 @@ impl Merged {
                     let [commit_time, seq_no, key, path] = &mut meta;
                     commit_time.append_value(&self.instant);
                     seq_numbers.append(seq_no, seq);
-                    key.append_value(self.incoming.keys.value(row));
+                    self.incoming.append_key(row, key);
                     path.append_value(&self.partition);
                 }
             }
@@ -444,62 +483,80 @@ impl Merged {
             .collect()
     }
 
+    /// The data columns of a slice's rows: one interleave per column over the stored slice and
+    /// the incoming batches, a column per task on rayon's pool.
+    fn data_columns(&self, picks: &[Pick]) -> Result<Vec<ArrayRef>, ArrowError> {
+        let (existing, incoming) = (&self.existing, &self.incoming);
+        let mut near = 0;
+        let sources: Vec<(usize, usize)> = picks
+            .iter()
+            .map(|pick| match *pick {
+                Pick::Stored(e) => (0, e),
+                Pick::Incoming { row, .. } => {
+                    let (b, r) = incoming.starts.locate_near(row, near);
+                    near = b;
+                    (1 + b, r)
+                }
+            })
+            .collect();
+        let all_incoming = sources.iter().all(|&(source, _)| source > 0);
+        (0..self.schema.fields().len() - META_COLUMNS.len())
+            .into_par_iter()
+            .map(|c| {
+                // A string column of long runs is taken by run (string_runs.rs).
+                if let Some(Some(runs)) = incoming.string_runs.get(c) {
+                    if all_incoming {
+                        let rows = sources.iter().map(|&(source, row)| (source - 1, row));
+                        return Ok(runs.gather(&incoming.batches, c, rows));
+                    }
+                }
+                let mut arrays: Vec<&dyn Array> = Vec::with_capacity(1 + incoming.batches.len());
+                arrays.push(existing.column(META_COLUMNS.len() + c).as_ref());
+                arrays.extend(incoming.batches.iter().map(|b| b.column(c).as_ref()));
+                interleave(&arrays, &sources)
+            })
+            .collect()
+    }
+
     /// The new base file's rows `range`, in the table's schema, except that a column holding one
     /// value on every row (the file name; the commit time and partition of a new group's rows)
     /// comes dictionary-encoded, which the Parquet writer writes as the strings it stands for.
     pub fn slice(&self, range: std::ops::Range<usize>) -> Result<RecordBatch, ArrowError> {
         let picks = &self.picks[range];
-        let (existing, incoming) = (&self.existing, &self.incoming);
+        let incoming = &self.incoming;
 
         // Every column is made apart from the others, on rayon's pool: the last file group of an
         // upsert, encoded alone, would otherwise build its slices on one core while the others
-        // wait.
-        let (meta, data) = rayon::join(
-            // Meta columns: stored rows keep theirs; rows taken from this instant get its commit
-            // time and their sequence numbers, their keys and the group's partition.
-            || match picks.iter().all(|p| matches!(p, Pick::Incoming { .. })) {
-                true => self.incoming_meta(picks),
-                false => self.mixed_meta(picks),
-            },
-            // Data columns: one interleave per column over the stored slice and the incoming
-            // batches.
-            || {
-                let mut near = 0;
-                let sources: Vec<(usize, usize)> = picks
-                    .iter()
-                    .map(|pick| match *pick {
-                        Pick::Stored(e) => (0, e),
-                        Pick::Incoming { row, .. } => {
-                            let (b, r) = incoming.starts.locate_near(row, near);
-                            near = b;
-                            (1 + b, r)
-                        }
-                    })
-                    .collect();
-                let all_incoming = sources.iter().all(|&(source, _)| source > 0);
-                (0..self.schema.fields().len() - META_COLUMNS.len())
-                    .into_par_iter()
-                    .map(|c| {
-                        // A string column of long runs is taken by run (string_runs.rs).
-                        if let Some(Some(runs)) = incoming.string_runs.get(c) {
-                            if all_incoming {
-                                let rows = sources.iter().map(|&(source, row)| (source - 1, row));
-                                return Ok(runs.gather(&incoming.batches, c, rows));
-                            }
-                        }
-                        let mut arrays: Vec<&dyn Array> =
-                            Vec::with_capacity(1 + incoming.batches.len());
-                        arrays.push(existing.column(META_COLUMNS.len() + c).as_ref());
-                        arrays.extend(incoming.batches.iter().map(|b| b.column(c).as_ref()));
-                        interleave(&arrays, &sources)
-                    })
-                    .collect::<Result<Vec<ArrayRef>, ArrowError>>()
-            },
-        );
+        // wait. Keys that were not kept are made from the data columns, once they are gathered.
+        let all_incoming = picks.iter().all(|p| matches!(p, Pick::Incoming { .. }));
+        let (meta, data) = match (&incoming.keys, all_incoming) {
+            (IncomingKeys::Made(_), true) => {
+                let data = self.data_columns(picks)?;
+                (self.incoming_meta(picks, &data), data)
+            }
+            (IncomingKeys::Made(_), false) => {
+                return Err(ArrowError::InvalidArgumentError(format!(
+                    "{}: a slice mixes stored rows with incoming rows whose keys were not kept",
+                    self.file_name
+                )))
+            }
+            // Meta columns: stored rows keep theirs; rows taken from this instant get its
+            // commit time and their sequence numbers, their keys and the group's partition.
+            (IncomingKeys::Kept(_), _) => {
+                let (meta, data) = rayon::join(
+                    || match all_incoming {
+                        true => self.incoming_meta(picks, &[]),
+                        false => self.mixed_meta(picks),
+                    },
+                    || self.data_columns(picks),
+                );
+                (meta, data?)
+            }
+        };
         // Every row names the new file.
         let mut columns = meta;
         columns.push(repeated(&self.file_name, picks.len()));
-        columns.extend(data?);
+        columns.extend(data);
         let fields: Vec<Field> = self
             .schema
             .fields()
@@ -576,7 +633,7 @@ mod tests {
         let ascending = keys.windows(2).all(|w| w[0] < w[1]);
         Arc::new(IncomingRows::new(
             batches.iter().map(|b| data(b)).collect(),
-            StringArray::from(keys).into(),
+            IncomingKeys::Kept(StringArray::from(keys).into()),
             ascending,
         ))
     }
@@ -636,7 +693,7 @@ mod tests {
             .unwrap();
             Arc::new(IncomingRows::new(
                 vec![batch],
-                StringArray::from(keys).into(),
+                IncomingKeys::Kept(StringArray::from(keys).into()),
                 true,
             ))
         };
@@ -685,6 +742,91 @@ mod tests {
         .unwrap();
         assert_eq!((merged.updates, merged.inserts), (10, 40));
         assert_eq!(stores(&whole(&merged)), expected(80));
+    }
+
+    #[test]
+    fn a_new_groups_keys_made_from_its_columns_are_the_keys_kept() {
+        let data_schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("store", DataType::Utf8, true),
+            Field::new("seen", DataType::Int64, true),
+        ]));
+        let schema = super::super::schema::table_schema(&data_schema);
+        // Keyed by store (gathered by run, as a dictionary) and k, with an empty and a null k
+        // (`__empty__` sorts before `__null__`).
+        let table = super::super::table::HudiTable::in_memory(
+            &["store", "k"],
+            [(
+                "hoodie.table.keygenerator.class".to_string(),
+                "org.apache.hudi.keygen.ComplexKeyGenerator".to_string(),
+            )]
+            .into(),
+        );
+        let batch = |from: usize, to: usize| {
+            let k = (from..to).map(|i| match i {
+                0 => Some(String::new()),
+                1 => None,
+                i => Some(format!("k{i:03}")),
+            });
+            RecordBatch::try_new(
+                data_schema.clone(),
+                vec![
+                    Arc::new(StringArray::from_iter(k)),
+                    Arc::new(StringArray::from_iter_values(
+                        (from..to).map(|i| format!("s{}", i / 30)),
+                    )),
+                    Arc::new(Int64Array::from(vec![5; to - from])),
+                ],
+            )
+            .unwrap()
+        };
+        let batches = vec![batch(0, 40), batch(40, 80)];
+        let incoming = |keep: bool| {
+            let keyed = table.key_rows(&batches, keep).unwrap();
+            assert!(keyed.ascending && keyed.keys.kept().is_some() == keep);
+            Arc::new(IncomingRows::new(batches.clone(), keyed.keys, true))
+        };
+        let target = MergeTarget {
+            instant: "1",
+            group_no: 0,
+            file_name: "g-0_0-0-0_1.parquet",
+            schema: &schema,
+        };
+        let merge =
+            |rows: &Arc<IncomingRows>, plan: &GroupPlan| merge_group(None, rows, plan, 2, &target);
+        let every_row = plan(vec![], (0..80).collect());
+        let (kept, made) = (incoming(true), incoming(false));
+        let (kept, made) = (
+            merge(&kept, &every_row).unwrap(),
+            merge(&made, &every_row).unwrap(),
+        );
+        assert!(
+            made.slice(0..80)
+                .unwrap()
+                .column(META_COLUMNS.len() + 1)
+                .data_type()
+                != &DataType::Utf8
+        );
+        assert_eq!(whole(&made), whole(&kept));
+        assert_eq!(made.key_range(), kept.key_range());
+        assert_eq!(
+            made.key_range(),
+            (
+                "store:s0,k:__empty__".to_string(),
+                "store:s2,k:k079".to_string()
+            )
+        );
+        // Rows of a stored group are paired by key: keys not kept are refused, not guessed.
+        let stored = whole(&kept);
+        let err = merge_group(
+            Some(stored),
+            &incoming(false),
+            &plan(vec![0], vec![]),
+            2,
+            &target,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not kept"), "{err}");
     }
 
     #[test]

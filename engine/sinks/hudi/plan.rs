@@ -41,10 +41,16 @@ pub struct ExistingGroup {
     pub rows: u64,
 }
 
-/// A key found twice among one run's rows (the job's SQL must make one row per key).
+/// Why rows could not be placed.
 #[derive(Debug, thiserror::Error)]
-#[error("record key `{0}` appears twice in one run's rows")]
-pub struct DuplicateKey(pub String);
+pub enum PlaceError {
+    /// A key found twice among one run's rows (the job's SQL must make one row per key).
+    #[error("record key `{0}` appears twice in one run's rows")]
+    DuplicateKey(String),
+    /// The rows' keys must be looked up or checked for repeats, and were not kept.
+    #[error("the rows of partition `{0}` must be looked up by key, and their keys were not kept")]
+    KeysNotKept(String),
+}
 
 /// A partition's committed file groups and the record keys of their latest base files, as
 /// read by [`locate_keys`].
@@ -134,18 +140,20 @@ impl<'a> KeysSeen<'a> {
 /// Places one partition's incoming rows (`rows_here`, indexes into `keys`) in file groups;
 /// `key_owner` names the group (an index into `groups`) holding each stored key.
 /// `new_file_id` names each new group. `keys_ascending` says the caller saw every key greater
-/// than the one before, so none repeats; otherwise repeats are looked for here.
+/// than the one before, so none repeats; otherwise repeats are looked for here. The keys may be
+/// left out (`None`) only where none is read: ascending keys into a partition without stored
+/// keys.
 #[allow(clippy::too_many_arguments)]
 pub fn place_rows(
     partition: &str,
     rows_here: &[usize],
-    keys: &RecordKeys,
+    keys: Option<&RecordKeys>,
     keys_ascending: bool,
     groups: &[ExistingGroup],
     key_owner: &HashMap<&str, usize>,
     target_file_bytes: u64,
     mut new_file_id: impl FnMut() -> String,
-) -> Result<Vec<GroupPlan>, DuplicateKey> {
+) -> Result<Vec<GroupPlan>, PlaceError> {
     let by_id: HashMap<&str, &ExistingGroup> =
         groups.iter().map(|g| (g.file_id.as_str(), g)).collect();
     let existing_plan = |file_id: &str| GroupPlan {
@@ -168,11 +176,14 @@ pub fn place_rows(
         rows_here
     };
     for (i, &row) in rows_to_look_up.iter().enumerate() {
+        let Some(keys) = keys else {
+            return Err(PlaceError::KeysNotKept(partition.to_string()));
+        };
         let key = keys.value(row);
         // Comparing each key with the one before took a fifth of a second over a province's
         // 3.4M keys, read here a partition at a time, out of memory order.
         if !keys_ascending && seen.repeated(key, || rows_here[..i].iter().map(|&r| keys.value(r))) {
-            return Err(DuplicateKey(key.to_string()));
+            return Err(PlaceError::DuplicateKey(key.to_string()));
         }
         match key_owner.get(key) {
             // Found by the id it has, not a copy of it made a row (a rerun updates every row).
@@ -268,7 +279,7 @@ mod tests {
         let plans = place_rows(
             "p",
             &[0, 1, 2, 3, 4, 5],
-            &keys,
+            Some(&keys),
             false,
             &groups,
             &owner,
@@ -318,7 +329,17 @@ mod tests {
 
     /// `rows` of `keys` placed in a new partition (no stored group), 300 bytes a new file.
     fn into_new_partition(rows: &[usize], keys: &RecordKeys, ascending: bool) -> Vec<GroupPlan> {
-        place_rows("p", rows, keys, ascending, &[], &HashMap::new(), 300, ids()).unwrap()
+        place_rows(
+            "p",
+            rows,
+            Some(keys),
+            ascending,
+            &[],
+            &HashMap::new(),
+            300,
+            ids(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -339,6 +360,31 @@ mod tests {
         assert!(plans
             .iter()
             .all(|p| p.updates.is_empty() && p.base.is_none()));
+        // No key is read there: the same plan when the keys were not kept.
+        let unkept = place_rows(
+            "p",
+            &[4, 0, 2, 1, 3],
+            None,
+            true,
+            &[],
+            &HashMap::new(),
+            300,
+            ids(),
+        );
+        assert_eq!(unkept.unwrap(), plans);
+    }
+
+    #[test]
+    fn rows_whose_keys_must_be_read_need_them_kept() {
+        // Keys not known to ascend are checked for repeats; stored keys are looked up.
+        let unordered = place_rows("p", &[0, 1], None, false, &[], &HashMap::new(), 300, ids());
+        let stored = [group("a-0", 1000, 10)];
+        let owner = HashMap::from([("k1", 0)]);
+        let into_stored = place_rows("p", &[0, 1], None, true, &stored, &owner, 300, ids());
+        for placed in [unordered, into_stored] {
+            let err = placed.unwrap_err().to_string();
+            assert!(err.contains("their keys were not kept"), "{err}");
+        }
     }
 
     #[test]
@@ -346,7 +392,17 @@ mod tests {
         let keys = keys(3);
         let groups = [group("a-0", 1000, 10)];
         let owner = HashMap::from([("k1", 0)]);
-        let plans = place_rows("p", &[0, 1, 2], &keys, true, &groups, &owner, 500, ids()).unwrap();
+        let plans = place_rows(
+            "p",
+            &[0, 1, 2],
+            Some(&keys),
+            true,
+            &groups,
+            &owner,
+            500,
+            ids(),
+        )
+        .unwrap();
         let updated: Vec<&[usize]> = plans.iter().map(|p| p.updates.as_slice()).collect();
         assert_eq!(updated, vec![&[1][..], &[]]);
         assert_eq!(
@@ -360,9 +416,18 @@ mod tests {
     fn a_repeated_key_is_refused_in_order_or_not() {
         let keys: RecordKeys = StringArray::from(vec!["a", "b", "c", "d", "b", "e"]).into();
         let place = |rows: &[usize]| {
-            place_rows("p", rows, &keys, false, &[], &HashMap::new(), 300, ids())
-                .map(|plans| plans.iter().map(|p| p.inserts.len()).sum::<usize>())
-                .map_err(|e| e.to_string())
+            place_rows(
+                "p",
+                rows,
+                Some(&keys),
+                false,
+                &[],
+                &HashMap::new(),
+                300,
+                ids(),
+            )
+            .map(|plans| plans.iter().map(|p| p.inserts.len()).sum::<usize>())
+            .map_err(|e| e.to_string())
         };
         // In key order: compared with the previous key only.
         assert_eq!(place(&[0, 1, 2, 3]), Ok(4));
@@ -381,8 +446,17 @@ mod tests {
     #[test]
     fn a_key_twice_is_refused() {
         let keys: RecordKeys = StringArray::from(vec!["a", "a"]).into();
-        let e =
-            place_rows("p", &[0, 1], &keys, false, &[], &HashMap::new(), 300, ids()).unwrap_err();
+        let e = place_rows(
+            "p",
+            &[0, 1],
+            Some(&keys),
+            false,
+            &[],
+            &HashMap::new(),
+            300,
+            ids(),
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             "record key `a` appears twice in one run's rows"

@@ -24,6 +24,7 @@ use std::time::Instant as Clock;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use futures::{StreamExt, TryStreamExt};
@@ -32,7 +33,7 @@ use super::archive::ArchivePolicy;
 use super::clean::CleanPolicy;
 use super::commit::{self, CommitMetadata, PreparedCommit, WriteStat};
 use super::heartbeat::Heartbeat;
-use super::keys::{KeyedRows, PartitionPaths};
+use super::keys::PartitionPaths;
 use super::lock::{LockOptions, WriterLock};
 use super::merge::{conform_all, merge_group, IncomingRows, MergeTarget};
 use super::open::{commit_schema, existing_data_schema, job_table_config, open_or_create};
@@ -165,13 +166,11 @@ struct StagedParts {
     slices: Vec<Vec<BaseFile>>,
 }
 
-/// The incoming rows, ready to merge: in the table's data schema, in the job's own batches, with
-/// their keys and partitions.
-struct Incoming {
-    rows: Arc<IncomingRows>,
+/// The incoming rows, in the table's data schema and in the job's own batches, with their
+/// partitions: what the plan needs before it decides whether the rows' keys are kept.
+struct Unkeyed {
+    batches: Vec<RecordBatch>,
     partitions: PartitionPaths,
-    /// Each key is greater than the one before: none repeats.
-    keys_ascending: bool,
     data_schema: SchemaRef,
     /// The data schema with the meta columns in front: the base files' schema.
     table_schema: SchemaRef,
@@ -179,12 +178,12 @@ struct Incoming {
     precombine_idx: usize,
 }
 
-impl Incoming {
+impl Unkeyed {
     async fn new(
         table: &HudiTable,
         timeline: &Timeline,
         rows: &JobRows<'_>,
-    ) -> Result<Incoming, TableError> {
+    ) -> Result<Unkeyed, TableError> {
         let url = &table.location.url;
         let data_schema = existing_data_schema(table, timeline)
             .await?
@@ -198,37 +197,69 @@ impl Incoming {
                 ))
             });
         let batches = conform_all(rows.batches, &data_schema, url)?;
-        let KeyedRows {
-            keys,
-            partitions,
-            ascending: keys_ascending,
-        } = table.key_rows(&batches)?;
+        let partitions = table.partition_rows(&batches)?;
         let table_schema = super::schema::table_schema(&data_schema);
         let precombine = &table.config.precombine_field;
         let precombine_idx = data_schema
             .index_of(precombine)
             .map_err(|_| table.data_err(format!("no precombine column `{precombine}`")))?;
-        Ok(Incoming {
-            rows: Arc::new(IncomingRows::new(batches, keys, keys_ascending)),
+        Ok(Unkeyed {
+            batches,
             partitions,
-            keys_ascending,
             data_schema,
             table_schema,
             precombine_idx,
         })
     }
+
+    /// Checks the rows' record keys, keeping them when `keep` (a touched partition holds stored
+    /// keys to look them up in) or when they do not ascend (the plan looks for repeats).
+    fn keyed(self, table: &HudiTable, keep: bool) -> Result<Incoming, TableError> {
+        let started = Clock::now();
+        let mut keyed = table.key_rows(&self.batches, keep)?;
+        if !keyed.ascending && keyed.keys.kept().is_none() {
+            keyed = table.key_rows(&self.batches, true)?;
+        }
+        tracing::debug!(
+            table = %table.location.url,
+            keys_secs = started.elapsed().as_secs_f64(),
+            kept = keyed.keys.kept().is_some(),
+            ascending = keyed.ascending,
+            "hudi: record keys checked"
+        );
+        Ok(Incoming {
+            rows: Arc::new(IncomingRows::new(self.batches, keyed.keys, keyed.ascending)),
+            keys_ascending: keyed.ascending,
+            data_schema: self.data_schema,
+            table_schema: self.table_schema,
+            precombine_idx: self.precombine_idx,
+        })
+    }
 }
 
-/// Plans the instant: every touched partition's rows placed in file groups, with the slices of
-/// the groups that exist.
+/// The incoming rows, ready to merge: in the table's data schema, in the job's own batches, with
+/// their keys and partitions.
+struct Incoming {
+    rows: Arc<IncomingRows>,
+    /// Each key is greater than the one before: none repeats.
+    keys_ascending: bool,
+    data_schema: SchemaRef,
+    /// The data schema with the meta columns in front: the base files' schema.
+    table_schema: SchemaRef,
+    /// The precombine column's index among the data columns.
+    precombine_idx: usize,
+}
+
+/// Plans the instant: the rows keyed (see [`Unkeyed::keyed`]) and every touched partition's
+/// rows placed in file groups, with the slices of the groups that exist.
 async fn plan_instant(
     table: &HudiTable,
     timeline: &Timeline,
-    incoming: &Incoming,
+    unkeyed: Unkeyed,
     options: &UpsertOptions,
     figures: &mut UpsertFigures,
-) -> Result<(Vec<GroupPlan>, BTreeMap<String, Vec<BaseFile>>), TableError> {
-    let paths = &incoming.partitions;
+) -> Result<(Incoming, Vec<GroupPlan>, BTreeMap<String, Vec<BaseFile>>), TableError> {
+    let paths = &unkeyed.partitions;
     // Each partition's row list sized from a count first: grown a row at a time, a province's
     // row numbers (27 MB at 3.4M rows) were copied as the lists doubled, on one core.
     let mut counts = vec![0usize; paths.paths.len()];
@@ -239,12 +270,8 @@ async fn plan_instant(
     for (row, &p) in paths.of_row.iter().enumerate() {
         rows_of[p as usize].push(row);
     }
-    let by_partition: BTreeMap<&str, Vec<usize>> = paths
-        .paths
-        .iter()
-        .map(String::as_str)
-        .zip(rows_of)
-        .collect();
+    let by_partition: BTreeMap<String, Vec<usize>> =
+        paths.paths.iter().cloned().zip(rows_of).collect();
     figures.partitions_touched = by_partition.len();
     let replaced: HashSet<String> = table.replaced_file_ids(timeline).await?;
     // The touched partitions are listed first, several at once: each listing is a round trip to
@@ -256,6 +283,10 @@ async fn plan_instant(
             .map(|partition| table.partition_groups(partition, timeline, &replaced)),
     )
     .await?;
+    // Keys are kept only where the plan looks them up: into new partitions (a first run, a new
+    // day) they are made again as each base file is written.
+    let keep_keys = listed.iter().any(|groups| !groups.is_empty());
+    let incoming = unkeyed.keyed(table, keep_keys)?;
     let mut plans = Vec::new();
     let mut slices_of = BTreeMap::new();
     // A partition's stored keys are read while the one before it is planned (two partitions'
@@ -283,7 +314,7 @@ async fn plan_instant(
         let placed = place_rows(
             partition,
             rows_here,
-            &incoming.rows.keys,
+            incoming.rows.keys.kept(),
             incoming.keys_ascending,
             groups,
             &key_owner,
@@ -295,7 +326,7 @@ async fn plan_instant(
         drop(key_owner);
         slices_of.extend(stored.groups.into_iter().map(|g| (g.file_id, g.slices)));
     }
-    Ok((plans, slices_of))
+    Ok((incoming, plans, slices_of))
 }
 
 async fn stage_locked(
@@ -310,14 +341,14 @@ async fn stage_locked(
     let instant = new_instant_time(Utc::now(), &timeline);
     let latest_before = timeline.latest_time().map(str::to_string);
     let phase = Clock::now();
-    let incoming = Incoming::new(table, &timeline, rows).await?;
-    let keyed = phase.elapsed();
-    let (plans, slices_of) =
-        plan_instant(table, &timeline, &incoming, options, &mut figures).await?;
+    let unkeyed = Unkeyed::new(table, &timeline, rows).await?;
+    let conformed = phase.elapsed();
+    let (incoming, plans, slices_of) =
+        plan_instant(table, &timeline, unkeyed, options, &mut figures).await?;
     tracing::debug!(
         table = %table.location.url,
-        keys_secs = keyed.as_secs_f64(),
-        plan_secs = (phase.elapsed() - keyed).as_secs_f64(),
+        rows_secs = conformed.as_secs_f64(),
+        plan_secs = (phase.elapsed() - conformed).as_secs_f64(),
         groups = plans.len(),
         "hudi: rows keyed and placed in file groups"
     );
