@@ -3,6 +3,11 @@
 //! The table's own key generator (`hoodie.table.keygenerator.class`) decides the form: `value`
 //! for a simple key, `f1:v1,f2:v2` for a complex one. Keys that Hudi would make ambiguous are
 //! refused rather than written.
+//!
+//! Every row's key is checked once, up front ([`HudiTable::key_rows`]); it is kept
+//! ([`IncomingKeys::Kept`]) only when the plan must read it, and otherwise made again where a
+//! base file's key column is written ([`KeyMaker`]), from the same values by the same rule.
+//! Invariant: a kept key and a made key of one row are the same text (unit tests compare them).
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, GenericStringArray, Int32Array, LargeStringArray, OffsetSizeTrait,

@@ -1,8 +1,8 @@
 //! Merging: the rows of one file group's new base file.
 //!
 //! The job's rows are first brought to the table's data schema ([`conform`]) and kept in the
-//! batches they came in, with their record keys ([`IncomingRows`]): no copy of a province's rows
-//! is made. [`merge_group`] then combines a group's latest slice with its incoming rows: an
+//! batches they came in, with their record keys, kept or made again per slice ([`IncomingRows`]):
+//! no copy of a province's rows is made. [`merge_group`] then combines a group's latest slice with its incoming rows: an
 //! incoming row replaces a stored one only when its precombine value is greater or equal (an
 //! older source never overwrites a newer one) *and* some data column differs, so rerunning the
 //! same inputs changes nothing. Stored rows keep their meta columns; rows taken from this instant

@@ -9,9 +9,12 @@
 //!    new base file `<fileId>_<token>_<instant>.parquet` merging the latest slice with the
 //!    incoming rows ([`super::merge`]); a group where nothing changes is not rewritten.
 //!
-//! Memory: the job's rows are never copied (they stay in the query's batches, with one record
-//! key each); a group's new base file is built and encoded [`ENCODE_ROWS`] rows at a time, one
-//! group per core at once, so a run holds its rows plus a few slices, not a second province.
+//! Memory: the job's rows are never copied (they stay in the query's batches); their record keys
+//! are held only when the plan looks them up (a touched partition already holds rows) or checks
+//! them for repeats (they do not ascend), and otherwise made again for each slice from its own
+//! columns ([`super::keys::IncomingKeys`]). A group's new base file is built and encoded
+//! [`ENCODE_ROWS`] rows at a time, one group per core at once, so a run holds its rows plus a few
+//! slices, not a second province.
 //!
 //! Publish: the commit with its checks ([`super::commit`]), then clean ([`super::clean`]),
 //! archive ([`super::archive`]) and release the lock. A run killed anywhere before the commit
