@@ -220,6 +220,8 @@ impl Unkeyed {
     fn keyed(self, table: &HudiTable, keep: bool) -> Result<Incoming, TableError> {
         let started = Clock::now();
         let mut keyed = table.key_rows(&self.batches, keep)?;
+        // Whether the keys ascend is known only once they are all made: rows out of key order
+        // into new partitions (a job without an ORDER BY on its key) are keyed a second time.
         if !keyed.ascending && keyed.keys.kept().is_none() {
             keyed = table.key_rows(&self.batches, true)?;
         }
