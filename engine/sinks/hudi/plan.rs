@@ -328,18 +328,17 @@ mod tests {
     }
 
     /// `rows` of `keys` placed in a new partition (no stored group), 300 bytes a new file.
+    /// Places `rows` into a partition without stored keys (files of 300 bytes).
+    fn place_new(
+        rows: &[usize],
+        keys: Option<&RecordKeys>,
+        ascending: bool,
+    ) -> Result<Vec<GroupPlan>, PlaceError> {
+        place_rows("p", rows, keys, ascending, &[], &HashMap::new(), 300, ids())
+    }
+
     fn into_new_partition(rows: &[usize], keys: &RecordKeys, ascending: bool) -> Vec<GroupPlan> {
-        place_rows(
-            "p",
-            rows,
-            Some(keys),
-            ascending,
-            &[],
-            &HashMap::new(),
-            300,
-            ids(),
-        )
-        .unwrap()
+        place_new(rows, Some(keys), ascending).unwrap()
     }
 
     #[test]
@@ -361,23 +360,13 @@ mod tests {
             .iter()
             .all(|p| p.updates.is_empty() && p.base.is_none()));
         // No key is read there: the same plan when the keys were not kept.
-        let unkept = place_rows(
-            "p",
-            &[4, 0, 2, 1, 3],
-            None,
-            true,
-            &[],
-            &HashMap::new(),
-            300,
-            ids(),
-        );
-        assert_eq!(unkept.unwrap(), plans);
+        assert_eq!(place_new(&[4, 0, 2, 1, 3], None, true).unwrap(), plans);
     }
 
     #[test]
     fn rows_whose_keys_must_be_read_need_them_kept() {
         // Keys not known to ascend are checked for repeats; stored keys are looked up.
-        let unordered = place_rows("p", &[0, 1], None, false, &[], &HashMap::new(), 300, ids());
+        let unordered = place_new(&[0, 1], None, false);
         let stored = [group("a-0", 1000, 10)];
         let owner = HashMap::from([("k1", 0)]);
         let into_stored = place_rows("p", &[0, 1], None, true, &stored, &owner, 300, ids());
@@ -416,18 +405,9 @@ mod tests {
     fn a_repeated_key_is_refused_in_order_or_not() {
         let keys: RecordKeys = StringArray::from(vec!["a", "b", "c", "d", "b", "e"]).into();
         let place = |rows: &[usize]| {
-            place_rows(
-                "p",
-                rows,
-                Some(&keys),
-                false,
-                &[],
-                &HashMap::new(),
-                300,
-                ids(),
-            )
-            .map(|plans| plans.iter().map(|p| p.inserts.len()).sum::<usize>())
-            .map_err(|e| e.to_string())
+            place_new(rows, Some(&keys), false)
+                .map(|plans| plans.iter().map(|p| p.inserts.len()).sum::<usize>())
+                .map_err(|e| e.to_string())
         };
         // In key order: compared with the previous key only.
         assert_eq!(place(&[0, 1, 2, 3]), Ok(4));
@@ -446,17 +426,7 @@ mod tests {
     #[test]
     fn a_key_twice_is_refused() {
         let keys: RecordKeys = StringArray::from(vec!["a", "a"]).into();
-        let e = place_rows(
-            "p",
-            &[0, 1],
-            Some(&keys),
-            false,
-            &[],
-            &HashMap::new(),
-            300,
-            ids(),
-        )
-        .unwrap_err();
+        let e = place_new(&[0, 1], Some(&keys), false).unwrap_err();
         assert_eq!(
             e.to_string(),
             "record key `a` appears twice in one run's rows"
