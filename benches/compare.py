@@ -29,8 +29,9 @@ Measured per run, for the whole process tree (interpreters and JVM start-up incl
 CPU time (user + system, exact: this harness is the tree's subreaper and reaps every process) and
 peak memory (the largest resident set any process reached, or the sampled sum over the tree if
 larger). The median run of --repeat is shown. The runs go round by round, every engine once a
-round, so a machine that slows down during the call slows every engine alike. Results are
-checked: DuckDB's and Polars' rows must equal tally's exactly (keys, amounts and chosen file), or
+round, so a machine that slows down during the call slows every engine about alike; a second
+table divides each run by tally's run of the same round (median and spread of those ratios), so
+one slow tally run does not move every ratio. Results are checked: DuckDB's and Polars' rows must equal tally's exactly (keys, amounts and chosen file), or
 the harness fails.
 
 --profile prints, per size, tally's physical plan as it ran with each operator's metrics (rows,
@@ -506,6 +507,24 @@ def render(results, engines, sizes):
             n = r.get("check", {}).get("result_rows", "-")
             lines.append(f"| {r['label']} | {r['csv_mb']:.0f} MB | {n} | {r['engine']} | {r['wall']:.2f} | "
                          f"{r['cpu']:.2f} | {r['peak_mb']:.0f} | {ratio} |")
+    lines.append("")
+    # A slowdown shorter than a round lands on some engines' runs only, and one slow tally run
+    # moves every ratio above: each engine's run is also divided by tally's run of the same round
+    # (tally-cluster runs after the rounds, so it has no pairs).
+    lines.append("Paired by round (each run's wall / tally's wall in the same round; median, min–max):\n")
+    lines.append("| transactions | engine | rounds | × tally wall, paired |")
+    lines.append("|---:|---|---:|---:|")
+    for count in sizes:
+        rows = [r for r in results if r["size"] == count]
+        base = next((r["runs"] for r in rows if r["engine"] == "tally"), None)
+        for r in rows:
+            if not base or r["engine"] in ("tally", "tally-cluster"):
+                continue
+            ratios = sorted(w / b for w, b in zip(r["runs"], base))
+            if ratios:
+                median = ratios[len(ratios) // 2]
+                lines.append(f"| {r['label']} | {r['engine']} | {len(ratios)} | "
+                             f"{median:.2f} ({ratios[0]:.2f}–{ratios[-1]:.2f}) |")
     lines.append("")
     lines.append("Scaling (wall seconds per million transactions; flat means linear):\n")
     lines.append("| engine | " + " | ".join(label(c) for c in sizes) + " |")
