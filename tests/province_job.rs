@@ -29,14 +29,6 @@ fn validate(raw: &Path, out: &Path) {
     ]);
 }
 
-/// The bundled sample files, validated under `dir`: the validated folder.
-fn validated_sample(dir: &Path) -> std::path::PathBuf {
-    let (raw, val) = (dir.join("raw"), dir.join("val"));
-    tally::demo::write_sample_files(&raw).unwrap();
-    validate(&raw, &val);
-    val
-}
-
 #[test]
 fn the_bundled_sample_gives_the_hand_computed_sums() {
     let dir = tempfile::tempdir().unwrap();
