@@ -2,11 +2,12 @@
 //!
 //! The job's rows are first brought to the table's data schema ([`conform`]) and kept in the
 //! batches they came in, with their record keys, kept or made again per slice ([`IncomingRows`]):
-//! no copy of a province's rows is made. [`merge_group`] then combines a group's latest slice with its incoming rows: an
-//! incoming row replaces a stored one only when its precombine value is greater or equal (an
-//! older source never overwrites a newer one) *and* some data column differs, so rerunning the
-//! same inputs changes nothing. Stored rows keep their meta columns; rows taken from this instant
-//! get its commit time and sequence numbers, and every row names the new file.
+//! no copy of a province's rows is made. [`merge_group`] then combines a group's latest slice
+//! with its incoming rows: an incoming row replaces a stored one only when its precombine value
+//! is greater or equal (an older source never overwrites a newer one) *and* some data column
+//! differs, so rerunning the same inputs changes nothing. Stored rows keep their meta columns;
+//! rows taken from this instant get its commit time and sequence numbers, and every row names
+//! the new file.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -115,9 +116,7 @@ impl IncomingRows {
             string_runs,
         }
     }
-}
 
-impl IncomingRows {
     /// The record key of row `row` (rows count across the batches, from 0).
     fn key(&self, row: usize) -> Cow<'_, str> {
         match &self.keys {
@@ -126,14 +125,6 @@ impl IncomingRows {
                 let (batch, index) = self.starts.locate(row);
                 Cow::Owned(maker.key(&self.batches[batch], index))
             }
-        }
-    }
-
-    /// Appends the record key of row `row` to `column`.
-    fn append_key(&self, row: usize, column: &mut StringBuilder) {
-        match &self.keys {
-            IncomingKeys::Kept(keys) => column.append_value(keys.value(row)),
-            IncomingKeys::Made(_) => column.append_value(self.key(row)),
         }
     }
 }
@@ -409,10 +400,13 @@ impl Merged {
     }
 
     /// The first four meta columns of a slice whose rows all come from this instant (a new file
-    /// group's): commit time and partition are the same on every row. Sequence numbers and keys
-    /// are made side by side; keys not kept are made from the slice's own data columns
-    /// (`data`).
-    fn incoming_meta(&self, picks: &[Pick], data: &[ArrayRef]) -> Vec<ArrayRef> {
+    /// group's): commit time and partition are the same on every row. Sequence numbers and the
+    /// key column (`key_column`) are made side by side.
+    fn incoming_meta(
+        &self,
+        picks: &[Pick],
+        key_column: impl FnOnce() -> StringArray + Send,
+    ) -> Vec<ArrayRef> {
         let (seq_no, key) = rayon::join(
             || {
                 let mut seq_no = StringBuilder::with_capacity(picks.len(), picks.len() * 32);
@@ -424,27 +418,7 @@ impl Merged {
                 }
                 seq_no.finish()
             },
-            || match &self.incoming.keys {
-                IncomingKeys::Kept(keys) => {
-                    // Each key is looked up once, and the column sized exactly from them: the
-                    // province job's keys are 50 bytes, and a guess below that had every slice's
-                    // key column copied once more as it grew.
-                    let chosen: Vec<&str> = picks
-                        .iter()
-                        .filter_map(|pick| match *pick {
-                            Pick::Incoming { row, .. } => Some(keys.value(row)),
-                            Pick::Stored(_) => None,
-                        })
-                        .collect();
-                    let bytes = chosen.iter().map(|k| k.len()).sum();
-                    let mut key = StringBuilder::with_capacity(chosen.len(), bytes);
-                    for k in chosen {
-                        key.append_value(k);
-                    }
-                    key.finish()
-                }
-                IncomingKeys::Made(maker) => maker.column(data),
-            },
+            key_column,
         );
         vec![
             repeated(&self.instant, picks.len()),
@@ -454,8 +428,9 @@ impl Merged {
         ]
     }
 
-    /// The first four meta columns of a slice mixing stored rows and rows of this instant.
-    fn mixed_meta(&self, picks: &[Pick]) -> Vec<ArrayRef> {
+    /// The first four meta columns of a slice mixing stored rows and rows of this instant, whose
+    /// keys are `keys`.
+    fn mixed_meta(&self, picks: &[Pick], keys: &RecordKeys) -> Vec<ArrayRef> {
         let existing = &self.existing;
         let stored_meta: [&StringArray; 4] =
             std::array::from_fn(|c| existing.column(c).as_string::<i32>());
@@ -473,7 +448,7 @@ impl Merged {
                     let [commit_time, seq_no, key, path] = &mut meta;
                     commit_time.append_value(&self.instant);
                     seq_numbers.append(seq_no, seq);
-                    self.incoming.append_key(row, key);
+                    key.append_value(keys.value(row));
                     path.append_value(&self.partition);
                 }
             }
@@ -481,6 +456,25 @@ impl Merged {
         meta.iter_mut()
             .map(|column| Arc::new(column.finish()) as ArrayRef)
             .collect()
+    }
+
+    /// The key column of a slice's rows, all incoming, from their kept keys: each key is looked
+    /// up once, and the column sized exactly from them (the province job's keys are 50 bytes,
+    /// and a guess below that had every slice's key column copied once more as it grew).
+    fn kept_key_column(picks: &[Pick], keys: &RecordKeys) -> StringArray {
+        let chosen: Vec<&str> = picks
+            .iter()
+            .filter_map(|pick| match *pick {
+                Pick::Incoming { row, .. } => Some(keys.value(row)),
+                Pick::Stored(_) => None,
+            })
+            .collect();
+        let bytes = chosen.iter().map(|k| k.len()).sum();
+        let mut key = StringBuilder::with_capacity(chosen.len(), bytes);
+        for k in chosen {
+            key.append_value(k);
+        }
+        key.finish()
     }
 
     /// The data columns of a slice's rows: one interleave per column over the stored slice and
@@ -530,9 +524,9 @@ impl Merged {
         // wait. Keys that were not kept are made from the data columns, once they are gathered.
         let all_incoming = picks.iter().all(|p| matches!(p, Pick::Incoming { .. }));
         let (meta, data) = match (&incoming.keys, all_incoming) {
-            (IncomingKeys::Made(_), true) => {
+            (IncomingKeys::Made(maker), true) => {
                 let data = self.data_columns(picks)?;
-                (self.incoming_meta(picks, &data), data)
+                (self.incoming_meta(picks, || maker.column(&data)), data)
             }
             (IncomingKeys::Made(_), false) => {
                 return Err(ArrowError::InvalidArgumentError(format!(
@@ -542,11 +536,11 @@ impl Merged {
             }
             // Meta columns: stored rows keep theirs; rows taken from this instant get its
             // commit time and their sequence numbers, their keys and the group's partition.
-            (IncomingKeys::Kept(_), _) => {
+            (IncomingKeys::Kept(keys), _) => {
                 let (meta, data) = rayon::join(
                     || match all_incoming {
-                        true => self.incoming_meta(picks, &[]),
-                        false => self.mixed_meta(picks),
+                        true => self.incoming_meta(picks, || Self::kept_key_column(picks, keys)),
+                        false => self.mixed_meta(picks, keys),
                     },
                     || self.data_columns(picks),
                 );
