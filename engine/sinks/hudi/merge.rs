@@ -117,6 +117,11 @@ impl IncomingRows {
         }
     }
 
+    /// Whether each key is greater than the one before it (so none repeats).
+    pub fn keys_ascending(&self) -> bool {
+        self.keys_ascending
+    }
+
     /// The record key of row `row` (rows count across the batches, from 0).
     fn key(&self, row: usize) -> Cow<'_, str> {
         match &self.keys {

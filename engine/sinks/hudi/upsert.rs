@@ -169,16 +169,22 @@ struct StagedParts {
     slices: Vec<Vec<BaseFile>>,
 }
 
+/// The schemas the incoming rows are written in.
+struct Schemas {
+    /// The table's data columns: the incoming rows' schema.
+    data: SchemaRef,
+    /// The data schema with the meta columns in front: the base files' schema.
+    table: SchemaRef,
+    /// The precombine column's index among the data columns.
+    precombine_idx: usize,
+}
+
 /// The incoming rows, in the table's data schema and in the job's own batches, with their
 /// partitions: what the plan needs before it decides whether the rows' keys are kept.
 struct Unkeyed {
     batches: Vec<RecordBatch>,
     partitions: PartitionPaths,
-    data_schema: SchemaRef,
-    /// The data schema with the meta columns in front: the base files' schema.
-    table_schema: SchemaRef,
-    /// The precombine column's index among the data columns.
-    precombine_idx: usize,
+    schemas: Schemas,
 }
 
 impl Unkeyed {
@@ -201,7 +207,6 @@ impl Unkeyed {
             });
         let batches = conform_all(rows.batches, &data_schema, url)?;
         let partitions = table.partition_rows(&batches)?;
-        let table_schema = super::schema::table_schema(&data_schema);
         let precombine = &table.config.precombine_field;
         let precombine_idx = data_schema
             .index_of(precombine)
@@ -209,9 +214,11 @@ impl Unkeyed {
         Ok(Unkeyed {
             batches,
             partitions,
-            data_schema,
-            table_schema,
-            precombine_idx,
+            schemas: Schemas {
+                table: super::schema::table_schema(&data_schema),
+                data: data_schema,
+                precombine_idx,
+            },
         })
     }
 
@@ -234,25 +241,16 @@ impl Unkeyed {
         );
         Ok(Incoming {
             rows: Arc::new(IncomingRows::new(self.batches, keyed.keys, keyed.ascending)),
-            keys_ascending: keyed.ascending,
-            data_schema: self.data_schema,
-            table_schema: self.table_schema,
-            precombine_idx: self.precombine_idx,
+            schemas: self.schemas,
         })
     }
 }
 
 /// The incoming rows, ready to merge: in the table's data schema, in the job's own batches, with
-/// their keys and partitions.
+/// their keys.
 struct Incoming {
     rows: Arc<IncomingRows>,
-    /// Each key is greater than the one before: none repeats.
-    keys_ascending: bool,
-    data_schema: SchemaRef,
-    /// The data schema with the meta columns in front: the base files' schema.
-    table_schema: SchemaRef,
-    /// The precombine column's index among the data columns.
-    precombine_idx: usize,
+    schemas: Schemas,
 }
 
 /// Plans the instant: the rows keyed (see [`Unkeyed::keyed`]) and every touched partition's
@@ -320,7 +318,7 @@ async fn plan_instant(
             partition,
             rows_here,
             incoming.rows.keys.kept(),
-            incoming.keys_ascending,
+            incoming.rows.keys_ascending(),
             groups,
             &key_owner,
             options.target_file_bytes,
@@ -381,9 +379,9 @@ async fn stage_locked(
             .map(|partition| table.write_partition_metadata(partition, &instant)),
     );
 
-    let table_schema = incoming.table_schema.clone();
+    let table_schema = incoming.schemas.table.clone();
     let avro_with_meta =
-        avro_schema(&table.config.name, &incoming.data_schema, true).unwrap_or_default();
+        avro_schema(&table.config.name, &incoming.schemas.data, true).unwrap_or_default();
     let mut stats: Vec<(String, WriteStat)> = Vec::new();
     let mut written = Vec::new();
     let mut cleaning = Vec::new();
@@ -446,7 +444,7 @@ async fn stage_locked(
         heartbeat.stop().await?;
         return Ok((figures, None));
     }
-    let schema_text = commit_schema(table, &timeline, &incoming.data_schema).await?;
+    let schema_text = commit_schema(table, &timeline, &incoming.schemas.data).await?;
     figures.instant = Some(instant.clone());
     let prepared = PreparedCommit {
         instant,
@@ -518,7 +516,7 @@ impl GroupContext<'_> {
             existing,
             &self.incoming.rows,
             plan,
-            self.incoming.precombine_idx,
+            self.incoming.schemas.precombine_idx,
             &target,
         )
         .map_err(|e| table.data_err(e))?;
