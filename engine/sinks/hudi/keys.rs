@@ -132,8 +132,7 @@ impl HudiTable {
                             format!("record key field `{name}` is null or empty"),
                         ));
                     }
-                    key.push_str(&prefixes[i]);
-                    key.push_str(text);
+                    write_field(&mut key, &prefixes[i], value);
                 }
                 if complex && present == 0 {
                     return Err(bad(
@@ -174,13 +173,7 @@ impl HudiTable {
     /// ([`KeyMaker`]): a province's keys held from the plan to the last base file were 170 MB
     /// at 10M transactions, copied once more, out of memory order, into each file's key column.
     pub fn key_rows(&self, batches: &[RecordBatch], keep: bool) -> Result<KeyedRows, TableError> {
-        // On rayon's pool (its threads outlive the call), one run per thread, in run order.
-        use rayon::prelude::*;
-        let runs = runs_of_batches(batches, rayon::current_num_threads());
-        let made = runs
-            .par_iter()
-            .map(|&(batches, first_row)| self.key_run(batches, first_row, keep))
-            .collect::<Result<Vec<_>, _>>()?;
+        let made = on_runs(batches, |run, first_row| self.key_run(run, first_row, keep))?;
         Ok(KeyedRows::join(made, self.key_maker(batches)?, keep))
     }
 
@@ -210,12 +203,7 @@ impl HudiTable {
     /// as [`Self::partition_paths`] makes it over all the batches: runs are joined in order,
     /// and their paths renumbered by first appearance.
     pub fn partition_rows(&self, batches: &[RecordBatch]) -> Result<PartitionPaths, TableError> {
-        use rayon::prelude::*;
-        let runs = runs_of_batches(batches, rayon::current_num_threads());
-        let made = runs
-            .par_iter()
-            .map(|&(batches, _)| self.partition_paths(batches))
-            .collect::<Result<Vec<_>, _>>()?;
+        let made = on_runs(batches, |run, _| self.partition_paths(run))?;
         Ok(PartitionPaths::join(made))
     }
 
@@ -332,6 +320,13 @@ impl HudiTable {
             })
             .collect()
     }
+}
+
+/// Writes one key field to a key being made: what goes before it, then its value's text. The
+/// one rule both the check ([`HudiTable::key_rows`]) and [`KeyMaker`] make keys by.
+fn write_field(out: &mut impl std::fmt::Write, prefix: &str, value: Option<&str>) {
+    let _ = out.write_str(prefix);
+    let _ = out.write_str(key_value_text(value));
 }
 
 /// The text a key field's value stands as in a record key.
@@ -458,8 +453,7 @@ impl KeyMaker {
 
     fn write(&self, texts: &[KeyText], row: usize, out: &mut impl std::fmt::Write) {
         for (prefix, text) in self.prefixes.iter().zip(texts) {
-            let _ = out.write_str(prefix);
-            let _ = out.write_str(key_value_text(text.value(row)));
+            write_field(out, prefix, text.value(row));
         }
     }
 }
@@ -518,6 +512,19 @@ impl From<StringArray> for RecordKeys {
             parts: vec![keys],
         }
     }
+}
+
+/// `work` done on each run of `batches` (with its first row's number) on rayon's pool, one run
+/// per thread (its threads outlive the call), the results in run order.
+fn on_runs<T: Send>(
+    batches: &[RecordBatch],
+    work: impl Fn(&[RecordBatch], usize) -> Result<T, TableError> + Sync,
+) -> Result<Vec<T>, TableError> {
+    use rayon::prelude::*;
+    runs_of_batches(batches, rayon::current_num_threads())
+        .par_iter()
+        .map(|&(run, first_row)| work(run, first_row))
+        .collect()
 }
 
 /// `batches` cut into at most `runs` consecutive runs of about equal rows, each with the number

@@ -327,7 +327,6 @@ mod tests {
         assert!(!owners.contains_key(""));
     }
 
-    /// `rows` of `keys` placed in a new partition (no stored group), 300 bytes a new file.
     /// Places `rows` into a partition without stored keys (files of 300 bytes).
     fn place_new(
         rows: &[usize],
