@@ -31,8 +31,8 @@ peak memory (the largest resident set any process reached, or the sampled sum ov
 larger). The median run of --repeat is shown. The runs go round by round, every engine once a
 round, so a machine that slows down during the call slows every engine about alike; a second
 table divides each run by tally's run of the same round (median and spread of those ratios), so
-one slow tally run does not move every ratio. Results are checked: DuckDB's and Polars' rows must equal tally's exactly (keys, amounts and chosen file), or
-the harness fails.
+one slow tally run does not move every ratio. Results are checked: DuckDB's and Polars' rows
+must equal tally's exactly (keys, amounts and chosen file), or the harness fails.
 
 --profile prints, per size, tally's physical plan as it ran with each operator's metrics (rows,
 compute time, memory, spills: `tally run --profile`, DataFusion's EXPLAIN ANALYZE), from one
@@ -384,8 +384,8 @@ def main():
         times_json.write_text(json.dumps(file_times(data / "validated")))
         mb = sum(f.stat().st_size for f in (data / "validated").iterdir()) / 1e6
         # Round by round, each engine once a round (PySpark in the first --spark-repeat rounds):
-        # a machine that slows down during the call slows every engine alike, instead of the
-        # engines measured last. tally-cluster's runs come after the rounds, its cluster up only
+        # a machine that slows down during the call slows every engine about alike, instead of
+        # the engines measured last. tally-cluster's runs come after the rounds, its cluster up only
         # for them.
         if "tally-rerun" in engines:
             # The table and warehouse every timed run upserts into again, made once, untimed.
@@ -493,6 +493,12 @@ def plot(results, engines, sizes, path):
     fig.savefig(path)
 
 
+def at_size(results, count):
+    """The results of one size, and tally's among them (None without it)."""
+    rows = [r for r in results if r["size"] == count]
+    return rows, next((r for r in rows if r["engine"] == "tally"), None)
+
+
 def render(results, engines, sizes):
     lines = []
     machine = f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB"
@@ -500,10 +506,9 @@ def render(results, engines, sizes):
     lines.append("| transactions | validated CSV | result rows | engine | wall s | CPU s | peak MB | × tally wall |")
     lines.append("|---:|---:|---:|---|---:|---:|---:|---:|")
     for count in sizes:
-        rows = [r for r in results if r["size"] == count]
-        base = next((r["wall"] for r in rows if r["engine"] == "tally"), None)
+        rows, base = at_size(results, count)
         for r in rows:
-            ratio = f"{r['wall'] / base:.2f}" if base else "-"
+            ratio = f"{r['wall'] / base['wall']:.2f}" if base else "-"
             n = r.get("check", {}).get("result_rows", "-")
             lines.append(f"| {r['label']} | {r['csv_mb']:.0f} MB | {n} | {r['engine']} | {r['wall']:.2f} | "
                          f"{r['cpu']:.2f} | {r['peak_mb']:.0f} | {ratio} |")
@@ -515,12 +520,11 @@ def render(results, engines, sizes):
     lines.append("| transactions | engine | rounds | × tally wall, paired |")
     lines.append("|---:|---|---:|---:|")
     for count in sizes:
-        rows = [r for r in results if r["size"] == count]
-        base = next((r["runs"] for r in rows if r["engine"] == "tally"), None)
+        rows, base = at_size(results, count)
         for r in rows:
             if not base or r["engine"] in ("tally", "tally-cluster"):
                 continue
-            ratios = sorted(w / b for w, b in zip(r["runs"], base))
+            ratios = sorted(w / b for w, b in zip(r["runs"], base["runs"]))
             if ratios:
                 median = ratios[len(ratios) // 2]
                 lines.append(f"| {r['label']} | {r['engine']} | {len(ratios)} | "
