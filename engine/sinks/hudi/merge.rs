@@ -668,13 +668,18 @@ mod tests {
     /// "seen" is the precombine column: the third data column.
     const SEEN: usize = 2;
 
-    #[test]
-    fn a_string_column_of_long_runs_is_gathered_by_run_where_every_row_is_new() {
-        let data_schema = Arc::new(Schema::new(vec![
+    /// A key, a store (a string column of long runs, gathered by run) and "seen".
+    fn store_data_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
             Field::new("k", DataType::Utf8, true),
             Field::new("store", DataType::Utf8, true),
             Field::new("seen", DataType::Int64, true),
-        ]));
+        ]))
+    }
+
+    #[test]
+    fn a_string_column_of_long_runs_is_gathered_by_run_where_every_row_is_new() {
+        let data_schema = store_data_schema();
         let schema = super::super::schema::table_schema(&data_schema);
         // Rows `from..to`: key `k<i>`, store `s<i / 20>`, seen `seen`.
         let rows = |from: usize, to: usize, seen: i64| {
@@ -745,11 +750,7 @@ mod tests {
 
     #[test]
     fn a_new_groups_keys_made_from_its_columns_are_the_keys_kept() {
-        let data_schema = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Utf8, true),
-            Field::new("store", DataType::Utf8, true),
-            Field::new("seen", DataType::Int64, true),
-        ]));
+        let data_schema = store_data_schema();
         let schema = super::super::schema::table_schema(&data_schema);
         // Keyed by store (gathered by run, as a dictionary) and k, with an empty and a null k
         // (`__empty__` sorts before `__null__`).
